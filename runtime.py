@@ -1,0 +1,93 @@
+"""
+What every script needs before it touches a model: the device, the dtype and its autocast
+context, compile with a safe fallback, and how a script reports a user's mistake.
+Imported by train.py, sample.py and bench.py; it runs nothing on import.
+"""
+
+import contextlib
+import os
+import sys
+
+import torch
+
+from configurator import ConfigError
+
+
+class UserError(Exception):
+    """A problem the user can fix; main() prints it as one line instead of a traceback."""
+
+
+def run_main(main):
+    """Call main(); a UserError or ConfigError becomes one line on stderr and exit status 1.
+    Set BABYGPT_DEBUG=1 to see the full traceback instead."""
+    try:
+        main()
+    except (UserError, ConfigError) as e:
+        if os.environ.get("BABYGPT_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+def pick_device(device):
+    """'auto' -> cuda, then mps, then cpu. An explicit device that is not there is an error."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    kind = device.split(":")[0]
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{device}' asked for, but this torch sees no CUDA GPU; use --device=cpu (or auto)")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device '{device}' asked for, but MPS is not available; use --device=cpu (or auto)")
+    if kind not in ("cuda", "mps", "cpu"):
+        raise UserError(f"unknown device '{device}'; use auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def setup(device, dtype, seed):
+    """Seed torch and choose device and precision. Returns (device, device_type, dtype, ctx):
+    ctx is the autocast context for forward passes (a no-op in float32).
+    On CPU and MPS, half precision autocast is slower or unsupported, so float32 is used there."""
+    if dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; use float32, bfloat16 or float16")
+    device = pick_device(device)
+    device_type = device.split(":")[0]
+    torch.manual_seed(seed)
+    if device_type != "cuda" and dtype != "float32":
+        print(f"note: dtype {dtype} is for CUDA GPUs; using float32 on {device_type}", file=sys.stderr)
+        dtype = "float32"
+    if device_type == "cuda":
+        if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+            raise UserError("this GPU has no bfloat16 (V100 and older); use --dtype=float16")
+        # TF32 matmuls on Ampere and newer: ~fp32 accuracy at several times the speed
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    ptdtype = DTYPES[dtype]
+    if ptdtype == torch.float32:
+        ctx = contextlib.nullcontext()
+    else:
+        ctx = torch.autocast(device_type=device_type, dtype=ptdtype)
+    return device, device_type, dtype, ctx
+
+
+def compile_or_eager(model, trial):
+    """torch.compile(model) if it works here, else model unchanged with a warning.
+    Compilation happens lazily at the first call, so trial(compiled) runs one real step
+    inside the try: a missing C compiler or an unsupported GPU then costs a warning, not the run."""
+    try:
+        compiled = torch.compile(model)
+        trial(compiled)
+        return compiled
+    except Exception as e:  # torch raises many kinds here (BackendCompilerFailed, OSError, ...)
+        first_line = (str(e).strip().splitlines() or [""])[0][:200]
+        print(f"warning: torch.compile failed ({type(e).__name__}: {first_line}); running eager", file=sys.stderr)
+        return model

@@ -1,0 +1,75 @@
+"""
+Shared test helpers: the repo's path, a subprocess runner that calls the scripts exactly as a
+user would, and a tiny prepared dataset. Run the suite with: python -m pytest tests
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# a model small enough to train in a second or two on a CPU
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4",
+        "--compile=False", "--eval_iters=2", "--log_interval=1", "--dtype=float32", "--device=cpu"]
+
+TEXT = ("满纸荒唐言，一把辛酸泪！都云作者痴，谁解其中味？\n"
+        "宝玉听了，忙笑道：“好妹妹，你别恼，我再不说了。”\n"
+        "黛玉冷笑道：“我为的是我的心。”\n\n")
+
+
+def run(script, *args, cwd=REPO, env_extra=None):
+    """Run one of the repo's scripts in a fresh python, as the README does."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, encoding="utf-8", timeout=600)
+
+
+def assert_user_error(proc, *words):
+    """A refusal as the project promises it: non-zero exit, one line on stderr, no traceback."""
+    assert proc.returncode != 0, f"expected a non-zero exit, got 0; stdout: {proc.stdout[-500:]}"
+    lines = [l for l in proc.stderr.splitlines() if l.strip() and not l.startswith("note:")]
+    assert "Traceback" not in proc.stderr, f"a traceback instead of a message:\n{proc.stderr}"
+    assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}:\n{proc.stderr}"
+    for w in words:
+        assert w in lines[0], f"the message should mention {w!r}: {lines[0]}"
+
+
+def write_dataset(folder, text=TEXT * 40, val_fraction=0.1):
+    """A char-level dataset in nanoGPT's format, made directly (independent of prepare.py)."""
+    os.makedirs(folder, exist_ok=True)
+    chars = sorted(set(text))
+    stoi = {c: i for i, c in enumerate(chars)}
+    ids = np.array([stoi[c] for c in text], dtype=np.uint16)
+    n = int(len(ids) * (1 - val_fraction))
+    ids[:n].tofile(os.path.join(folder, "train.bin"))
+    ids[n:].tofile(os.path.join(folder, "val.bin"))
+    meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi, "dtype": "uint16"}
+    with open(os.path.join(folder, "meta.pkl"), "wb") as f:
+        pickle.dump(meta, f)
+    return meta
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    folder = str(tmp_path / "tinyds")
+    write_dataset(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """One tiny training run shared by the tests that only read its results."""
+    base = tmp_path_factory.mktemp("run")
+    data = str(base / "ds")
+    write_dataset(data)
+    out = str(base / "out")
+    proc = run("train.py", f"--dataset={data}", f"--out_dir={out}", "--max_iters=20", "--eval_interval=10", *TINY)
+    assert proc.returncode == 0, f"tiny training failed:\n{proc.stderr}"
+    return {"data": data, "out": out, "log": proc.stdout}

@@ -126,3 +126,22 @@ def codec(meta):
     """encode(str) -> list of ids and decode(ids) -> str for a character vocabulary."""
     stoi, itos = meta["stoi"], meta["itos"]
     return (lambda s: [stoi[c] for c in s]), (lambda ids: "".join(itos[i] for i in ids))
+
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+def is_pretrained(init_from):
+    """init_from names a GPT-2 (gpt2, gpt2-medium, ...) or a folder saved by transformers."""
+    return init_from in GPT2_NAMES or os.path.isdir(init_from)
+
+
+def load_pretrained(init_from, dropout=0.0):
+    """GPT.from_pretrained with the errors a user can fix turned into one line."""
+    try:
+        return GPT.from_pretrained(init_from, {"dropout": dropout})
+    except (OSError, ValueError) as e:
+        # transformers raises OSError both offline and for a folder with no model in it
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"cannot load GPT-2 '{init_from}' ({reason}); the named models download from the "
+                        "Hugging Face hub once, offline pass a folder saved with save_pretrained") from None

@@ -13,8 +13,8 @@ import sys
 
 import torch
 
-from checkpoint import (codec, find_meta, is_pretrained, load_checkpoint, load_meta, load_pretrained,
-                        model_from_checkpoint)
+from checkpoint import (bpe_codec, codec, find_meta, gpt2_encoding, is_pretrained, load_checkpoint, load_meta,
+                        load_pretrained, model_from_checkpoint)
 from configurator import configure
 from runtime import UserError, run_main, setup
 
@@ -43,22 +43,6 @@ def read_prompt(start):
         raise UserError(f"prompt file '{path}' not found (given as --start=FILE:{path})")
     with open(path, encoding="utf-8") as f:
         return f.read()
-
-
-def gpt2_encoding():
-    """tiktoken's GPT-2 BPE. tiktoken downloads its two vocabulary files on first use and caches them
-    (in TIKTOKEN_CACHE_DIR if set); offline with an empty cache that fails, and we say so."""
-    import tiktoken  # only runs that need BPE pay for the import
-    try:
-        return tiktoken.get_encoding("gpt2")
-    except Exception as e:  # requests' connection errors, a proxy refusing, a truncated download ...
-        raise UserError(f"GPT-2 BPE: tiktoken could not download its gpt2 vocabulary (offline? {type(e).__name__}); "
-                        "connect once so tiktoken caches it, or give the run its meta.pkl in out_dir") from None
-
-
-def bpe_codec(enc):
-    """encode(str) -> ids and decode(ids) -> str for a tiktoken Encoding (GPT-2's, or any other)."""
-    return (lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})), enc.decode
 
 
 def load_model(init_from, out_dir, device):

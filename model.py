@@ -211,11 +211,20 @@ class GPT(nn.Module):
         (downloaded from the Hugging Face hub, then cached), or a local folder holding a model saved
         with GPT2LMHeadModel.save_pretrained (works offline). override_args: only 'dropout'."""
         from transformers import GPT2LMHeadModel  # imported here: model.py stays light and pure
+        from transformers.utils import logging as hf_logging
 
         override_args = override_args or {}
         if set(override_args) - {"dropout"}:
             raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
-        hf_model = GPT2LMHeadModel.from_pretrained(name_or_path)
+        # a "Loading weights" bar for a load that takes a moment is noise on stderr (the hub's
+        # download bars are separate and stay)
+        was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            hf_model = GPT2LMHeadModel.from_pretrained(name_or_path)
+        finally:
+            if was_on:
+                hf_logging.enable_progress_bar()
         hf = hf_model.config
         # our LayerNorm has eps 1e-5 and our MLP the tanh GELU; refuse a GPT-2 variant that differs
         if hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh") or hf.layer_norm_epsilon != 1e-5:

@@ -1,5 +1,6 @@
 """
-Saving and loading what a run leaves behind: ckpt.pt (nanoGPT's keys) and the vocabulary (meta.pkl).
+Saving and loading what a run leaves behind: ckpt.pt (nanoGPT's keys) and the vocabulary (meta.pkl);
+and the pretrained alternatives, GPT-2's weights (transformers) and its BPE vocabulary (tiktoken).
 One place for it, used by train.py, sample.py and the tests; it runs nothing on import.
 
 Loading never runs code from the file: ckpt.pt goes through torch.load(weights_only=True) and
@@ -126,3 +127,38 @@ def codec(meta):
     """encode(str) -> list of ids and decode(ids) -> str for a character vocabulary."""
     stoi, itos = meta["stoi"], meta["itos"]
     return (lambda s: [stoi[c] for c in s]), (lambda ids: "".join(itos[i] for i in ids))
+
+
+GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
+
+
+def is_pretrained(init_from):
+    """init_from names a GPT-2 (gpt2, gpt2-medium, ...) or a folder saved by transformers."""
+    return init_from in GPT2_NAMES or os.path.isdir(init_from)
+
+
+def load_pretrained(init_from, dropout=0.0):
+    """GPT.from_pretrained with the errors a user can fix turned into one line."""
+    try:
+        return GPT.from_pretrained(init_from, {"dropout": dropout})
+    except (OSError, ValueError) as e:
+        # transformers raises OSError both offline and for a folder with no model in it
+        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        raise UserError(f"cannot load GPT-2 '{init_from}' ({reason}); the named models download from the "
+                        "Hugging Face hub once, offline pass a folder saved with save_pretrained") from None
+
+
+def gpt2_encoding():
+    """tiktoken's GPT-2 BPE. tiktoken downloads its two vocabulary files on first use and caches them
+    (in TIKTOKEN_CACHE_DIR if set); offline with an empty cache that fails, and we say so."""
+    import tiktoken  # only runs that need BPE pay for the import
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as e:  # requests' connection errors, a proxy refusing, a truncated download ...
+        raise UserError(f"GPT-2 BPE: tiktoken could not download its gpt2 vocabulary (offline? {type(e).__name__}); "
+                        "connect once so tiktoken caches it (set TIKTOKEN_CACHE_DIR to keep the cache)") from None
+
+
+def bpe_codec(enc):
+    """encode(str) -> ids and decode(ids) -> str for a tiktoken Encoding (GPT-2's, or any other)."""
+    return (lambda s: enc.encode(s, allowed_special={"<|endoftext|>"})), enc.decode

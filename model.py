@@ -204,3 +204,47 @@ class GPT(nn.Module):
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = F.softmax(logits, dim=-1)
         return torch.multinomial(probs, num_samples=1)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path, override_args=None):
+        """Load GPT-2 weights with transformers: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'
+        (downloaded from the Hugging Face hub, then cached), or a local folder holding a model saved
+        with GPT2LMHeadModel.save_pretrained (works offline). override_args: only 'dropout'."""
+        from transformers import GPT2LMHeadModel  # imported here: model.py stays light and pure
+        from transformers.utils import logging as hf_logging
+
+        override_args = override_args or {}
+        if set(override_args) - {"dropout"}:
+            raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
+        # a "Loading weights" bar for a load that takes a moment is noise on stderr (the hub's
+        # download bars are separate and stay)
+        was_on = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            hf_model = GPT2LMHeadModel.from_pretrained(name_or_path)
+        finally:
+            if was_on:
+                hf_logging.enable_progress_bar()
+        hf = hf_model.config
+        # our LayerNorm has eps 1e-5 and our MLP the tanh GELU; refuse a GPT-2 variant that differs
+        if hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh") or hf.layer_norm_epsilon != 1e-5:
+            raise ValueError(f"{name_or_path}: activation {hf.activation_function} / layer_norm_epsilon "
+                             f"{hf.layer_norm_epsilon} differ from GPT-2's gelu_new / 1e-5")
+        config = GPTConfig(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, block_size=hf.n_positions,
+                           vocab_size=hf.vocab_size, bias=True, dropout=override_args.get("dropout", 0.0))
+        model = cls(config)
+        model.load_state_dict(cls._state_dict_from_hf(hf_model.state_dict()))
+        return model
+
+    @staticmethod
+    def _state_dict_from_hf(hf_sd):
+        """transformers' GPT-2 state dict -> ours. Same names; but GPT-2 stores its linear layers as
+        Conv1D, whose weight is (in, out), while nn.Linear's is (out, in): those four get transposed."""
+        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        sd = {}
+        for k, v in hf_sd.items():
+            if k.endswith((".attn.bias", ".attn.masked_bias")):
+                continue  # the causal-mask buffers of older transformers versions, not weights
+            sd[k] = v.t() if k.endswith(conv1d) else v
+        sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])  # tied: may be saved only once
+        return sd

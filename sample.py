@@ -4,6 +4,7 @@ Write continuations of a prompt with a trained model.
     python sample.py --out_dir=out-chinese                       # 10 samples x 500 characters
     python sample.py --out_dir=out-chinese --start=宝玉 --num_samples=3
     python sample.py --out_dir=out-chinese --start=FILE:prompt.txt
+    python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"   # GPT-2 via transformers
     python sample.py --help
 """
 
@@ -12,12 +13,13 @@ import sys
 
 import torch
 
-from checkpoint import codec, find_meta, load_checkpoint, load_meta, model_from_checkpoint
+from checkpoint import (bpe_codec, codec, find_meta, gpt2_encoding, is_pretrained, load_checkpoint, load_meta,
+                        load_pretrained, model_from_checkpoint)
 from configurator import configure
 from runtime import UserError, run_main, setup
 
 # -----------------------------------------------------------------------------
-init_from = "resume"    # 'resume': the checkpoint in out_dir
+init_from = "resume"    # 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl', or a folder with a saved GPT-2
 out_dir = "out"         # folder holding ckpt.pt (and the run's meta.pkl)
 start = "\n"            # prompt text, or FILE:path to read the prompt from a UTF-8 file
 num_samples = 10        # number of samples to write
@@ -43,33 +45,44 @@ def read_prompt(start):
         return f.read()
 
 
+def load_model(init_from, out_dir, device):
+    """The model to sample and its vocabulary: (model, meta or None). None means GPT-2 BPE."""
+    if is_pretrained(init_from):
+        return load_pretrained(init_from), None
+    checkpoint = load_checkpoint(out_dir, device)
+    model = model_from_checkpoint(checkpoint, dropout=0.0)
+    meta_path = find_meta(out_dir, checkpoint)
+    # a run with GPT-2's vocabulary (data/openwebtext) has no meta.pkl; a character run must have one
+    if meta_path is None and model.config.vocab_size < 50257:
+        raise UserError(f"no meta.pkl beside {out_dir}/ckpt.pt or in its dataset folder; "
+                        "run the dataset's prepare.py, or copy its meta.pkl into out_dir")
+    return model, (load_meta(meta_path) if meta_path else None)
+
+
 def main():
     cfg = configure(DEFAULTS, sys.argv[1:], __file__)
     if cfg is None:
         return
     globals().update(cfg)
-    if init_from != "resume":
-        raise UserError(f"init_from must be 'resume', got '{init_from}'")
+    if init_from != "resume" and not is_pretrained(init_from):
+        raise UserError(f"init_from must be 'resume', gpt2, gpt2-medium, gpt2-large, gpt2-xl "
+                        f"or a folder with a saved GPT-2, got '{init_from}'")
     if max_new_tokens < 1 or num_samples < 1:
         raise UserError("max_new_tokens and num_samples must be at least 1")
     if temperature < 0:
         raise UserError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
 
     dev, _, _, ctx = setup(device, dtype, seed)
-    checkpoint = load_checkpoint(out_dir, dev)
-    meta_path = find_meta(out_dir, checkpoint)
-    if meta_path is None:
-        raise UserError(f"no meta.pkl beside {out_dir}/ckpt.pt or in its dataset folder; "
-                        "run the dataset's prepare.py, or copy its meta.pkl into out_dir")
-    meta = load_meta(meta_path)
-    encode, decode = codec(meta)
-    model = model_from_checkpoint(checkpoint, dropout=0.0)
+    model, meta = load_model(init_from, out_dir, dev)
+    if meta is None:
+        print("note: no meta.pkl, so using GPT-2 BPE from tiktoken", file=sys.stderr)
+    encode, decode = codec(meta) if meta else bpe_codec(gpt2_encoding())
     model.eval().to(dev)
     if compile:
         model = torch.compile(model)
 
     prompt = read_prompt(start)
-    unknown = sorted(set(c for c in prompt if c not in meta["stoi"]))
+    unknown = sorted(set(c for c in prompt if meta and c not in meta["stoi"]))
     if unknown:
         raise UserError(f"the prompt has characters the model never saw: {''.join(unknown)!r}; remove them")
     if not prompt:

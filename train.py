@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from checkpoint import (MODEL_ARGS, copy_meta, dataset_dir, load_checkpoint, load_meta,
-                        model_from_checkpoint, save_checkpoint)
+from checkpoint import (MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_checkpoint, load_meta,
+                        load_pretrained, model_from_checkpoint, save_checkpoint)
 from configurator import configure
 from model import GPT, GPTConfig
 from runtime import UserError, compile_or_eager, run_main, setup
@@ -31,7 +31,7 @@ log_interval = 1                # iterations between log lines
 eval_iters = 200                # batches averaged per loss estimate
 eval_only = False               # estimate the losses once and exit
 always_save_checkpoint = True   # save at every eval, not only when val loss improved
-init_from = "scratch"           # 'scratch' or 'resume' (from out_dir/ckpt.pt)
+init_from = "scratch"           # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl' or a saved GPT-2 folder
 # logging
 wandb_log = False               # log to Weights & Biases
 wandb_project = "babygpt"       # wandb project name
@@ -82,18 +82,20 @@ def check_config(cfg):
         raise UserError(f"dropout must be in [0, 1), got {cfg['dropout']}")
     if cfg["learning_rate"] <= 0 or cfg["min_lr"] < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
-    if cfg["init_from"] not in ("scratch", "resume"):
-        raise UserError(f"init_from must be 'scratch' or 'resume', got '{cfg['init_from']}'")
+    if cfg["init_from"] not in ("scratch", "resume") and not is_pretrained(cfg["init_from"]):
+        raise UserError(f"init_from must be 'scratch', 'resume', gpt2, gpt2-medium, gpt2-large, gpt2-xl "
+                        f"or a folder with a saved GPT-2, got '{cfg['init_from']}'")
 
 
 def load_dataset(data_dir, block_size):
-    """Memory-map train.bin and val.bin with the dtype meta.pkl records (uint16 by default)."""
+    """Memory-map train.bin and val.bin with the dtype meta.pkl records (uint16 by default).
+    A dataset without meta.pkl is GPT-2 BPE (data/openwebtext): meta and meta_path are then None."""
     meta_path = os.path.join(data_dir, "meta.pkl")
-    if not all(os.path.isfile(os.path.join(data_dir, f)) for f in ("train.bin", "val.bin", "meta.pkl")):
+    if not all(os.path.isfile(os.path.join(data_dir, f)) for f in ("train.bin", "val.bin")):
         name = os.path.basename(data_dir)
         raise UserError(f"dataset '{name}' is not prepared in {data_dir}; run python data/{name}/prepare.py first")
-    meta = load_meta(meta_path)
-    token_dtype = np.dtype(meta.get("dtype", "uint16"))
+    meta, meta_path = (load_meta(meta_path), meta_path) if os.path.isfile(meta_path) else (None, None)
+    token_dtype = np.dtype(meta.get("dtype", "uint16") if meta else "uint16")
     splits = {}
     for split in ("train", "val"):
         path = os.path.join(data_dir, f"{split}.bin")
@@ -156,9 +158,12 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, ctx
 
 
 def build_model(cfg, vocab_size, device):
-    """A fresh GPT, or the one in out_dir/ckpt.pt. Returns (model, checkpoint or None)."""
+    """A fresh GPT, the one in out_dir/ckpt.pt, or GPT-2. Returns (model, checkpoint or None)."""
     model_args = {k: cfg[k] for k in MODEL_ARGS if k in cfg}
-    model_args["vocab_size"] = vocab_size
+    # GPT-2 BPE has 50257 ids; nanoGPT pads to 50304, a multiple of 64, for faster matmuls
+    model_args["vocab_size"] = vocab_size or 50304
+    if is_pretrained(cfg["init_from"]):
+        return finetune_model(cfg["init_from"], cfg["block_size"], cfg["dropout"], vocab_size), None
     if cfg["init_from"] == "scratch":
         return GPT(GPTConfig(**model_args)), None
     checkpoint = load_checkpoint(cfg["out_dir"], device)
@@ -170,6 +175,20 @@ def build_model(cfg, vocab_size, device):
     return model_from_checkpoint(checkpoint, dropout=cfg["dropout"]), checkpoint
 
 
+def finetune_model(init_from, block_size, dropout, vocab_size):
+    """GPT-2 to fine-tune: its own shape and vocabulary; only dropout and a shorter context are ours."""
+    model = load_pretrained(init_from, dropout)
+    if block_size > model.config.block_size:
+        raise UserError(f"block_size {block_size} is longer than {init_from}'s context "
+                        f"{model.config.block_size}; use --block_size={model.config.block_size} or less")
+    if block_size < model.config.block_size:
+        model.crop_block_size(block_size)  # fewer positions: less memory and compute per step
+    if vocab_size and vocab_size > model.config.vocab_size:
+        raise UserError(f"the dataset has {vocab_size} token ids but {init_from} knows {model.config.vocab_size}; "
+                        "fine-tune on a GPT-2 BPE dataset (python data/openwebtext/prepare.py)")
+    return model
+
+
 def main():
     cfg = configure(DEFAULTS, sys.argv[1:], __file__)
     if cfg is None:
@@ -179,11 +198,12 @@ def main():
 
     train_data, val_data, meta, meta_path = load_dataset(dataset_dir(dataset), block_size)
     dev, device_type, run_dtype, ctx = setup(device, dtype, seed)
+    vocab_size = meta["vocab_size"] if meta else None  # None: GPT-2 BPE
     tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-    print(f"dataset {dataset}: vocab {meta['vocab_size']}, {len(train_data):,} train tokens; "
+    print(f"dataset {dataset}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
           f"{tokens_per_iter:,} tokens per iteration on {dev} in {run_dtype}")
 
-    model, checkpoint = build_model(cfg, meta["vocab_size"], dev)
+    model, checkpoint = build_model(cfg, vocab_size, dev)
     model.to(dev)
     print(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
     optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -230,7 +250,8 @@ def main():
                     "best_val_loss": best_val_loss,
                     "config": cfg,
                 })
-                copy_meta(meta_path, out_dir)
+                if meta_path:
+                    copy_meta(meta_path, out_dir)
                 print(f"saved checkpoint to {out_dir}")
         if eval_only or iter_num >= max_iters:
             break

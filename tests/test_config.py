@@ -72,9 +72,12 @@ def test_seed_config_values_exactly():
 
 
 def test_every_config_file_loads():
-    for name in sorted(os.listdir(os.path.join(REPO, "config"))):
-        if name.startswith("train_"):
-            configure(train.DEFAULTS, [os.path.join(REPO, "config", name)], SCRIPT)  # raises on a bad key
+    names = sorted(n for n in os.listdir(os.path.join(REPO, "config")) if n.endswith(".py"))
+    for name in ("finetune_gpt2.py", "eval_gpt2.py", "eval_gpt2_xl.py", "train_gpt2.py", "train_shakespeare_char.py"):
+        assert name in names, f"config/{name} is missing"
+    for name in names:  # every config is a train.py config
+        cfg = configure(train.DEFAULTS, [os.path.join(REPO, "config", name)], SCRIPT)  # raises on a bad key
+        train.check_config(cfg)  # and its values pass train.py's own checks
 
 
 def test_help_lists_keys_defaults_and_meaning():

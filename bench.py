@@ -4,6 +4,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=prepare                    # 50M-character corpus, ~15 s
     python bench.py --what=prepare --chars=5000000 --json
     python bench.py --what=sample                     # seed-size model, 10 x 500 characters, ~1 min
+    python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
 
 prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
@@ -151,6 +152,8 @@ def time_generate(model, idx, n_new, kv_cache, seed=1337):
 def bench_sample(args):
     import torch
     from model import GPT, GPTConfig
+    if args.threads:
+        torch.set_num_threads(args.threads)  # both paths run with the same count
     torch.manual_seed(0)
     cfg = GPTConfig(n_layer=9, n_head=12, n_embd=384, block_size=256, vocab_size=4506, dropout=0.0)
     model = GPT(cfg).eval()
@@ -185,6 +188,8 @@ def main():
     p.add_argument("--chars", type=int, default=50_000_000, help="prepare: corpus size")
     p.add_argument("--num_samples", type=int, default=10, help="sample: samples in the work")
     p.add_argument("--max_new_tokens", type=int, default=500, help="sample: characters per sample")
+    p.add_argument("--threads", type=int, default=0,
+                   help="sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     # internal: bench_prepare re-runs this script as a child, one method per process
     p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)

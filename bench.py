@@ -3,10 +3,18 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
 
     python bench.py --what=prepare                    # 50M-character corpus, ~15 s
     python bench.py --what=prepare --chars=5000000 --json
+    python bench.py --what=sample                     # seed-size model, 10 x 500 characters, ~1 min
+    python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
 
 prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
 in its own child process, so each peak-memory figure (the child's max RSS) is its own.
+
+sample: sample.py's default work (10 samples x 500 characters) with a seed-size model (9 layers,
+12 heads, 384 dims, block 256, vocabulary 4,506; random weights: speed does not depend on them),
+on the CPU. The reference (no cache, one sample at a time, nanoGPT's way) is timed on one sample
+and multiplied by the number of samples, as its cost is linear in them; babygpt's way (KV cache,
+all samples in one batch) is timed on the whole work.
 """
 
 import argparse
@@ -131,14 +139,57 @@ def bench_prepare(args):
 
 
 # -----------------------------------------------------------------------------
+# sample
 
-BENCHMARKS = {"prepare": bench_prepare}
+def time_generate(model, idx, n_new, kv_cache, seed=1337):
+    import torch
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(idx.size(0))]
+    t0 = time.perf_counter()
+    model.generate(idx, n_new, temperature=0.8, top_k=200, generators=generators, kv_cache=kv_cache)
+    return time.perf_counter() - t0
+
+
+def bench_sample(args):
+    import torch
+    from model import GPT, GPTConfig
+    if args.threads:
+        torch.set_num_threads(args.threads)  # both paths run with the same count
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=9, n_head=12, n_embd=384, block_size=256, vocab_size=4506, dropout=0.0)
+    model = GPT(cfg).eval()
+    prompt = torch.zeros((1, 1), dtype=torch.long)  # sample.py's default start: one newline
+    n, new = args.num_samples, args.max_new_tokens
+    time_generate(model, prompt, 8, kv_cache=True)  # warm-up: first calls allocate and pick kernels
+    ref_one = time_generate(model, prompt, new, kv_cache=False)
+    ours = time_generate(model, prompt.repeat(n, 1), new, kv_cache=True)
+    summary = {"threads": torch.get_num_threads(), "num_samples": n, "max_new_tokens": new,
+               "reference_one_sample_s": ref_one, "reference_all_s": ref_one * n,
+               "kv_cache_batched_s": ours, "speedup": ref_one * n / ours}
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"sample: {n} x {new} characters, seed-size model (9x12x384, block 256, vocab 4,506), "
+          f"CPU, {summary['threads']} threads")
+    print(f"{'method':<48}{'time':>9}")
+    print(f"{'reference: no cache, one sample (measured)':<48}{ref_one:>8.2f}s")
+    print(f"{f'reference: no cache, {n} samples (x{n})':<48}{ref_one * n:>8.2f}s")
+    print(f"{f'KV cache, {n} samples in one batch (measured)':<48}{ours:>8.2f}s")
+    print(f"KV cache + batch is {summary['speedup']:.1f}x faster")
+
+
+# -----------------------------------------------------------------------------
+
+BENCHMARKS = {"prepare": bench_prepare, "sample": bench_sample}
 
 
 def main():
     p = argparse.ArgumentParser(description="babygpt benchmarks")
     p.add_argument("--what", choices=sorted(BENCHMARKS), required=True, help="which benchmark")
     p.add_argument("--chars", type=int, default=50_000_000, help="prepare: corpus size")
+    p.add_argument("--num_samples", type=int, default=10, help="sample: samples in the work")
+    p.add_argument("--max_new_tokens", type=int, default=500, help="sample: characters per sample")
+    p.add_argument("--threads", type=int, default=0,
+                   help="sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     # internal: bench_prepare re-runs this script as a child, one method per process
     p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)

@@ -5,7 +5,11 @@ Write continuations of a prompt with a trained model.
     python sample.py --out_dir=out-chinese --start=宝玉 --num_samples=3
     python sample.py --out_dir=out-chinese --start=FILE:prompt.txt
     python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"   # GPT-2 via transformers
+    python sample.py --out_dir=out-chinese --stream=True --top_p=0.9 --repetition_penalty=1.2
     python sample.py --help
+
+All samples are generated as one batch with a key/value cache (see GPT.generate_tokens);
+--kv_cache=False is the exact, slow reference that re-runs the whole context for every character.
 """
 
 import os
@@ -13,36 +17,102 @@ import sys
 
 import torch
 
-from checkpoint import (bpe_codec, codec, find_meta, gpt2_encoding, is_pretrained, load_checkpoint, load_meta,
-                        load_pretrained, model_from_checkpoint)
+from checkpoint import (atomic_write, bpe_codec, codec, find_meta, gpt2_encoding, is_pretrained, load_checkpoint,
+                        load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure
 from runtime import UserError, run_main, setup
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
+from charlevel import PrepareError, read_text  # noqa: E402  prompts are decoded as prepare.py decodes text
 
 # -----------------------------------------------------------------------------
 init_from = "resume"    # 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl', or a folder with a saved GPT-2
 out_dir = "out"         # folder holding ckpt.pt (and the run's meta.pkl)
-start = "\n"            # prompt text, or FILE:path to read the prompt from a UTF-8 file
-num_samples = 10        # number of samples to write
+start = "\n"            # prompt text, or FILE:path to read the prompt from a file (UTF-8 or GB18030)
+num_samples = 10        # number of samples to write (generated together, as one batch)
 max_new_tokens = 500    # characters generated per sample
 temperature = 0.8       # <1 sharper, >1 more random, 0 greedy
-top_k = 200             # sample only among the top_k most likely characters
-seed = 1337             # same seed, same samples
+top_k = 200             # sample only among the top_k most likely characters (0: no cut)
+top_p = 1.0             # nucleus sampling: keep the likeliest characters up to this total probability (1.0: off)
+repetition_penalty = 1.0  # >1 makes characters already in the context less likely (1.0: off)
+kv_cache = True         # False: re-run the whole context every step (exact, ~20x+ slower reference)
+stream = False          # print the first sample's characters as they are generated
+out_file = ""           # also write the samples to this UTF-8 text file
+seed = 1337             # same seed, same samples (sample i uses seed + i)
 device = "auto"         # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
 dtype = "float16"       # float16, bfloat16 or float32; CPU and MPS use float32
 compile = False         # torch.compile the model (pays off only for long generations on a GPU)
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+SEPARATOR = "---------------"
+
+
+def check_settings():
+    """Refuse values that cannot work before any file is read."""
+    if init_from != "resume" and not is_pretrained(init_from):
+        raise UserError(f"init_from must be 'resume', gpt2, gpt2-medium, gpt2-large, gpt2-xl "
+                        f"or a folder with a saved GPT-2, got '{init_from}'")
+    if max_new_tokens < 1 or num_samples < 1:
+        raise UserError(f"max_new_tokens and num_samples must be at least 1, got {max_new_tokens} and {num_samples}")
+    if temperature < 0:
+        raise UserError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k < 0:
+        raise UserError(f"top_k must be >= 0 (0: no cut), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1] (1.0 is off, 0.9 a usual value), got {top_p}")
+    if repetition_penalty <= 0:
+        raise UserError(f"repetition_penalty must be > 0 (1.0 is off, 1.1-1.3 usual), got {repetition_penalty}")
+    folder = os.path.dirname(os.path.abspath(out_file)) if out_file else "."
+    if not os.path.isdir(folder):
+        raise UserError(f"--out_file={out_file}: folder {folder} does not exist; create it or pick another path")
 
 
 def read_prompt(start):
-    """--start text, or the contents of the file after FILE:."""
+    """--start text, or the contents of the file after FILE: (UTF-8, else GB18030, like prepare.py)."""
     if not start.startswith("FILE:"):
         return start
     path = start[len("FILE:"):]
     if not os.path.isfile(path):
         raise UserError(f"prompt file '{path}' not found (given as --start=FILE:{path})")
-    with open(path, encoding="utf-8") as f:
-        return f.read()
+    try:
+        return read_text(path)[0]
+    except PrepareError as e:
+        raise UserError(f"prompt file {e}") from None
+
+
+def known_prompt(prompt, stoi):
+    """The prompt without characters the model never saw; those are named in a warning.
+    (nanoGPT raises KeyError here: its issues #169 and #434.)"""
+    if not prompt:
+        raise UserError("the prompt is empty; give at least one character with --start=...")
+    unknown = sorted(set(c for c in prompt if c not in stoi))
+    kept = "".join(c for c in prompt if c in stoi)
+    if not kept:
+        raise UserError(f"no character of the prompt is in the model's vocabulary ({''.join(unknown)!r}); "
+                        "use characters from the training text")
+    if unknown:
+        print(f"warning: left out of the prompt, not in the vocabulary: {''.join(unknown)!r}", file=sys.stderr)
+    return kept
+
+
+def generate(model, x, dev, decode, prompt):
+    """All num_samples rows at once -> (num_samples, T + max_new_tokens). With stream, the first
+    row's characters are printed as they come (decoded one id at a time: ids are characters)."""
+    # one generator per sample: sample i's text depends on seed + i only, not on num_samples
+    generators = [torch.Generator(device=dev).manual_seed(seed + i) for i in range(num_samples)]
+    steps = model.generate_tokens(x, max_new_tokens, temperature, top_k, top_p=top_p,
+                                  repetition_penalty=repetition_penalty, generators=generators,
+                                  kv_cache=kv_cache)
+    new = []
+    if stream:
+        print(prompt, end="", flush=True)
+    for idx_next in steps:  # (num_samples, 1)
+        new.append(idx_next)
+        if stream:
+            print(decode([idx_next[0, 0].item()]), end="", flush=True)
+    if stream:
+        print()
+    return torch.cat([x, *new], dim=1)
 
 
 def load_model(init_from, out_dir, device):
@@ -64,36 +134,34 @@ def main():
     if cfg is None:
         return
     globals().update(cfg)
-    if init_from != "resume" and not is_pretrained(init_from):
-        raise UserError(f"init_from must be 'resume', gpt2, gpt2-medium, gpt2-large, gpt2-xl "
-                        f"or a folder with a saved GPT-2, got '{init_from}'")
-    if max_new_tokens < 1 or num_samples < 1:
-        raise UserError("max_new_tokens and num_samples must be at least 1")
-    if temperature < 0:
-        raise UserError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
-
+    check_settings()
     dev, _, _, ctx = setup(device, dtype, seed)
     model, meta = load_model(init_from, out_dir, dev)
-    if meta is None:
-        print("note: no meta.pkl, so using GPT-2 BPE from tiktoken", file=sys.stderr)
-    encode, decode = codec(meta) if meta else bpe_codec(gpt2_encoding())
     model.eval().to(dev)
     if compile:
         model = torch.compile(model)
-
-    prompt = read_prompt(start)
-    unknown = sorted(set(c for c in prompt if meta and c not in meta["stoi"]))
-    if unknown:
-        raise UserError(f"the prompt has characters the model never saw: {''.join(unknown)!r}; remove them")
-    if not prompt:
-        raise UserError("the prompt is empty; give at least one character with --start=...")
-    x = torch.tensor(encode(prompt), dtype=torch.long, device=dev)[None, ...]  # (1, T)
+    if meta is None:
+        print("note: no meta.pkl, so using GPT-2 BPE from tiktoken", file=sys.stderr)
+        encode, decode = bpe_codec(gpt2_encoding())
+        prompt = read_prompt(start)
+        if not prompt:
+            raise UserError("the prompt is empty; give at least one character with --start=...")
+    else:
+        encode, decode = codec(meta)
+        prompt = known_prompt(read_prompt(start), meta["stoi"])
+    x = torch.tensor(encode(prompt), dtype=torch.long, device=dev)[None, ...].repeat(num_samples, 1)  # (S, T)
     with torch.no_grad(), ctx:
-        for _ in range(num_samples):
-            y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)  # (1, T + new)
-            print(decode(y[0].tolist()))
-            print("---------------")
-            print(y.shape)
+        y = generate(model, x, dev, decode, prompt)  # (S, T + new)
+    texts = [decode(row.tolist()) for row in y]
+    for i, text in enumerate(texts):
+        if not (stream and i == 0):  # the streamed sample's text is already on screen
+            print(text)
+        print(SEPARATOR)
+        print(y[i:i + 1].shape)  # torch.Size([1, N]), as the seed prints it per sample
+    if out_file:
+        data = "".join(f"{t}\n{SEPARATOR}\n" for t in texts).encode("utf-8")
+        atomic_write(out_file, lambda f: f.write(data))
+        print(f"wrote {len(texts)} samples to {out_file}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -183,6 +183,19 @@ def count_file_any_encoding(path, normalize):
                 "re-save it as UTF-8") from None
 
 
+def read_text(path):
+    """A small file as one string, decoded the way prepare decodes: UTF-8 (BOM dropped), else
+    GB18030, with \\r\\n and \\r as \\n. Returns (text, encoding). sample.py reads FILE: prompts so."""
+    try:
+        return "".join(cps.tobytes().decode("utf-32-le") for cps in file_chunks(path, "utf-8")), "utf-8"
+    except DecodeFailure as utf8:
+        try:
+            return "".join(cps.tobytes().decode("utf-32-le") for cps in file_chunks(path, "gb18030")), "gb18030"
+        except DecodeFailure:
+            raise PrepareError(f"{path}: neither UTF-8 (bad byte 0x{utf8.byte:02x} at offset "
+                               f"{utf8.offset}) nor GB18030; re-save it as UTF-8") from None
+
+
 def separator(last):
     """What goes between two files so that exactly one blank line separates them."""
     return "\n" if last == ord("\n") else "\n\n"

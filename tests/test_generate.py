@@ -1,0 +1,118 @@
+"""
+model.py generation: the KV cache against the uncached reference, per-sample random streams,
+top_k / top_p / repetition penalty.
+Run: python -m pytest tests/test_generate.py
+"""
+
+import pytest
+import torch
+
+from model import GPT, GPTConfig, KVCache, nucleus_filter, penalize_repeats
+
+CFG = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**CFG)).eval()
+
+
+@pytest.fixture
+def sharp_model():
+    """Weights large enough that attention, not just the last token, decides the next one:
+    at GPT-2's init scale a wrong cache could still give the same greedy tokens."""
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(**CFG)).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.5)
+    return m
+
+
+def streams(n, seed=1337):
+    return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+
+
+def test_cached_logits_match_full_forward(model):
+    idx = torch.randint(0, 50, (3, 16))
+    cache = KVCache(model.config, 3)
+    with torch.no_grad():
+        logits, _ = model(idx[:, :5], kv_cache=cache)  # the prompt, encoded once
+        got = [logits[:, -1]]
+        for t in range(5, 16):
+            got.append(model(idx[:, t:t + 1], kv_cache=cache)[0][:, -1])  # one token per step
+        for i, t in enumerate(range(5, 17)):
+            want = model(idx[:, :t])[0][:, -1]  # the whole context re-run
+            assert torch.allclose(got[i], want, atol=1e-4), \
+                f"cached logits after {t} tokens differ by {(got[i] - want).abs().max():.2e}"
+
+
+def test_cached_and_uncached_generate_the_same_tokens(sharp_model):
+    model = sharp_model
+    idx = torch.randint(0, 50, (2, 4))
+    new = 12  # 4 + 12 = block_size: no window sliding, so both paths must agree exactly
+    greedy = [model.generate(idx, new, temperature=0, kv_cache=c) for c in (True, False)]
+    assert torch.equal(*greedy), "greedy decoding differs between cached and uncached generation"
+    top1 = [model.generate(idx, new, top_k=1, kv_cache=c, generators=streams(2)) for c in (True, False)]
+    assert torch.equal(*top1), "top_k=1 decoding differs between cached and uncached generation"
+    sampled = [model.generate(idx, new, temperature=1.5, top_k=None, kv_cache=c, generators=streams(2))
+               for c in (True, False)]
+    assert torch.equal(*sampled), "sampling with the same seed differs between cached and uncached"
+
+
+def test_past_block_size_the_cache_keeps_the_recent_half(model):
+    bs = model.config.block_size
+    idx = torch.randint(0, 50, (2, bs))
+    with torch.no_grad():
+        _, cache = model._next_logits(idx, None, True)
+        assert cache.pos == bs, f"a full-window prompt should fill the cache, pos is {cache.pos}"
+        idx = torch.cat([idx, torch.randint(0, 50, (2, 1))], dim=1)  # one more token: past the window
+        logits, cache = model._next_logits(idx, cache, True)
+        want = model(idx[:, -(bs // 2):])[0][:, -1]
+    assert cache.pos == bs // 2, f"a full cache should restart from the last half window, pos is {cache.pos}"
+    assert torch.allclose(logits, want, atol=1e-4), "after a refill the logits should be those of the last half window"
+    out = model.generate(idx[:, :3], 3 * bs, temperature=1.0, generators=streams(2))
+    assert out.shape == (2, 3 + 3 * bs), f"generation past block_size should keep going, got {tuple(out.shape)}"
+
+
+def test_each_sample_has_its_own_random_stream(model):
+    idx = torch.zeros((3, 1), dtype=torch.long)
+    batch = model.generate(idx, 12, temperature=1.5, generators=streams(3))
+    again = model.generate(idx, 12, temperature=1.5, generators=streams(3))
+    assert torch.equal(batch, again), "the same seeds should give the same samples"
+    assert not torch.equal(batch[0], batch[1]), "two samples of one batch should differ"
+    alone = model.generate(idx[:1], 12, temperature=1.5, generators=[torch.Generator().manual_seed(1337 + 1)])
+    assert torch.equal(batch[1], alone[0]), "sample 1 should depend on its own seed, not on the batch around it"
+
+
+def test_top_k_above_vocabulary_is_clamped(model):
+    out = model.generate(torch.zeros((1, 1), dtype=torch.long), 5, top_k=10_000, generators=streams(1))
+    assert out.shape == (1, 6), "top_k larger than the vocabulary should sample, not fail"
+
+
+def test_nucleus_keeps_the_smallest_set_reaching_top_p():
+    logits = torch.tensor([[0.15, 0.5, 0.05, 0.3]]).log()
+    kept = lambda p: set(torch.isfinite(nucleus_filter(logits, p))[0].nonzero().flatten().tolist())
+    assert kept(0.8) == {1, 3}, f"0.5 + 0.3 reach 0.8: those two should stay, got {kept(0.8)}"
+    assert kept(0.81) == {0, 1, 3}, f"0.81 needs the third likeliest too, got {kept(0.81)}"
+    assert kept(0.01) == {1}, f"the best token always stays, got {kept(0.01)}"
+    torch.manual_seed(0)
+    picks = {GPT.sample_next(logits, 1.0, top_p=0.8).item() for _ in range(300)}
+    assert picks == {1, 3}, f"sampling with top_p=0.8 should pick only tokens 1 and 3, saw {picks}"
+
+
+def test_repetition_penalty_lowers_seen_tokens():
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    out = penalize_repeats(logits, torch.tensor([[0, 1, 0]]), 2.0)
+    assert torch.allclose(out, torch.tensor([[1.0, -2.0, 0.5]])), f"positive halved, negative doubled: {out}"
+    assert penalize_repeats(logits, torch.tensor([[0]]), 1.0) is logits, "1.0 should change nothing"
+
+
+def test_repetition_penalty_breaks_a_greedy_loop(model):
+    idx = torch.zeros((1, 1), dtype=torch.long)
+    plain = model.generate(idx, 15, temperature=0)
+    penalized = model.generate(idx, 15, temperature=0, repetition_penalty=100.0)
+    assert len(set(penalized[0].tolist())) == 16, \
+        f"a strong penalty within one window should never repeat a token: {penalized[0].tolist()}"
+    assert len(set(plain[0].tolist())) < 16, "the untrained model should repeat without a penalty (test premise)"

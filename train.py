@@ -104,7 +104,7 @@ def load_dataset(data_dir, block_size):
             raise UserError(f"{split} split has {len(splits[split])} tokens, not more than block_size "
                             f"{block_size}; lower --block_size or prepare more text")
         # ids past the vocabulary mean meta.pkl is from another prepare run; the embedding would
-        # fail mid-training with an index error. One pass over the memmap (~0.1 s per 100 MB)
+        # fail mid-training with an index error. One pass over the memmap: ms per 100 MB once cached
         top = int(splits[split].max())
         if top >= meta["vocab_size"]:
             raise UserError(f"{path} holds token id {top} but {meta_path} has vocab_size {meta['vocab_size']}: "
@@ -207,6 +207,7 @@ def main():
           f"{tokens_per_iter:,} tokens per iteration on {dev} in {run_dtype}")
 
     model, checkpoint = build_model(cfg, meta["vocab_size"], dev)
+    make_out_dir(out_dir)  # before compiling and training, which can take minutes
     model.to(dev)
     print(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
     optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
@@ -235,7 +236,6 @@ def main():
         # restored last: building the model and the compile trial above drew from the RNG too
         set_rng_states(saved_rng)
 
-    make_out_dir(out_dir)
     t0 = time.time()
     running_mfu = -1.0
     while True:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO, TINY, assert_user_error, run, write_dataset
@@ -60,12 +61,12 @@ def test_resume_is_exact_with_dropout(tmp_path, tiny_data):
 
 
 def test_rng_states_round_trip_through_a_safe_load(tmp_path):
-    torch.manual_seed(3), random.seed(3), __import__("numpy").random.seed(3)
+    torch.manual_seed(3), random.seed(3), np.random.seed(3)
     ck.save_checkpoint(str(tmp_path), {"rng": ck.rng_states()})
-    expected = (torch.rand(3), random.random(), __import__("numpy").random.rand())
-    torch.manual_seed(0), random.seed(0), __import__("numpy").random.seed(0)
+    expected = (torch.rand(3), random.random(), np.random.rand())
+    torch.manual_seed(0), random.seed(0), np.random.seed(0)
     ck.set_rng_states(ck.load_checkpoint(str(tmp_path))["rng"])  # through torch.load(weights_only=True)
-    got = (torch.rand(3), random.random(), __import__("numpy").random.rand())
+    got = (torch.rand(3), random.random(), np.random.rand())
     assert torch.equal(expected[0], got[0]), "torch RNG not restored"
     assert expected[1:] == got[1:], f"python/numpy RNG not restored: {expected[1:]} vs {got[1:]}"
 

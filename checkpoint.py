@@ -10,8 +10,11 @@ meta.pkl through an unpickler that builds only plain containers, strings and num
 import io
 import os
 import pickle
+import random
 import tempfile
+import zipfile
 
+import numpy as np
 import torch
 
 from model import GPT, GPTConfig
@@ -40,7 +43,43 @@ def atomic_write(path, write):
 
 
 def save_checkpoint(out_dir, checkpoint):
-    atomic_write(os.path.join(out_dir, CKPT_NAME), lambda f: torch.save(checkpoint, f))
+    """Atomic save; a full disk or an unwritable out_dir is a UserError and the old ckpt.pt stays whole."""
+    _write_or_explain(os.path.join(out_dir, CKPT_NAME), lambda f: torch.save(checkpoint, f))
+
+
+def _write_or_explain(path, write):
+    try:
+        atomic_write(path, write)
+    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"could not write {path} ({reason}); free disk space or choose another --out_dir "
+                        "(the previous file, if any, is unchanged)") from None
+
+
+def rng_states():
+    """Every random generator a training step can draw from, as plain data torch.load(weights_only) accepts.
+    Dropout draws from torch's; numpy and python are kept too so nothing a user adds drifts on resume."""
+    np_state = np.random.get_state()  # ('MT19937', uint32[624], pos, has_gauss, cached_gaussian)
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]]}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states):
+    """Undo rng_states(): the resumed run draws the same dropout masks the unbroken run would have."""
+    torch.set_rng_state(states["torch"].cpu())
+    random.setstate(_tuples(states["python"]))
+    name, keys, *rest = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
+
+
+def _tuples(x):
+    """random.setstate wants tuples; a checkpoint may hand them back as lists."""
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def load_checkpoint(out_dir, device="cpu"):
@@ -48,6 +87,8 @@ def load_checkpoint(out_dir, device="cpu"):
     path = os.path.join(out_dir, CKPT_NAME)
     if not os.path.isfile(path):
         raise UserError(f"no checkpoint at {path}; train one first: python train.py config/train_chinese.py")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip; a torn or foreign file is not one
+        raise UserError(f"{path} is corrupt or truncated (not a torch.save zip); delete it and train again")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -100,7 +141,7 @@ def copy_meta(meta_path, out_dir):
     """Keep the vocabulary beside the checkpoint so sampling decodes with the run's own."""
     with open(meta_path, "rb") as src:
         data = src.read()
-    atomic_write(os.path.join(out_dir, META_NAME), lambda f: f.write(data))
+    _write_or_explain(os.path.join(out_dir, META_NAME), lambda f: f.write(data))
 
 
 def dataset_dir(dataset):

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from checkpoint import (MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_checkpoint, load_meta,
-                        load_pretrained, model_from_checkpoint, save_checkpoint)
+                        load_pretrained, model_from_checkpoint, rng_states, save_checkpoint, set_rng_states)
 from configurator import configure
 from model import GPT, GPTConfig
 from runtime import UserError, compile_or_eager, run_main, setup
@@ -105,6 +105,12 @@ def load_dataset(data_dir, block_size):
         if len(splits[split]) <= block_size:
             raise UserError(f"{split} split has {len(splits[split])} tokens, not more than block_size "
                             f"{block_size}; lower --block_size or prepare more text")
+        # ids past the vocabulary mean meta.pkl is from another prepare run; the embedding would
+        # fail mid-training with an index error. One pass over the memmap: ms per 100 MB once cached
+        top = int(splits[split].max()) if meta else 0  # GPT-2 BPE data has no meta.pkl to check
+        if meta and top >= meta["vocab_size"]:
+            raise UserError(f"{path} holds token id {top} but {meta_path} has vocab_size {meta['vocab_size']}: "
+                            "they come from different prepare runs; run the dataset's prepare.py again")
     return splits["train"], splits["val"], meta, meta_path
 
 
@@ -157,6 +163,23 @@ def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, ctx
     return out
 
 
+def check_finite(losses, iter_num):
+    """Stop before a NaN/inf model is trained further or saved over the last good checkpoint."""
+    bad = [f"{name} loss {value}" for name, value in losses.items() if not math.isfinite(value)]
+    if bad:
+        raise UserError(f"{', '.join(bad)} at iteration {iter_num}: "
+                        "training diverged; lower --learning_rate or use --dtype=float32 "
+                        "(the last good checkpoint, if any, is kept)")
+
+
+def make_out_dir(out_dir):
+    """Fail at the start, not after an hour of training, when out_dir cannot be a folder."""
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create out_dir '{out_dir}' ({e.strerror}); choose another --out_dir") from None
+
+
 def build_model(cfg, vocab_size, device):
     """A fresh GPT, the one in out_dir/ckpt.pt, or GPT-2. Returns (model, checkpoint or None)."""
     model_args = {k: cfg[k] for k in MODEL_ARGS if k in cfg}
@@ -204,17 +227,21 @@ def main():
           f"{tokens_per_iter:,} tokens per iteration on {dev} in {run_dtype}")
 
     model, checkpoint = build_model(cfg, vocab_size, dev)
+    make_out_dir(out_dir)  # before compiling and training, which can take minutes
     model.to(dev)
     print(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
     optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-    iter_num, best_val_loss = 0, float("inf")
+    iter_num, best_val_loss, saved_rng = 0, float("inf"), None
+    # GradScaler keeps small float16 gradients from flushing to zero; a no-op in other dtypes
+    scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == "float16"))
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
         iter_num, best_val_loss = checkpoint["iter_num"], float(checkpoint["best_val_loss"])
+        if checkpoint.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(checkpoint["scaler"])  # else a resumed fp16 run re-learns its loss scale
+        saved_rng = checkpoint.get("rng")  # nanoGPT's checkpoints have none
         print(f"resuming from {out_dir} at iteration {iter_num}")
         checkpoint = None  # free the memory
-    # GradScaler keeps small float16 gradients from flushing to zero; a no-op in other dtypes
-    scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == "float16"))
 
     splits = {"train": train_data, "val": val_data}
     if compile:
@@ -225,8 +252,10 @@ def main():
             model.zero_grad(set_to_none=True)
         model = compile_or_eager(model, trial)
     raw_model = getattr(model, "_orig_mod", model)
+    if saved_rng is not None:
+        # restored last: building the model and the compile trial above drew from the RNG too
+        set_rng_states(saved_rng)
 
-    os.makedirs(out_dir, exist_ok=True)
     t0 = time.time()
     running_mfu = -1.0
     while True:
@@ -237,6 +266,7 @@ def main():
         if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
             losses = estimate_loss(model, splits, eval_iters, batch_size, block_size, dev, ctx, seed)
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            check_finite({f"{k} (eval)": v for k, v in losses.items()}, iter_num)
             improved = losses["val"] < best_val_loss
             best_val_loss = min(best_val_loss, losses["val"])
             # nanoGPT saves only on improvement; a small corpus that overfits early would then never
@@ -249,6 +279,8 @@ def main():
                     "iter_num": iter_num,
                     "best_val_loss": best_val_loss,
                     "config": cfg,
+                    "rng": rng_states(),  # exact resume: the next dropout masks
+                    "scaler": scaler.state_dict(),
                 })
                 if meta_path:
                     copy_meta(meta_path, out_dir)
@@ -274,6 +306,7 @@ def main():
         dt, t0 = t1 - t0, t1
         if iter_num % log_interval == 0:
             lossf = loss.item() * gradient_accumulation_steps  # .item() waits for the GPU: only when logging
+            check_finite({"training": lossf}, iter_num)
             if iter_num >= 5:  # the first iterations include compilation and warm-up
                 mfu = raw_model.estimate_mfu(tokens_per_iter, dt)
                 running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu

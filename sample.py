@@ -14,6 +14,7 @@ import torch
 
 from checkpoint import codec, find_meta, load_checkpoint, load_meta, model_from_checkpoint
 from configurator import configure
+from progress import progress_bar, say
 from runtime import UserError, run_main, setup
 
 # -----------------------------------------------------------------------------
@@ -76,11 +77,11 @@ def main():
         raise UserError("the prompt is empty; give at least one character with --start=...")
     x = torch.tensor(encode(prompt), dtype=torch.long, device=dev)[None, ...]  # (1, T)
     with torch.no_grad(), ctx:
-        for _ in range(num_samples):
+        for _ in progress_bar(num_samples, desc="samples"):  # a bar only when stderr is a terminal
             y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k)  # (1, T + new)
-            print(decode(y[0].tolist()))
-            print("---------------")
-            print(y.shape)
+            say(decode(y[0].tolist()))
+            say("---------------")
+            say(y.shape)
 
 
 if __name__ == "__main__":

@@ -48,13 +48,15 @@ def start_log(out_dir, resume_iter=None):
     """A fresh log.csv for a run from scratch. On resume keep the rows before resume_iter: later
     ones came from evals the checkpoint does not hold, and the resumed run logs those steps again.
     Returns the time_s of the last kept row, so a resumed run's clock continues."""
-    rows = [r for r in read_log(out_dir) if r["iter"] < resume_iter] if resume_iter is not None else []
+    path = os.path.join(out_dir, LOG_NAME)
+    kept = []
+    if resume_iter is not None and os.path.isfile(path):
+        with open(path, newline="", encoding="utf-8") as f:
+            kept = [row for row in list(csv.reader(f))[1:] if int(row[0]) < resume_iter]  # rows as written
     buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(LOG_COLUMNS)
-    writer.writerows([r[k] for k in LOG_COLUMNS] for r in rows)
-    atomic_write(os.path.join(out_dir, LOG_NAME), lambda f: f.write(buf.getvalue().encode("utf-8")))
-    return rows[-1]["time_s"] if rows else 0.0
+    csv.writer(buf, lineterminator="\n").writerows([LOG_COLUMNS, *kept])
+    atomic_write(path, lambda f: f.write(buf.getvalue().encode("utf-8")))
+    return float(kept[-1][LOG_COLUMNS.index("time_s")]) if kept else 0.0
 
 
 def log_eval(out_dir, iter_num, train_loss, val_loss, lr, time_s):

@@ -72,10 +72,9 @@ def test_resume_appends_to_the_log(trained_run, tmp_path):
     assert float(rows[3]["time_s"]) >= float(before[2]["time_s"]), "the clock should continue across a resume"
 
 
-def train_with_stderr(tmp_path, data, stderr_tty):
-    """A 5-step run whose stderr is a pseudo-terminal or a pipe; returns (stdout, stderr text)."""
-    args = [sys.executable, os.path.join(REPO, "train.py"), f"--dataset={data}", f"--out_dir={tmp_path / 'o'}",
-            "--max_iters=5", "--eval_interval=5", *TINY]
+def run_with_stderr(stderr_tty, script, *args):
+    """Run a script with its stderr on a pseudo-terminal or a pipe; returns (stdout, stderr text)."""
+    args = [sys.executable, os.path.join(REPO, script), *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
     if not stderr_tty:
         proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
@@ -99,12 +98,17 @@ def train_with_stderr(tmp_path, data, stderr_tty):
 
 
 def test_progress_bar_only_on_a_terminal(tmp_path, tiny_data):
-    out, err = train_with_stderr(tmp_path, tiny_data, stderr_tty=True)
+    args = [f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'o'}", "--max_iters=5", "--eval_interval=5", *TINY]
+    out, err = run_with_stderr(True, "train.py", *args)
     assert "train: 100%" in err and "5/5" in err, f"a terminal should show the bar with its count:\n{err}"
     assert "iter 4: loss" in out, f"the nanoGPT log lines stay on stdout:\n{out}"
-    out, err = train_with_stderr(tmp_path, tiny_data, stderr_tty=False)
+    out, err = run_with_stderr(False, "train.py", *args)
     assert "it/s" not in err and "%|" not in err, f"no bar when stderr is not a terminal:\n{err}"
     assert "iter 4: loss" in out, f"the log lines stay:\n{out}"
+    sample = [f"--out_dir={tmp_path / 'o'}", "--num_samples=2", "--max_new_tokens=5", "--device=cpu"]
+    out, err = run_with_stderr(True, "sample.py", *sample)
+    assert "samples: 100%" in err and "2/2" in err, f"sample.py should show a bar on a terminal:\n{err}"
+    assert out.count("---------------") == 2, f"the samples stay on stdout:\n{out}"
 
 
 def wandb_records(path):

@@ -201,10 +201,10 @@ def bench_train(args):
         return
     print(f"train.py {args.config} {' '.join(args.overrides)}: median of {args.iters} iterations "
           f"after {TRAIN_WARMUP} warm-up ones")
-    print(f"{'processes':<11}{'tokens/iter':>12}{'ms/iter':>10}{'tokens/s':>11}{'MFU':>8}")
+    print(f"{'processes':<11}{'tokens/iter':>12}{'ms/iter':>10}{'tokens/s':>11}{'MFU':>11}")
     for r in runs:
         print(f"{r['nproc']:<11}{r['tokens_per_iter']:>12,}{r['ms_per_iter']:>10.1f}"
-              f"{r['tokens_per_s']:>11,.0f}{r['mfu_percent']:>7.3g}%")
+              f"{r['tokens_per_s']:>11,.0f}{r['mfu_percent']:>10.3g}%")
 
 
 # -----------------------------------------------------------------------------

@@ -247,7 +247,7 @@ def main():
     if master and not eval_only:
         clock = start_log(out_dir, iter_num if init_from == "resume" else None) - time.time()
     run = start_wandb(cfg) if wandb_log and master else None
-    bar = progress_bar(max_iters, initial=iter_num, desc="train") if master else None
+    bar = progress_bar(max_iters, initial=iter_num, desc="train") if master and not eval_only else None
     t0 = time.time()
     running_mfu = -1.0
     while True:

@@ -11,6 +11,7 @@ Settings are the globals below; a config file and then --key=value override them
 """
 
 import contextlib
+import gc
 import math
 import os
 import sys
@@ -317,6 +318,11 @@ def main():
         run.finish()
     if ddp:
         ranks_in_sync(raw_model, log)
+        # DDP's reducer holds on to the process group; left for interpreter shutdown, gloo's threads
+        # can abort the process ("terminate called without an active exception"): free it first
+        model = optimizer = loss = None  # (loss: its graph references the DDP hooks)
+        gc.collect()  # the reducer sits in reference cycles: collect it now, not at exit
+        torch.distributed.barrier()
         torch.distributed.destroy_process_group()
 
 

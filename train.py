@@ -244,10 +244,10 @@ def main():
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device_type == "cuda" else None)
     raw_model = getattr(eval_model, "_orig_mod", eval_model)
 
+    run = start_wandb(cfg) if wandb_log and master else None  # before any file is written: it may refuse
     os.makedirs(out_dir, exist_ok=True)
     if master and not eval_only:
         clock = start_log(out_dir, iter_num if init_from == "resume" else None) - time.time()
-    run = start_wandb(cfg) if wandb_log and master else None
     bar = progress_bar(max_iters, initial=iter_num, desc="train") if master and not eval_only else None
     t0 = time.time()
     running_mfu = -1.0

@@ -158,3 +158,16 @@ def test_wandb_offline_run_holds_config_and_metrics(tmp_path, tiny_data):
         assert round(h["train/loss"], 4) == logged[h["iter"]][0], f"train loss differs from the log: {h}"
         assert h["lr"] > 0, f"lr should be logged: {h}"
     assert "mfu" in history[-1] and history[-1]["mfu"] > 0, f"mfu should be logged once measured: {history[-1]}"
+
+
+@pytest.mark.skipif("WANDB_API_KEY" in os.environ, reason="a wandb login is configured here")
+def test_wandb_without_login_is_one_line_and_writes_nothing(tmp_path, tiny_data):
+    home = str(tmp_path / "home")  # no ~/.netrc or wandb settings: wandb has no login to find
+    out = tmp_path / "o"
+    proc = run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", "--max_iters=2", "--wandb_log=True", *TINY,
+               env_extra={"WANDB_MODE": "online", "HOME": home, "WANDB_DIR": home, "WANDB_CONFIG_DIR": home})
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("error:")]
+    assert proc.returncode != 0 and len(lines) == 1, f"expected one error line:\n{proc.stderr}"
+    assert "wandb login" in lines[0] and "WANDB_MODE=offline" in lines[0], f"the fix should be named: {lines[0]}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert not out.exists(), "a refused run should write nothing to out_dir"

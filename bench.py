@@ -5,6 +5,8 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=prepare --chars=5000000 --json
     python bench.py --what=sample                     # seed-size model, 10 x 500 characters, ~1 min
     python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
+    python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
+    python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
 
 prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
@@ -15,6 +17,11 @@ sample: sample.py's default work (10 samples x 500 characters) with a seed-size 
 on the CPU. The reference (no cache, one sample at a time, nanoGPT's way) is timed on one sample
 and multiplied by the number of samples, as its cost is linear in them; babygpt's way (KV cache,
 all samples in one batch) is timed on the whole work.
+
+train: train.py itself (so what is timed is what users run) on a config, for --iters steps on
+random tokens of the 红楼梦 vocabulary size; ms/iter is the median after 5 warm-up steps, tokens/s
+follows from it, MFU is train.py's (against an A100's 312 TFLOPS). --nproc=N adds a torchrun run
+with N processes beside the 1-process one.
 """
 
 import argparse
@@ -23,6 +30,7 @@ import json
 import os
 import pickle
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -178,8 +186,77 @@ def bench_sample(args):
 
 
 # -----------------------------------------------------------------------------
+# train
 
-BENCHMARKS = {"prepare": bench_prepare, "sample": bench_sample}
+TRAIN_WARMUP = 5  # iterations left out of the timing: compilation, allocator and cache warm-up
+
+
+def write_random_dataset(folder, vocab_size, n_tokens=1_000_000, seed=1337):
+    """Random tokens are as fast to train on as text: the dataset only has to exist."""
+    import numpy as np
+    os.makedirs(folder)
+    ids = np.random.default_rng(seed).integers(0, vocab_size, n_tokens, dtype=np.uint16)
+    ids[:n_tokens * 9 // 10].tofile(os.path.join(folder, "train.bin"))
+    ids[n_tokens * 9 // 10:].tofile(os.path.join(folder, "val.bin"))
+    chars = [chr(0x4E00 + i) for i in range(vocab_size)]
+    meta = {"vocab_size": vocab_size, "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}}
+    with open(os.path.join(folder, "meta.pkl"), "wb") as f:
+        pickle.dump(meta, f)
+
+
+def run_train(args, data, out_dir, nproc):
+    """train.py on args.config for TRAIN_WARMUP + args.iters steps; figures parsed from its log lines."""
+    launch = [sys.executable] if nproc == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd = [*launch, os.path.join(ROOT, "train.py"), args.config, f"--dataset={data}", f"--out_dir={out_dir}",
+           f"--max_iters={TRAIN_WARMUP + args.iters}", "--log_interval=1", "--eval_iters=1",
+           f"--eval_interval={10 ** 9}", "--always_save_checkpoint=False", *args.overrides]
+    done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
+    if done.returncode != 0:
+        sys.exit(f"error: train.py failed ({' '.join(cmd[len(launch):])}):\n{done.stderr[-2000:]}")
+    tokens = int(re.search(r"([\d,]+) tokens per iteration", done.stdout).group(1).replace(",", ""))
+    steps = re.findall(r"iter (\d+): .*time ([\d.]+)ms", done.stdout)
+    ms = sorted(float(t) for i, t in steps if int(i) >= TRAIN_WARMUP)
+    ms_per_iter = ms[len(ms) // 2]
+    # train.py prints MFU to 2 decimals, 0.00% on a CPU: recompute it from the median time
+    mfu = config_model(args).estimate_mfu(tokens // nproc, ms_per_iter / 1000)  # one process's share
+    return {"nproc": nproc, "tokens_per_iter": tokens, "ms_per_iter": ms_per_iter,
+            "tokens_per_s": tokens / (ms_per_iter / 1000), "mfu_percent": mfu * 100}
+
+
+def config_model(args):
+    """The GPT that args.config (with its overrides) describes, for its FLOPs per token."""
+    sys.path.insert(0, ROOT)
+    import train
+    from configurator import configure
+    from model import GPT, GPTConfig
+    cfg = configure(train.DEFAULTS, [args.config, *args.overrides], train.__file__)
+    shape = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias")}
+    return GPT(GPTConfig(vocab_size=args.vocab_size, **shape))
+
+
+def bench_train(args):
+    with tempfile.TemporaryDirectory() as tmp:
+        data = os.path.join(tmp, "data")
+        write_random_dataset(data, args.vocab_size)
+        runs = [run_train(args, data, os.path.join(tmp, "out1"), 1)]
+        if args.nproc > 1:
+            runs.append(run_train(args, data, os.path.join(tmp, f"out{args.nproc}"), args.nproc))
+    summary = {"config": args.config, "overrides": args.overrides, "iters": args.iters, "runs": runs}
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"train.py {args.config} {' '.join(args.overrides)}: median of {args.iters} iterations "
+          f"after {TRAIN_WARMUP} warm-up ones")
+    print(f"{'processes':<11}{'tokens/iter':>12}{'ms/iter':>10}{'tokens/s':>11}{'MFU':>11}")
+    for r in runs:
+        print(f"{r['nproc']:<11}{r['tokens_per_iter']:>12,}{r['ms_per_iter']:>10.1f}"
+              f"{r['tokens_per_s']:>11,.0f}{r['mfu_percent']:>10.3g}%")
+
+
+# -----------------------------------------------------------------------------
+
+BENCHMARKS = {"prepare": bench_prepare, "sample": bench_sample, "train": bench_train}
 
 
 def main():
@@ -191,11 +268,19 @@ def main():
     p.add_argument("--threads", type=int, default=0,
                    help="sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
+    p.add_argument("--config", default="config/train_chinese_cpu.py", help="train: the config to time")
+    p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")
+    p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
+    p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")
     # internal: bench_prepare re-runs this script as a child, one method per process
     p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
     p.add_argument("--out_dir", help=argparse.SUPPRESS)
-    args = p.parse_args()
+    # train: any --key=value that bench.py does not know goes on to train.py (--batch_size=8)
+    args, args.overrides = p.parse_known_args()
+    unknown = [o for o in args.overrides if not (args.what == "train" and o.startswith("--"))]
+    if unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.child:
         prepare_child(args.child, args.corpus, args.out_dir)
     else:

@@ -7,6 +7,7 @@ Loading never runs code from the file: ckpt.pt goes through torch.load(weights_o
 meta.pkl through an unpickler that builds only plain containers, strings and numbers.
 """
 
+import contextlib
 import io
 import os
 import pickle
@@ -47,13 +48,20 @@ def save_checkpoint(out_dir, checkpoint):
     _write_or_explain(os.path.join(out_dir, CKPT_NAME), lambda f: torch.save(checkpoint, f))
 
 
-def _write_or_explain(path, write):
+@contextlib.contextmanager
+def explained_write(path):
+    """Turn a failed write of path (disk full, no permission) into a one-line UserError."""
     try:
-        atomic_write(path, write)
+        yield
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
         reason = (str(e).strip().splitlines() or [""])[0][:160]
         raise UserError(f"could not write {path} ({reason}); free disk space or choose another --out_dir "
                         "(the previous file, if any, is unchanged)") from None
+
+
+def _write_or_explain(path, write):
+    with explained_write(path):
+        atomic_write(path, write)
 
 
 def rng_states():

@@ -91,3 +91,39 @@ def compile_or_eager(model, trial):
         first_line = (str(e).strip().splitlines() or [""])[0][:200]
         print(f"warning: torch.compile failed ({type(e).__name__}: {first_line}); running eager", file=sys.stderr)
         return model
+
+
+def setup_ddp(device):
+    """Join the process group when launched by torchrun (it sets RANK, LOCAL_RANK, WORLD_SIZE).
+    Returns (rank, local_rank, world_size, device); without torchrun: (0, 0, 1, device) and no group.
+    NCCL is the backend for CUDA GPUs (one per process: cuda:LOCAL_RANK), gloo for CPU."""
+    if "RANK" not in os.environ:
+        return 0, 0, 1, device
+    import torch.distributed as dist
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} seen); "
+                            "set --nproc_per_node to at most the number of GPUs")
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    elif device == "auto":
+        device = "cpu"  # MPS has no collective backend
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    return rank, local_rank, world_size, device
+
+
+@torch.no_grad()
+def ddp_weight_spread(model):
+    """The largest difference of any weight between ranks (0.0 when DDP kept them in sync).
+    Elementwise max minus min over all ranks, one parameter at a time to stay light on memory."""
+    import torch.distributed as dist
+    spread = torch.zeros((), device=next(model.parameters()).device)
+    for p in model.parameters():
+        hi, lo = p.detach().clone(), p.detach().clone()
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        spread = torch.maximum(spread, (hi - lo).abs().max())
+    return spread.item()

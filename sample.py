@@ -20,6 +20,7 @@ import torch
 from checkpoint import (atomic_write, bpe_codec, codec, find_meta, gpt2_encoding, is_pretrained, load_checkpoint,
                         load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure
+from progress import progress_bar
 from runtime import UserError, run_main, setup
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
@@ -106,12 +107,18 @@ def generate(model, x, dev, decode, prompt):
     new = []
     if stream:
         print(prompt, end="", flush=True)
+    # a bar with ETA on a terminal, unless the text itself is streaming there
+    bar = None if stream else progress_bar(max_new_tokens, desc="characters")
     for idx_next in steps:  # (num_samples, 1)
         new.append(idx_next)
         if stream:
             print(decode([idx_next[0, 0].item()]), end="", flush=True)
+        else:
+            bar.update()
     if stream:
         print()
+    else:
+        bar.close()
     return torch.cat([x, *new], dim=1)
 
 

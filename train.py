@@ -5,10 +5,13 @@ Train a GPT on a prepared dataset (data/<dataset>/train.bin, val.bin, meta.pkl).
     python train.py config/train_chinese_cpu.py            # a few minutes on a laptop CPU
     python train.py config/train_chinese.py --batch_size=32 --init_from=resume
     python train.py --help                                 # every key, its default and meaning
+    torchrun --standalone --nproc_per_node=4 train.py config/train_chinese.py   # 4 GPUs (DDP)
 
 Settings are the globals below; a config file and then --key=value override them.
 """
 
+import contextlib
+import gc
 import math
 import os
 import sys
@@ -21,7 +24,8 @@ from checkpoint import (MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_
                         load_pretrained, model_from_checkpoint, rng_states, save_checkpoint, set_rng_states)
 from configurator import configure
 from model import GPT, GPTConfig
-from runtime import UserError, compile_or_eager, run_main, setup
+from progress import log_eval, progress_bar, say, start_log
+from runtime import UserError, compile_or_eager, ddp_weight_spread, run_main, setup, setup_ddp
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -38,7 +42,7 @@ wandb_project = "babygpt"       # wandb project name
 wandb_run_name = "run"          # wandb run name
 # data
 dataset = "chinese"             # folder under data/ (or a path to one) with train.bin, val.bin, meta.pkl
-gradient_accumulation_steps = 1 # micro-batches summed per optimizer step (a bigger batch in less memory)
+gradient_accumulation_steps = 1 # micro-batches summed per optimizer step, over all DDP ranks together
 batch_size = 12                 # sequences per micro-batch
 block_size = 256                # context length in tokens (characters here)
 # model
@@ -85,6 +89,10 @@ def check_config(cfg):
     if cfg["init_from"] not in ("scratch", "resume") and not is_pretrained(cfg["init_from"]):
         raise UserError(f"init_from must be 'scratch', 'resume', gpt2, gpt2-medium, gpt2-large, gpt2-xl "
                         f"or a folder with a saved GPT-2, got '{cfg['init_from']}'")
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
+    if cfg["gradient_accumulation_steps"] % world_size:
+        raise UserError(f"gradient_accumulation_steps ({cfg['gradient_accumulation_steps']}) must be divisible by "
+                        f"the number of processes ({world_size}); set it to a multiple of {world_size}")
 
 
 def load_dataset(data_dir, block_size):
@@ -127,9 +135,10 @@ def get_batch(data, batch_size, block_size, generator, device):
     return x.to(device), y.to(device)
 
 
-def batch_generator(seed, iter_num):
-    """The RNG for one iteration's batches (see get_batch)."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + iter_num)
+def batch_generator(seed, iter_num, rank=0):
+    """The RNG for one iteration's batches (see get_batch). Each DDP rank gets its own stream,
+    so the ranks train on different windows; rank 0's batches are those of a one-process run."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + iter_num + rank * 1_000_000_007)
 
 
 def get_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
@@ -212,6 +221,26 @@ def finetune_model(init_from, block_size, dropout, vocab_size):
     return model
 
 
+def start_wandb(cfg):
+    """Open a Weights & Biases run with the whole config; WANDB_MODE=offline writes it to ./wandb
+    (or WANDB_DIR) for a later `wandb sync`."""
+    try:
+        import wandb
+        return wandb.init(project=cfg["wandb_project"], name=cfg["wandb_run_name"], config=cfg)
+    except Exception as e:  # not logged in, no network, ...: wandb raises many kinds
+        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"wandb could not start ({type(e).__name__}: {reason}); run `wandb login`, "
+                        "or set WANDB_MODE=offline, or pass --wandb_log=False") from None
+
+
+def ranks_in_sync(model, say):
+    """After a DDP run, check that every rank ends with rank 0's weights: if gradients were not
+    all-reduced, ranks that saw different batches would have drifted apart."""
+    spread = ddp_weight_spread(model)
+    say(f"ddp: largest weight difference between ranks {spread:.3e}"
+        + ("" if spread == 0.0 else " (ranks drifted apart: gradients were not synchronized)"))
+
+
 def main():
     cfg = configure(DEFAULTS, sys.argv[1:], __file__)
     if cfg is None:
@@ -220,16 +249,22 @@ def main():
     globals().update(cfg)
 
     train_data, val_data, meta, meta_path = load_dataset(dataset_dir(dataset), block_size)
-    dev, device_type, run_dtype, ctx = setup(device, dtype, seed)
+    # under torchrun each process is one rank; only rank 0 (master) logs, evaluates and saves
+    rank, local_rank, world_size, run_device = setup_ddp(device)
+    ddp, master = torch.distributed.is_available() and torch.distributed.is_initialized(), rank == 0
+    log = say if master else (lambda *a: None)
+    accum_steps = gradient_accumulation_steps // world_size  # micro-steps per rank (check_config: divisible)
+    dev, device_type, run_dtype, ctx = setup(run_device, dtype, seed)
     vocab_size = meta["vocab_size"] if meta else None  # None: GPT-2 BPE
     tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-    print(f"dataset {dataset}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
-          f"{tokens_per_iter:,} tokens per iteration on {dev} in {run_dtype}")
+    log(f"dataset {dataset}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
+        f"{tokens_per_iter:,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
 
+    run = start_wandb(cfg) if wandb_log and master else None  # before any file is written: it may refuse
     model, checkpoint = build_model(cfg, vocab_size, dev)
     make_out_dir(out_dir)  # before compiling and training, which can take minutes
     model.to(dev)
-    print(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
+    log(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
     optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
     iter_num, best_val_loss, saved_rng = 0, float("inf"), None
     # GradScaler keeps small float16 gradients from flushing to zero; a no-op in other dtypes
@@ -240,7 +275,7 @@ def main():
         if checkpoint.get("scaler") and scaler.is_enabled():
             scaler.load_state_dict(checkpoint["scaler"])  # else a resumed fp16 run re-learns its loss scale
         saved_rng = checkpoint.get("rng")  # nanoGPT's checkpoints have none
-        print(f"resuming from {out_dir} at iteration {iter_num}")
+        log(f"resuming from {out_dir} at iteration {iter_num}")
         checkpoint = None  # free the memory
 
     splits = {"train": train_data, "val": val_data}
@@ -251,11 +286,18 @@ def main():
                 m(x, y)[1].backward()
             model.zero_grad(set_to_none=True)
         model = compile_or_eager(model, trial)
-    raw_model = getattr(model, "_orig_mod", model)
+    eval_model = model  # rank 0 evaluates alone, so not through DDP
+    if ddp:
+        # DDP broadcasts rank 0's weights now and all-reduces (averages) gradients in backward()
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device_type == "cuda" else None)
+    raw_model = getattr(eval_model, "_orig_mod", eval_model)
+
+    if master and not eval_only:
+        clock = start_log(out_dir, iter_num if init_from == "resume" else None) - time.time()
+    bar = progress_bar(max_iters, initial=iter_num, desc="train") if master and not eval_only else None
     if saved_rng is not None:
         # restored last: building the model and the compile trial above drew from the RNG too
         set_rng_states(saved_rng)
-
     t0 = time.time()
     running_mfu = -1.0
     while True:
@@ -263,10 +305,17 @@ def main():
         for group in optimizer.param_groups:
             group["lr"] = lr
 
-        if iter_num % eval_interval == 0 or iter_num == max_iters or eval_only:
-            losses = estimate_loss(model, splits, eval_iters, batch_size, block_size, dev, ctx, seed)
-            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+        if master and (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only):
+            losses = estimate_loss(eval_model, splits, eval_iters, batch_size, block_size, dev, ctx, seed)
+            log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             check_finite({f"{k} (eval)": v for k, v in losses.items()}, iter_num)
+            if not eval_only:
+                log_eval(out_dir, iter_num, losses["train"], losses["val"], lr, clock + time.time(),
+                         final=iter_num >= max_iters)
+            if run is not None:
+                mfu_pct = {"mfu": running_mfu * 100} if running_mfu >= 0 else {}  # none measured yet
+                run.log({"iter": iter_num, "train/loss": losses["train"], "val/loss": losses["val"],
+                         "lr": lr, **mfu_pct}, step=iter_num)
             improved = losses["val"] < best_val_loss
             best_val_loss = min(best_val_loss, losses["val"])
             # nanoGPT saves only on improvement; a small corpus that overfits early would then never
@@ -284,17 +333,20 @@ def main():
                 })
                 if meta_path:
                     copy_meta(meta_path, out_dir)
-                print(f"saved checkpoint to {out_dir}")
+                log(f"saved checkpoint to {out_dir}")
         if eval_only or iter_num >= max_iters:
             break
 
-        generator = batch_generator(seed, iter_num)
-        for micro_step in range(gradient_accumulation_steps):
+        generator = batch_generator(seed, iter_num, rank)
+        for micro_step in range(accum_steps):
             x, y = get_batch(train_data, batch_size, block_size, generator, dev)
-            with ctx:
-                _, loss = model(x, y)
-                loss = loss / gradient_accumulation_steps  # the sum over micro-steps is the mean
-            scaler.scale(loss).backward()
+            # DDP would all-reduce at every backward(); the sum is only needed after the last micro-step
+            last = micro_step == accum_steps - 1
+            with model.no_sync() if ddp and not last else contextlib.nullcontext():
+                with ctx:
+                    _, loss = model(x, y)
+                    loss = loss / accum_steps  # the sum over micro-steps is the mean (DDP averages ranks)
+                scaler.scale(loss).backward()
         if grad_clip != 0.0:
             scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -304,14 +356,29 @@ def main():
 
         t1 = time.time()
         dt, t0 = t1 - t0, t1
-        if iter_num % log_interval == 0:
-            lossf = loss.item() * gradient_accumulation_steps  # .item() waits for the GPU: only when logging
+        if iter_num % log_interval == 0 and master:
+            lossf = loss.item() * accum_steps  # .item() waits for the GPU: only when logging
             check_finite({"training": lossf}, iter_num)
             if iter_num >= 5:  # the first iterations include compilation and warm-up
-                mfu = raw_model.estimate_mfu(tokens_per_iter, dt)
+                mfu = raw_model.estimate_mfu(tokens_per_iter // world_size, dt)  # one GPU's share
                 running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
-            print(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, mfu {running_mfu * 100:.2f}%")
+            log(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, mfu {running_mfu * 100:.2f}%")
+        if bar is not None:
+            bar.update(1)
         iter_num += 1
+
+    if bar is not None:
+        bar.close()
+    if run is not None:
+        run.finish()
+    if ddp:
+        ranks_in_sync(raw_model, log)
+        # DDP's reducer holds on to the process group; left for interpreter shutdown, gloo's threads
+        # can abort the process ("terminate called without an active exception"): free it first
+        model = optimizer = loss = None  # (loss: its graph references the DDP hooks)
+        gc.collect()  # the reducer sits in reference cycles: collect it now, not at exit
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

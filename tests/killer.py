@@ -56,6 +56,7 @@ def warm_up():
     idx = train.torch.zeros(1, 4, dtype=train.torch.long)
     model(idx, idx)[1].backward()
     optimizer.step()
+    import matplotlib.pyplot  # noqa: F401  loss.png's first draw would otherwise import it in every child
 
 
 def main():
@@ -66,8 +67,8 @@ def main():
     for k in range(kills):
         resume = os.path.exists(os.path.join(out_dir, checkpoint.CKPT_NAME))
         pid, stdout = start([*argv, f"--init_from={'resume' if resume else 'scratch'}"])
-        for line in stdout:  # wait until it trains: a kill during start-up proves nothing
-            if line.startswith("step "):
+        for line in stdout:  # wait until it trains and saves: a kill during start-up proves nothing
+            if line.startswith("saved checkpoint"):
                 break
         time.sleep(rnd.uniform(0, 0.2))
         os.kill(pid, signal.SIGKILL)

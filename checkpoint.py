@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from model import GPT, GPTConfig
-from runtime import UserError
+from runtime import UserError, first_line
 
 CKPT_NAME = "ckpt.pt"
 META_NAME = "meta.pkl"
@@ -54,7 +54,7 @@ def explained_write(path):
     try:
         yield
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
-        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        reason = first_line(e, 160)
         raise UserError(f"could not write {path} ({reason}); free disk space or choose another --out_dir "
                         "(the previous file, if any, is unchanged)") from None
 
@@ -100,7 +100,7 @@ def load_checkpoint(out_dir, device="cpu"):
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
-        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        reason = first_line(e, 160)
         raise UserError(f"refused to load {path}: it holds more than tensors and plain data ({reason})") from None
     except Exception as e:
         raise UserError(f"{path} is corrupt or truncated ({type(e).__name__}); delete it and train again") from None
@@ -192,7 +192,7 @@ def load_pretrained(init_from, dropout=0.0):
         return GPT.from_pretrained(init_from, {"dropout": dropout})
     except (OSError, ValueError) as e:
         # transformers raises OSError both offline and for a folder with no model in it
-        reason = (str(e).strip().splitlines() or [""])[0][:200]
+        reason = first_line(e)
         raise UserError(f"cannot load GPT-2 '{init_from}' ({reason}); the named models download from the "
                         "Hugging Face hub once, offline pass a folder saved with save_pretrained") from None
 

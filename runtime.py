@@ -17,6 +17,11 @@ class UserError(Exception):
     """A problem the user can fix; main() prints it as one line instead of a traceback."""
 
 
+def first_line(error, limit=200):
+    """An exception's message cut to its first line, for a one-line error that names the cause."""
+    return (str(error).strip().splitlines() or [""])[0][:limit]
+
+
 def run_main(main):
     """Call main(); a UserError or ConfigError becomes one line on stderr and exit status 1.
     Set BABYGPT_DEBUG=1 to see the full traceback instead."""
@@ -88,8 +93,7 @@ def compile_or_eager(model, trial):
         trial(compiled)
         return compiled
     except Exception as e:  # torch raises many kinds here (BackendCompilerFailed, OSError, ...)
-        first_line = (str(e).strip().splitlines() or [""])[0][:200]
-        print(f"warning: torch.compile failed ({type(e).__name__}: {first_line}); running eager", file=sys.stderr)
+        print(f"warning: torch.compile failed ({type(e).__name__}: {first_line(e)}); running eager", file=sys.stderr)
         return model
 
 

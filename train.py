@@ -25,7 +25,7 @@ from checkpoint import (MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_
 from configurator import configure
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
-from runtime import UserError, compile_or_eager, ddp_weight_spread, run_main, setup, setup_ddp
+from runtime import UserError, compile_or_eager, ddp_weight_spread, first_line, run_main, setup, setup_ddp
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -228,7 +228,7 @@ def start_wandb(cfg):
         import wandb
         return wandb.init(project=cfg["wandb_project"], name=cfg["wandb_run_name"], config=cfg)
     except Exception as e:  # not logged in, no network, ...: wandb raises many kinds
-        reason = (str(e).strip().splitlines() or [""])[0][:160]
+        reason = first_line(e, 160)
         raise UserError(f"wandb could not start ({type(e).__name__}: {reason}); run `wandb login`, "
                         "or set WANDB_MODE=offline, or pass --wandb_log=False") from None
 
@@ -260,8 +260,8 @@ def main():
     log(f"dataset {dataset}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
         f"{tokens_per_iter:,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
 
+    model, checkpoint = build_model(cfg, vocab_size, dev)  # a refused resume opens no wandb run
     run = start_wandb(cfg) if wandb_log and master else None  # before any file is written: it may refuse
-    model, checkpoint = build_model(cfg, vocab_size, dev)
     make_out_dir(out_dir)  # before compiling and training, which can take minutes
     model.to(dev)
     log(f"model: {model.get_num_params() / 1e6:.2f}M parameters")

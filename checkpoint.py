@@ -49,13 +49,12 @@ def save_checkpoint(out_dir, checkpoint):
 
 
 @contextlib.contextmanager
-def explained_write(path):
+def explained_write(path, fix="free disk space or choose another --out_dir"):
     """Turn a failed write of path (disk full, no permission) into a one-line UserError."""
     try:
         yield
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
-        reason = first_line(e, 160)
-        raise UserError(f"could not write {path} ({reason}); free disk space or choose another --out_dir "
+        raise UserError(f"could not write {path} ({first_line(e, 160)}); {fix} "
                         "(the previous file, if any, is unchanged)") from None
 
 

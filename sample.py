@@ -17,8 +17,8 @@ import sys
 
 import torch
 
-from checkpoint import (atomic_write, bpe_codec, codec, find_meta, gpt2_encoding, is_pretrained, load_checkpoint,
-                        load_meta, load_pretrained, model_from_checkpoint)
+from checkpoint import (atomic_write, bpe_codec, codec, explained_write, find_meta, gpt2_encoding, is_pretrained,
+                        load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure
 from progress import progress_bar
 from runtime import UserError, run_main, setup
@@ -84,8 +84,6 @@ def read_prompt(start):
 def known_prompt(prompt, stoi):
     """The prompt without characters the model never saw; those are named in a warning.
     (nanoGPT raises KeyError here: its issues #169 and #434.)"""
-    if not prompt:
-        raise UserError("the prompt is empty; give at least one character with --start=...")
     unknown = sorted(set(c for c in prompt if c not in stoi))
     kept = "".join(c for c in prompt if c in stoi)
     if not kept:
@@ -147,15 +145,15 @@ def main():
     model.eval().to(dev)
     if compile:
         model = torch.compile(model)
+    prompt = read_prompt(start)
+    if not prompt:
+        raise UserError("the prompt is empty; give at least one character with --start=...")
     if meta is None:
         print("note: no meta.pkl, so using GPT-2 BPE from tiktoken", file=sys.stderr)
         encode, decode = bpe_codec(gpt2_encoding())
-        prompt = read_prompt(start)
-        if not prompt:
-            raise UserError("the prompt is empty; give at least one character with --start=...")
     else:
         encode, decode = codec(meta)
-        prompt = known_prompt(read_prompt(start), meta["stoi"])
+        prompt = known_prompt(prompt, meta["stoi"])
     x = torch.tensor(encode(prompt), dtype=torch.long, device=dev)[None, ...].repeat(num_samples, 1)  # (S, T)
     with torch.no_grad(), ctx:
         y = generate(model, x, dev, decode, prompt)  # (S, T + new)
@@ -167,7 +165,8 @@ def main():
         print(y[i:i + 1].shape)  # torch.Size([1, N]), as the seed prints it per sample
     if out_file:
         data = "".join(f"{t}\n{SEPARATOR}\n" for t in texts).encode("utf-8")
-        atomic_write(out_file, lambda f: f.write(data))
+        with explained_write(out_file, "free disk space or choose another --out_file"):
+            atomic_write(out_file, lambda f: f.write(data))
         print(f"wrote {len(texts)} samples to {out_file}", file=sys.stderr)
 
 

@@ -132,6 +132,19 @@ def test_full_disk_is_one_line_and_the_old_checkpoint_survives(saved_run):
     assert [f for f in os.listdir(out) if f.endswith(".tmp")] == [], "a failed save left its temporary file"
 
 
+def test_full_disk_while_writing_samples_keeps_the_old_file(saved_run, tmp_path):
+    _, out, _ = saved_run
+    samples = tmp_path / "samples.txt"
+    samples.write_text("the samples of an earlier run\n", encoding="utf-8")
+    # 10 x 1,000 characters of 3-byte UTF-8 is ~30 kB: past the 20 kB limit
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "sample.py"), f"--out_dir={out}", "--device=cpu",
+                           "--num_samples=10", "--max_new_tokens=1000", f"--out_file={samples}"],
+                          cwd=REPO, capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300)
+    assert_user_error(proc, "could not write", "--out_file")
+    assert samples.read_text(encoding="utf-8") == "the samples of an earlier run\n", "the old samples file was changed"
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == [], "a failed write left its temporary file"
+
+
 def test_out_dir_that_cannot_be_a_folder(tmp_path, tiny_data):
     blocker = tmp_path / "taken"
     blocker.write_text("a file where out_dir should go")

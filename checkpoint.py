@@ -21,7 +21,8 @@ import torch
 from model import GPT, GPTConfig
 from runtime import UserError, first_line
 
-CKPT_NAME = "ckpt.pt"
+CKPT_NAME = "ckpt.pt"  # the latest save: what --init_from=resume continues
+BEST_NAME = "best.pt"  # the lowest val loss so far: weights only, for sampling
 META_NAME = "meta.pkl"
 MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
 
@@ -43,9 +44,9 @@ def atomic_write(path, write):
         raise
 
 
-def save_checkpoint(out_dir, checkpoint):
-    """Atomic save; a full disk or an unwritable out_dir is a UserError and the old ckpt.pt stays whole."""
-    _write_or_explain(os.path.join(out_dir, CKPT_NAME), lambda f: torch.save(checkpoint, f))
+def save_checkpoint(out_dir, checkpoint, name=CKPT_NAME):
+    """Atomic save; a full disk or an unwritable out_dir is a UserError and the old file stays whole."""
+    _write_or_explain(os.path.join(out_dir, name), lambda f: torch.save(checkpoint, f))
 
 
 @contextlib.contextmanager

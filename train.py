@@ -11,16 +11,18 @@ Settings are the globals below; a config file and then --key=value override them
 """
 
 import contextlib
+import dataclasses
 import gc
 import math
 import os
+import signal
 import sys
 import time
 
 import numpy as np
 import torch
 
-from checkpoint import (MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_checkpoint, load_meta,
+from checkpoint import (BEST_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_checkpoint, load_meta,
                         load_pretrained, model_from_checkpoint, rng_states, save_checkpoint, set_rng_states)
 from configurator import configure
 from model import GPT, GPTConfig
@@ -32,7 +34,7 @@ from runtime import UserError, compile_or_eager, ddp_weight_spread, first_line, 
 out_dir = "out"                 # where ckpt.pt and a copy of the dataset's meta.pkl are written
 eval_interval = 2000            # iterations between loss estimates (and checkpoints)
 log_interval = 1                # iterations between log lines
-eval_iters = 200                # batches averaged per loss estimate
+eval_iters = 200                # batches of fixed windows per loss estimate (a smaller split: all of it)
 eval_only = False               # estimate the losses once and exit
 always_save_checkpoint = True   # save at every eval, not only when val loss improved
 init_from = "scratch"           # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl' or a saved GPT-2 folder
@@ -153,21 +155,34 @@ def get_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
     return min_lr + coeff * (learning_rate - min_lr)
 
 
+def eval_windows(n_tokens, block_size, count):
+    """Start offsets of `count` non-overlapping windows spread evenly over a split, or of every
+    window when the split holds fewer: a small val split (红楼梦's is 59k tokens) is then measured
+    whole. Fixed offsets, so two evals differ only because the model changed; random windows
+    overlap and repeat, and 20 random batches here scatter by about +-0.05."""
+    total = (n_tokens - 1) // block_size  # a window needs block_size + 1 tokens: targets are shifted
+    if count >= total:
+        return np.arange(total) * block_size
+    return np.arange(count) * total // count * block_size
+
+
 @torch.no_grad()
-def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, ctx, seed):
-    """Mean loss over eval_iters batches of each split, with dropout off. The same batches every
-    time (a fixed generator), so two evals differ only because the model changed."""
+def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, ctx):
+    """Mean loss of each split over up to eval_iters * batch_size fixed windows (see eval_windows),
+    with dropout off. Every window has block_size targets, so the mean over windows is per token."""
     model.eval()
     out = {}
     for name, data in splits.items():
-        generator = torch.Generator().manual_seed(seed + 7)
-        losses = torch.zeros(eval_iters)
-        for k in range(eval_iters):
-            x, y = get_batch(data, batch_size, block_size, generator, device)
+        starts = eval_windows(len(data), block_size, eval_iters * batch_size)
+        total = 0.0
+        for i in range(0, len(starts), batch_size):
+            chunk = starts[i:i + batch_size]
+            x = torch.from_numpy(np.stack([data[s:s + block_size] for s in chunk]).astype(np.int64))  # (B, T)
+            y = torch.from_numpy(np.stack([data[s + 1:s + 1 + block_size] for s in chunk]).astype(np.int64))
             with ctx:
-                _, loss = model(x, y)
-            losses[k] = loss.item()
-        out[name] = losses.mean().item()
+                _, loss = model(x.to(device), y.to(device))
+            total += loss.item() * len(chunk)
+        out[name] = total / len(starts)
     model.train()
     return out
 
@@ -241,144 +256,255 @@ def ranks_in_sync(model, say):
         + ("" if spread == 0.0 else " (ranks drifted apart: gradients were not synchronized)"))
 
 
+@dataclasses.dataclass
+class Run:
+    """What the training loop works on, built once by start_run()."""
+    cfg: dict
+    model: torch.nn.Module       # what trains: compiled and/or wrapped in DDP
+    eval_model: torch.nn.Module  # the same weights without DDP: rank 0 evaluates alone
+    raw_model: GPT               # the plain module whose state_dict is saved
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    splits: dict                 # {'train': memmap, 'val': memmap}
+    dev: str
+    ctx: object                  # autocast context (a no-op in float32)
+    meta_path: str | None        # the dataset's meta.pkl, copied beside each checkpoint
+    rank: int
+    master: bool                 # rank 0: logs, evaluates, saves
+    ddp: bool
+    log: object                  # print on rank 0, nothing elsewhere
+    wandb_run: object = None
+    iter_num: int = 0
+    best_val_loss: float = float("inf")
+    running_mfu: float = -1.0
+    clock: float = 0.0           # add time.time() to get seconds of training, continued across resumes
+    bar: object = None
+
+
+def start_run(cfg):
+    """Dataset, device, model, optimizer and (on resume) their saved state: everything before step one."""
+    train_data, val_data, meta, meta_path = load_dataset(dataset_dir(cfg["dataset"]), cfg["block_size"])
+    # under torchrun each process is one rank; only rank 0 (master) logs, evaluates and saves
+    rank, local_rank, world_size, run_device = setup_ddp(cfg["device"])
+    ddp, master = torch.distributed.is_available() and torch.distributed.is_initialized(), rank == 0
+    log = say if master else (lambda *a: None)
+    dev, device_type, run_dtype, ctx = setup(run_device, cfg["dtype"], cfg["seed"])
+    vocab_size = meta["vocab_size"] if meta else None  # None: GPT-2 BPE
+    log(f"dataset {cfg['dataset']}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
+        f"{tokens_per_iter(cfg):,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
+
+    model, checkpoint = build_model(cfg, vocab_size, dev)  # a refused resume opens no wandb run
+    wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written
+    make_out_dir(cfg["out_dir"])  # before compiling and training, which can take minutes
+    model.to(dev)
+    log(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
+    optimizer = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]),
+                                           device_type)
+    # GradScaler keeps small float16 gradients from flushing to zero; a no-op in other dtypes
+    scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == "float16"))
+    r = Run(cfg, model, model, model, optimizer, scaler, {"train": train_data, "val": val_data}, dev, ctx,
+            meta_path, rank, master, ddp, log, wandb_run)
+    saved_rng = restore(r, checkpoint) if checkpoint is not None else None
+    checkpoint = None  # free the memory
+
+    if cfg["compile"]:
+        def trial(m):
+            x, y = get_batch(train_data, 1, cfg["block_size"], torch.Generator().manual_seed(0), dev)
+            with ctx:
+                m(x, y)[1].backward()
+            model.zero_grad(set_to_none=True)
+        r.model = r.eval_model = compile_or_eager(model, trial)
+    if ddp:
+        # DDP broadcasts rank 0's weights now and all-reduces (averages) gradients in backward()
+        r.model = torch.nn.parallel.DistributedDataParallel(
+            r.eval_model, device_ids=[local_rank] if device_type == "cuda" else None)
+    if master and not cfg["eval_only"]:
+        r.clock = start_log(cfg["out_dir"], r.iter_num if cfg["init_from"] == "resume" else None) - time.time()
+        r.bar = progress_bar(cfg["max_iters"], initial=r.iter_num, desc="train")
+    if saved_rng is not None:
+        # restored last: building the model and the compile trial above drew from the RNG too
+        set_rng_states(saved_rng)
+    return r
+
+
+def tokens_per_iter(cfg):
+    return cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+
+
+def restore(r, checkpoint):
+    """Optimizer, iteration, best loss and GradScaler from a checkpoint; returns its RNG states (or None)."""
+    r.optimizer.load_state_dict(checkpoint["optimizer"])
+    r.iter_num, r.best_val_loss = checkpoint["iter_num"], float(checkpoint["best_val_loss"])
+    if checkpoint.get("scaler") and r.scaler.is_enabled():
+        r.scaler.load_state_dict(checkpoint["scaler"])  # else a resumed fp16 run re-learns its loss scale
+    r.log(f"resuming from {r.cfg['out_dir']} at iteration {r.iter_num}")
+    return checkpoint.get("rng")  # nanoGPT's checkpoints have none
+
+
+def save(r):
+    """ckpt.pt with everything an exact resume needs (nanoGPT's keys, plus RNG and GradScaler state),
+    and the vocabulary beside it."""
+    save_checkpoint(r.cfg["out_dir"], {
+        "model": r.raw_model.state_dict(),
+        "optimizer": r.optimizer.state_dict(),
+        "model_args": dict(r.raw_model.config.__dict__),
+        "iter_num": r.iter_num,
+        "best_val_loss": r.best_val_loss,
+        "config": r.cfg,
+        "rng": rng_states(),  # exact resume: the next dropout masks
+        "scaler": r.scaler.state_dict(),
+    })
+    if r.meta_path:
+        copy_meta(r.meta_path, r.cfg["out_dir"])
+
+
+def save_best(r):
+    """best.pt: the weights with the lowest val loss so far, for sampling (no optimizer: a third of the size).
+    ckpt.pt stays the latest model: on a small corpus the latest is often overfit and worse."""
+    save_checkpoint(r.cfg["out_dir"], {
+        "model": r.raw_model.state_dict(),
+        "model_args": dict(r.raw_model.config.__dict__),
+        "iter_num": r.iter_num,
+        "best_val_loss": r.best_val_loss,
+        "config": r.cfg,
+    }, name=BEST_NAME)
+
+
+def evaluate_and_save(r, lr):
+    """Estimate both losses, log them, and save: best.pt when val improved, ckpt.pt as configured."""
+    cfg = r.cfg
+    losses = estimate_loss(r.eval_model, r.splits, cfg["eval_iters"], cfg["batch_size"], cfg["block_size"],
+                           r.dev, r.ctx)
+    r.log(f"step {r.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    check_finite({f"{k} (eval)": v for k, v in losses.items()}, r.iter_num)
+    if cfg["eval_only"]:
+        return
+    log_eval(cfg["out_dir"], r.iter_num, losses["train"], losses["val"], lr, r.clock + time.time(),
+             final=r.iter_num >= cfg["max_iters"])
+    if r.wandb_run is not None:
+        mfu_pct = {"mfu": r.running_mfu * 100} if r.running_mfu >= 0 else {}  # none measured yet
+        r.wandb_run.log({"iter": r.iter_num, "train/loss": losses["train"], "val/loss": losses["val"],
+                         "lr": lr, **mfu_pct}, step=r.iter_num)
+    improved = losses["val"] < r.best_val_loss
+    r.best_val_loss = min(r.best_val_loss, losses["val"])
+    if r.iter_num == 0:
+        return  # untrained weights: nothing worth a file
+    if improved:
+        save_best(r)
+    # nanoGPT saves only on improvement; a small corpus that overfits early would then never
+    # be saved at all, so always_save_checkpoint keeps the latest weights at every eval
+    if improved or cfg["always_save_checkpoint"]:
+        save(r)
+        r.log(f"saved checkpoint to {cfg['out_dir']}" + (" (and best.pt)" if improved else ""))
+
+
+def train_step(model, optimizer, scaler, next_batch, accum_steps, ctx, grad_clip, ddp=False):
+    """One optimizer step over accum_steps micro-batches from next_batch() -> (x, y).
+    Returns the loss (a detached tensor: reading it waits for the GPU) and the gradient norm
+    before clipping (None without clipping). With float16 the loss is scaled up for backward so
+    small gradients survive; a step whose gradients overflowed is skipped by scaler.step."""
+    for micro_step in range(accum_steps):
+        x, y = next_batch()
+        # DDP would all-reduce at every backward(); the sum is only needed after the last micro-step
+        last = micro_step == accum_steps - 1
+        with model.no_sync() if ddp and not last else contextlib.nullcontext():
+            with ctx:
+                _, loss = model(x, y)
+                loss = loss / accum_steps  # the sum over micro-steps is the mean (DDP averages ranks)
+            scaler.scale(loss).backward()
+    norm = None
+    if grad_clip != 0.0:
+        scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.detach() * accum_steps, norm
+
+
+def log_step(r, loss, lr, dt):
+    """Every log_interval iterations: the loss (checked for NaN), the step time and the running MFU."""
+    if r.iter_num % r.cfg["log_interval"] or not r.master:
+        return
+    lossf = loss.item()  # waits for the GPU: only when logging
+    check_finite({"training": lossf}, r.iter_num)
+    if r.iter_num >= 5:  # the first iterations include compilation and warm-up
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        mfu = r.raw_model.estimate_mfu(tokens_per_iter(r.cfg) // world_size, dt)  # one GPU's share
+        r.running_mfu = mfu if r.running_mfu < 0 else 0.9 * r.running_mfu + 0.1 * mfu
+    r.log(f"iter {r.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, mfu {r.running_mfu * 100:.2f}%")
+
+
+class StopRequest:
+    """Ctrl-C (SIGINT, also what the web page's Stop sends) asks for a clean stop: the loop finishes
+    its step, saves ckpt.pt and exits. A second Ctrl-C raises KeyboardInterrupt at once.
+    Not under DDP: the ranks would stop at different steps and wait for each other forever."""
+
+    def __init__(self, install):
+        self.requested = False
+        if install:
+            signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("stopping after this step; Ctrl-C again to quit without saving", file=sys.stderr, flush=True)
+
+
+def finish(r):
+    """Close the bar and wandb; under DDP check the ranks agree and tear the process group down."""
+    if r.bar is not None:
+        r.bar.close()
+    if r.wandb_run is not None:
+        r.wandb_run.finish()
+    if r.ddp:
+        ranks_in_sync(r.raw_model, r.log)
+        # DDP's reducer holds on to the process group; left for interpreter shutdown, gloo's threads
+        # can abort the process ("terminate called without an active exception"): free it first
+        r.model = r.optimizer = None
+        gc.collect()  # the reducer sits in reference cycles: collect it now, not at exit
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def main():
     cfg = configure(DEFAULTS, sys.argv[1:], __file__)
     if cfg is None:
         return  # --help was printed
     check_config(cfg)
     globals().update(cfg)
-
-    train_data, val_data, meta, meta_path = load_dataset(dataset_dir(dataset), block_size)
-    # under torchrun each process is one rank; only rank 0 (master) logs, evaluates and saves
-    rank, local_rank, world_size, run_device = setup_ddp(device)
-    ddp, master = torch.distributed.is_available() and torch.distributed.is_initialized(), rank == 0
-    log = say if master else (lambda *a: None)
-    accum_steps = gradient_accumulation_steps // world_size  # micro-steps per rank (check_config: divisible)
-    dev, device_type, run_dtype, ctx = setup(run_device, dtype, seed)
-    vocab_size = meta["vocab_size"] if meta else None  # None: GPT-2 BPE
-    tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-    log(f"dataset {dataset}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
-        f"{tokens_per_iter:,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
-
-    model, checkpoint = build_model(cfg, vocab_size, dev)  # a refused resume opens no wandb run
-    run = start_wandb(cfg) if wandb_log and master else None  # before any file is written: it may refuse
-    make_out_dir(out_dir)  # before compiling and training, which can take minutes
-    model.to(dev)
-    log(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
-    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-    iter_num, best_val_loss, saved_rng = 0, float("inf"), None
-    # GradScaler keeps small float16 gradients from flushing to zero; a no-op in other dtypes
-    scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == "float16"))
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        iter_num, best_val_loss = checkpoint["iter_num"], float(checkpoint["best_val_loss"])
-        if checkpoint.get("scaler") and scaler.is_enabled():
-            scaler.load_state_dict(checkpoint["scaler"])  # else a resumed fp16 run re-learns its loss scale
-        saved_rng = checkpoint.get("rng")  # nanoGPT's checkpoints have none
-        log(f"resuming from {out_dir} at iteration {iter_num}")
-        checkpoint = None  # free the memory
-
-    splits = {"train": train_data, "val": val_data}
-    if compile:
-        def trial(m):
-            x, y = get_batch(train_data, 1, block_size, torch.Generator().manual_seed(0), dev)
-            with ctx:
-                m(x, y)[1].backward()
-            model.zero_grad(set_to_none=True)
-        model = compile_or_eager(model, trial)
-    eval_model = model  # rank 0 evaluates alone, so not through DDP
-    if ddp:
-        # DDP broadcasts rank 0's weights now and all-reduces (averages) gradients in backward()
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device_type == "cuda" else None)
-    raw_model = getattr(eval_model, "_orig_mod", eval_model)
-
-    if master and not eval_only:
-        clock = start_log(out_dir, iter_num if init_from == "resume" else None) - time.time()
-    bar = progress_bar(max_iters, initial=iter_num, desc="train") if master and not eval_only else None
-    if saved_rng is not None:
-        # restored last: building the model and the compile trial above drew from the RNG too
-        set_rng_states(saved_rng)
-    t0 = time.time()
-    running_mfu = -1.0
+    r = start_run(cfg)
+    stop = StopRequest(install=r.master and not r.ddp and not eval_only)
+    accum_steps = gradient_accumulation_steps // int(os.environ.get("WORLD_SIZE", "1"))  # per rank
+    t0, stopped = time.time(), False
     while True:
-        lr = get_lr(iter_num, learning_rate, warmup_iters, lr_decay_iters, min_lr) if decay_lr else learning_rate
-        for group in optimizer.param_groups:
+        lr = get_lr(r.iter_num, learning_rate, warmup_iters, lr_decay_iters, min_lr) if decay_lr else learning_rate
+        for group in r.optimizer.param_groups:
             group["lr"] = lr
-
-        if master and (iter_num % eval_interval == 0 or iter_num == max_iters or eval_only):
-            losses = estimate_loss(eval_model, splits, eval_iters, batch_size, block_size, dev, ctx, seed)
-            log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            check_finite({f"{k} (eval)": v for k, v in losses.items()}, iter_num)
-            if not eval_only:
-                log_eval(out_dir, iter_num, losses["train"], losses["val"], lr, clock + time.time(),
-                         final=iter_num >= max_iters)
-            if run is not None:
-                mfu_pct = {"mfu": running_mfu * 100} if running_mfu >= 0 else {}  # none measured yet
-                run.log({"iter": iter_num, "train/loss": losses["train"], "val/loss": losses["val"],
-                         "lr": lr, **mfu_pct}, step=iter_num)
-            improved = losses["val"] < best_val_loss
-            best_val_loss = min(best_val_loss, losses["val"])
-            # nanoGPT saves only on improvement; a small corpus that overfits early would then never
-            # be saved at all, so always_save_checkpoint keeps the latest weights at every eval
-            if (improved or always_save_checkpoint) and iter_num > 0 and not eval_only:
-                save_checkpoint(out_dir, {
-                    "model": raw_model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "model_args": dict(raw_model.config.__dict__),
-                    "iter_num": iter_num,
-                    "best_val_loss": best_val_loss,
-                    "config": cfg,
-                    "rng": rng_states(),  # exact resume: the next dropout masks
-                    "scaler": scaler.state_dict(),
-                })
-                if meta_path:
-                    copy_meta(meta_path, out_dir)
-                log(f"saved checkpoint to {out_dir}")
-        if eval_only or iter_num >= max_iters:
+        if r.master and (r.iter_num % eval_interval == 0 or r.iter_num == max_iters or eval_only):
+            evaluate_and_save(r, lr)
+        if eval_only or r.iter_num >= max_iters:
             break
 
-        generator = batch_generator(seed, iter_num, rank)
-        for micro_step in range(accum_steps):
-            x, y = get_batch(train_data, batch_size, block_size, generator, dev)
-            # DDP would all-reduce at every backward(); the sum is only needed after the last micro-step
-            last = micro_step == accum_steps - 1
-            with model.no_sync() if ddp and not last else contextlib.nullcontext():
-                with ctx:
-                    _, loss = model(x, y)
-                    loss = loss / accum_steps  # the sum over micro-steps is the mean (DDP averages ranks)
-                scaler.scale(loss).backward()
-        if grad_clip != 0.0:
-            scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-
+        generator = batch_generator(seed, r.iter_num, r.rank)
+        loss, _ = train_step(r.model, r.optimizer, r.scaler,
+                             lambda: get_batch(r.splits["train"], batch_size, block_size, generator, r.dev),
+                             accum_steps, r.ctx, grad_clip, r.ddp)
         t1 = time.time()
         dt, t0 = t1 - t0, t1
-        if iter_num % log_interval == 0 and master:
-            lossf = loss.item() * accum_steps  # .item() waits for the GPU: only when logging
-            check_finite({"training": lossf}, iter_num)
-            if iter_num >= 5:  # the first iterations include compilation and warm-up
-                mfu = raw_model.estimate_mfu(tokens_per_iter // world_size, dt)  # one GPU's share
-                running_mfu = mfu if running_mfu < 0 else 0.9 * running_mfu + 0.1 * mfu
-            log(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, mfu {running_mfu * 100:.2f}%")
-        if bar is not None:
-            bar.update(1)
-        iter_num += 1
-
-    if bar is not None:
-        bar.close()
-    if run is not None:
-        run.finish()
-    if ddp:
-        ranks_in_sync(raw_model, log)
-        # DDP's reducer holds on to the process group; left for interpreter shutdown, gloo's threads
-        # can abort the process ("terminate called without an active exception"): free it first
-        model = optimizer = loss = None  # (loss: its graph references the DDP hooks)
-        gc.collect()  # the reducer sits in reference cycles: collect it now, not at exit
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+        log_step(r, loss, lr, dt)
+        if r.bar is not None:
+            r.bar.update(1)
+        r.iter_num += 1
+        stopped = stop.requested and r.iter_num < max_iters  # at max_iters the final eval saves anyway
+        if stopped:
+            save(r)
+            r.log(f"stopped at iteration {r.iter_num}: saved {os.path.join(out_dir, 'ckpt.pt')}; "
+                  "continue with --init_from=resume")
+            break
+    finish(r)
+    if stopped:
+        sys.exit(130)  # the shell's convention for Ctrl-C, so `train.py && sample.py` stops here
 
 
 if __name__ == "__main__":

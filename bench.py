@@ -7,6 +7,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
+    python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, ~6 min
 
 prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
@@ -22,6 +23,11 @@ train: train.py itself (so what is timed is what users run) on a config, for --i
 random tokens of the 红楼梦 vocabulary size; ms/iter is the median after 5 warm-up steps, tokens/s
 follows from it, MFU is train.py's (against an A100's 312 TFLOPS). --nproc=N adds a torchrun run
 with N processes beside the 1-process one.
+
+time_to_loss: train.py on the built-in corpus twice, one run after the other: nanoGPT's CPU recipe
+(NANOGPT_CPU) and --config (default config/train_chinese_cpu.py, with any --key=value). Each eval
+line is timed from process start, so start-up, compile, evals and saves all count, and both runs
+are evaluated alike: the same fixed val windows, an eval every EVAL_TOKENS trained tokens.
 """
 
 import argparse
@@ -224,13 +230,18 @@ def run_train(args, data, out_dir, nproc):
             "tokens_per_s": tokens / (ms_per_iter / 1000), "mfu_percent": mfu * 100}
 
 
-def config_model(args):
-    """The GPT that args.config (with its overrides) describes, for its FLOPs per token."""
+def train_config(files, overrides):
+    """train.py's settings for config files and --key=value overrides, as train.py itself reads them."""
     sys.path.insert(0, ROOT)
     import train
     from configurator import configure
+    return configure(train.DEFAULTS, [*files, *overrides], train.__file__)
+
+
+def config_model(args):
+    """The GPT that args.config (with its overrides) describes, for its FLOPs per token."""
     from model import GPT, GPTConfig
-    cfg = configure(train.DEFAULTS, [args.config, *args.overrides], train.__file__)
+    cfg = train_config([args.config], args.overrides)
     shape = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias")}
     return GPT(GPTConfig(vocab_size=args.vocab_size, **shape))
 
@@ -255,8 +266,71 @@ def bench_train(args):
 
 
 # -----------------------------------------------------------------------------
+# time_to_loss
 
-BENCHMARKS = {"prepare": bench_prepare, "sample": bench_sample, "train": bench_train}
+# nanoGPT's CPU recipe (its README's command for a laptop, with its char-level config's learning rate,
+# schedule and beta2), run through babygpt's train.py: same model and speed per token, only the recipe differs
+NANOGPT_CPU = ["--batch_size=12", "--block_size=64", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0",
+               "--learning_rate=1e-3", "--max_iters=2000", "--lr_decay_iters=2000", "--min_lr=1e-4",
+               "--beta2=0.99", "--warmup_iters=100", "--compile=False", "--device=cpu", "--dtype=float32",
+               "--dataset=chinese"]
+EVAL_WINDOWS = 480     # val windows per eval: the same fixed ones for both runs (train.eval_windows)
+EVAL_TOKENS = 192_000  # tokens trained between evals, alike for both runs (nanoGPT's eval_interval=250 x 768)
+
+
+def run_to_loss(label, config, overrides):
+    """train.py (with a config file, or None: train.py's defaults) from process start to its end;
+    returns [(seconds since start, iteration, val loss)] per eval."""
+    config = [config] if config else []
+    cfg = train_config(config, overrides)
+    tokens = cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+    evals = [f"--eval_iters={max(1, round(EVAL_WINDOWS / cfg['batch_size']))}",
+             f"--eval_interval={max(1, EVAL_TOKENS // tokens)}", "--log_interval=100000"]
+    with tempfile.TemporaryDirectory() as out_dir:
+        cmd = [sys.executable, os.path.join(ROOT, "train.py"), *config, *overrides, *evals, f"--out_dir={out_dir}"]
+        print(f"{label}: {' '.join(cmd[1:-1])}", flush=True)
+        points, start = [], time.time()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
+                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        for line in proc.stdout:  # each eval line is timed as it arrives
+            m = re.match(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", line)
+            if m:
+                points.append((time.time() - start, int(m.group(1)), float(m.group(2))))
+        if proc.wait() != 0:
+            sys.exit(f"error: train.py failed ({' '.join(cmd[1:])}):\n{proc.stderr.read()[-2000:]}")
+    return points
+
+
+def first_below(points, target):
+    """Seconds until the first eval at or below target (None if never)."""
+    return next((s for s, _, v in points if v <= target), None)
+
+
+def bench_time_to_loss(args):
+    if not os.path.isfile(os.path.join(ROOT, "data", "chinese", "val.bin")):
+        sys.exit("error: the built-in corpus is not prepared; run python data/chinese/prepare.py first")
+    runs = {"nanoGPT recipe": run_to_loss("nanoGPT recipe", None, NANOGPT_CPU),
+            "babygpt": run_to_loss("babygpt", args.config, args.overrides)}
+    times = {name: first_below(points, args.target) for name, points in runs.items()}
+    if args.json:
+        print(json.dumps({"target": args.target, "runs": runs, "seconds_to_target": times}))
+        return
+    for name, points in runs.items():
+        print(f"\n{name}\n{'seconds':>9}{'iter':>7}{'val loss':>10}")
+        for s, it, v in points:
+            print(f"{s:>9.1f}{it:>7}{v:>10.4f}")
+    print(f"\nval loss <= {args.target} (the same {EVAL_WINDOWS} fixed val windows for both), wall time from process start:")
+    for name, s in times.items():
+        print(f"  {name:<16}{'never' if s is None else f'{s:.1f} s'}")
+    base, ours = times["nanoGPT recipe"], times["babygpt"]
+    if base and ours:
+        print(f"  babygpt needs {ours / base:.2f}x the time ({base / ours:.2f}x faster)")
+
+
+# -----------------------------------------------------------------------------
+
+BENCHMARKS = {"prepare": bench_prepare, "sample": bench_sample, "time_to_loss": bench_time_to_loss,
+              "train": bench_train}
 
 
 def main():
@@ -272,13 +346,14 @@ def main():
     p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
     p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")
+    p.add_argument("--target", type=float, default=4.57, help="time_to_loss: the val loss to reach (nanoGPT's final)")
     # internal: bench_prepare re-runs this script as a child, one method per process
     p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
     p.add_argument("--out_dir", help=argparse.SUPPRESS)
     # train: any --key=value that bench.py does not know goes on to train.py (--batch_size=8)
     args, args.overrides = p.parse_known_args()
-    unknown = [o for o in args.overrides if not (args.what == "train" and o.startswith("--"))]
+    unknown = [o for o in args.overrides if not (args.what in ("train", "time_to_loss") and o.startswith("--"))]
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.child:

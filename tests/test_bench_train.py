@@ -20,3 +20,23 @@ def test_train_benchmark_json():
         f"tokens/s should follow from ms/iter: {r}"
     assert 0 < r["mfu_percent"] < 100, f"MFU should be a percentage: {r}"
     assert "--n_layer=2" in result["overrides"], f"train.py settings should pass through: {result}"
+
+
+def test_time_to_loss_times_each_eval_from_process_start(tiny_data):
+    """bench.py --what=time_to_loss's runner on a tiny dataset: an eval every EVAL_TOKENS trained tokens,
+    times rising from process start, val losses parsed from train.py's own lines."""
+    import bench
+    tiny = [a for a in TINY if not a.startswith(("--eval_iters", "--log_interval"))]
+    tokens_per_iter = 4 * 16
+    old = bench.EVAL_TOKENS
+    bench.EVAL_TOKENS = 5 * tokens_per_iter  # an eval every 5 iterations
+    try:
+        points = bench.run_to_loss("tiny", None, [*tiny, f"--dataset={tiny_data}", "--max_iters=12"])
+    finally:
+        bench.EVAL_TOKENS = old
+    assert [it for _, it, _ in points] == [0, 5, 10, 12], f"evals every 5 iterations and at the end: {points}"
+    seconds = [s for s, _, _ in points]
+    assert seconds == sorted(seconds) and seconds[0] > 0, f"times should rise from process start: {seconds}"
+    assert points[-1][2] < points[0][2], f"val loss should fall: {points}"
+    assert bench.first_below(points, points[1][2]) == points[1][0], "the first eval at or below the target"
+    assert bench.first_below(points, 0.0) is None, "a target never reached gives None"

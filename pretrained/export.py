@@ -1,0 +1,132 @@
+"""
+Turn a finished run into the shipped pretrained model: pretrained/hlm/{ckpt.pt, meta.pkl, README.md}.
+
+    python train.py config/train_chinese_pretrained.py && python pretrained/export.py
+    python pretrained/export.py --out_dir=out-chinese-pretrained --to=pretrained/hlm
+
+It takes the run's best.pt (lowest val loss), keeps the weights only, in float16 (half the bytes; a
+char-level model samples the same text from them), measures train and val loss over every window of
+each split, and writes the model card with three unedited samples from sample.py and their copy report.
+Run it again only when the model changes: the folder is committed to git.
+"""
+
+import contextlib
+import os
+import platform
+import subprocess
+import sys
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from checkpoint import (BEST_NAME, META_NAME, atomic_write, dataset_dir, load_checkpoint, model_from_checkpoint,
+                        save_checkpoint)  # noqa: E402
+from configurator import configure  # noqa: E402
+from progress import read_log  # noqa: E402
+from runtime import UserError, run_main  # noqa: E402
+from train import estimate_loss, load_dataset  # noqa: E402
+
+# -----------------------------------------------------------------------------
+out_dir = "out-chinese-pretrained"  # the finished run (its best.pt, log.csv, meta.pkl)
+to = "pretrained/hlm"               # the folder to write: ckpt.pt, meta.pkl, README.md
+samples = 3                         # unedited samples on the model card
+sample_length = 300                 # characters per sample on the card
+# -----------------------------------------------------------------------------
+DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+SIZE_LIMIT_MB = 15
+
+
+def half_weights(best):
+    """best.pt -> the shipped checkpoint: float16 weights and what sample.py (ours or nanoGPT's) reads."""
+    state = {k: v.half() if v.is_floating_point() else v for k, v in best["model"].items()}
+    return {"model": state, "model_args": best["model_args"], "iter_num": best["iter_num"],
+            "best_val_loss": best["best_val_loss"], "config": best["config"]}
+
+
+def whole_split_losses(checkpoint):
+    """Train and val loss of the float16 weights (computed in float32) over every non-overlapping window."""
+    model = model_from_checkpoint({**checkpoint, "model": {k: v.float() for k, v in checkpoint["model"].items()}})
+    cfg = checkpoint["config"]
+    train_data, val_data, _, _ = load_dataset(dataset_dir(cfg["dataset"]), cfg["block_size"])
+    everything = max(len(train_data), len(val_data))  # windows asked for: more than either split holds
+    return estimate_loss(model, {"train": train_data, "val": val_data}, everything, 1, cfg["block_size"], "cpu",
+                         contextlib.nullcontext())
+
+
+def run_sample(folder, n, length):
+    """sample.py on the exported folder, as a user runs it: (stdout, stderr)."""
+    cmd = [sys.executable, os.path.join(ROOT, "sample.py"), f"--out_dir={folder}", f"--num_samples={n}",
+           f"--max_new_tokens={length}", "--device=cpu"]
+    done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", cwd=ROOT)
+    if done.returncode != 0:
+        raise UserError(f"sample.py failed on {folder}: {done.stderr.strip().splitlines()[-1:]}")
+    return done.stdout, done.stderr
+
+
+def git_commit():
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+        return head.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def model_card(ckpt, losses, log, size_mb, stdout, stderr):
+    """The README.md of the exported folder; every number in it measured here or read from the run."""
+    cfg, args = ckpt["config"], ckpt["model_args"]
+    n_params = sum(v.numel() for k, v in ckpt["model"].items() if k != "transformer.wpe.weight")
+    row = next((r for r in log if r["iter"] == ckpt["iter_num"]), None)
+    wall = f"{row['time_s'] / 60:.1f} min of training to this iteration" if row else "not logged"
+    keys = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "batch_size", "learning_rate", "max_iters",
+            "lr_decay_iters", "min_lr", "beta2", "warmup_iters")
+    return "\n".join([
+        "# 红楼梦 pretrained model",
+        "",
+        "A character-level GPT trained by babygpt on the built-in 红楼梦. Sample it with no training:",
+        "",
+        "    python sample.py --out_dir=pretrained/hlm",
+        "",
+        "| | |", "|---|---|",
+        f"| config | `config/train_chinese_pretrained.py`: {', '.join(f'{k}={cfg[k]}' for k in keys)} |",
+        f"| parameters | {n_params / 1e6:.2f}M (without position embeddings), float16: {size_mb:.1f} MB |",
+        f"| iterations | best val loss at iteration {ckpt['iter_num']} of {cfg['max_iters']} |",
+        f"| wall time, device | {wall}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, torch {torch.__version__}, float32 training |",
+        f"| train loss | {losses['train']:.4f} (every non-overlapping {args['block_size']}-character window) |",
+        f"| val loss | **{losses['val']:.4f}** (the whole val split, the same way) |",
+        f"| commit | {git_commit()} |",
+        "",
+        "Reproduce: `python data/chinese/prepare.py && python train.py config/train_chinese_pretrained.py "
+        "&& python pretrained/export.py`",
+        "",
+        f"## Three samples (`python sample.py --out_dir=pretrained/hlm --num_samples={samples} "
+        f"--max_new_tokens={sample_length}`, unedited)",
+        "", "```", stdout.rstrip(), "```", "",
+        "## Copy report of those samples (sample.py's stderr)",
+        "", "```", stderr.rstrip(), "```", ""])
+
+
+def main():
+    cfg = configure(DEFAULTS, sys.argv[1:], __file__)
+    if cfg is None:
+        return
+    best = load_checkpoint(cfg["out_dir"], name=BEST_NAME)
+    ckpt = half_weights(best)
+    os.makedirs(cfg["to"], exist_ok=True)
+    save_checkpoint(cfg["to"], ckpt)
+    with open(os.path.join(cfg["out_dir"], META_NAME), "rb") as f:
+        meta = f.read()
+    atomic_write(os.path.join(cfg["to"], META_NAME), lambda f: f.write(meta))
+    size_mb = os.path.getsize(os.path.join(cfg["to"], "ckpt.pt")) / 1e6
+    if size_mb > SIZE_LIMIT_MB:
+        raise UserError(f"{cfg['to']}/ckpt.pt is {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit; train a smaller model")
+    losses = whole_split_losses(ckpt)
+    stdout, stderr = run_sample(cfg["to"], cfg["samples"], cfg["sample_length"])
+    card = model_card(ckpt, losses, read_log(cfg["out_dir"]), size_mb, stdout, stderr)
+    atomic_write(os.path.join(cfg["to"], "README.md"), lambda f: f.write(card.encode("utf-8")))
+    print(f"wrote {cfg['to']}: val loss {losses['val']:.4f}, train {losses['train']:.4f}, {size_mb:.1f} MB")
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -8,6 +8,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
     python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, ~6 min
+    python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
 
 prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
@@ -28,6 +29,13 @@ time_to_loss: train.py on the built-in corpus twice, one run after the other: na
 (NANOGPT_CPU) and --config (default config/train_chinese_cpu.py, with any --key=value). Each eval
 line is timed from process start, so start-up, compile, evals and saves all count, and both runs
 are evaluated alike: the same fixed val windows, an eval every EVAL_TOKENS trained tokens.
+
+copy: sample.py's copy report (copycheck.copy_stats and its lines) for 10 samples x 500 characters,
+against the built-in corpus' train.bin (535k tokens) and a synthetic 50M-token train.bin of 红楼梦's
+lines shuffled (every passage ~94 times), both page-cached. Half the samples are pieces of 2-30
+characters cut from the training text and pasted together (an overfit model), half are shuffled
+training text (a model that copies nothing, whose longest copies are short: the slower path).
+The median of --repeat runs is shown.
 """
 
 import argparse
@@ -60,13 +68,18 @@ def peak_rss_mb():
 # -----------------------------------------------------------------------------
 # prepare
 
-def make_chinese_corpus(path, n_chars, seed=1337):
-    """Shuffle the built-in corpus' lines, again and again, until there are n_chars characters."""
+def builtin_text():
+    """The built-in corpus as data/chinese/prepare.py cleans it."""
     spec = importlib.util.spec_from_file_location("chinese_prepare",
                                                   os.path.join(ROOT, "data", "chinese", "prepare.py"))
     chinese = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(chinese)  # its main() is behind __name__ == "__main__"
-    lines = chinese.clean(chinese.read_builtin_corpus()).split("\n")
+    return chinese.clean(chinese.read_builtin_corpus())
+
+
+def make_chinese_corpus(path, n_chars, seed=1337):
+    """Shuffle the built-in corpus' lines, again and again, until there are n_chars characters."""
+    lines = builtin_text().split("\n")
     rng, parts, total = random.Random(seed), [], 0
     while total < n_chars:
         rng.shuffle(lines)
@@ -93,10 +106,10 @@ def prepare_baseline(corpus, out_dir):
         pickle.dump(meta, f)
 
 
-def prepare_charlevel(corpus, out_dir):
+def prepare_charlevel(corpus, out_dir, val_fraction=0.1):
     sys.path.insert(0, os.path.join(ROOT, "data"))
     import charlevel
-    charlevel.prepare([corpus], out_dir, val_fraction=0.1, log=lambda *a: None)
+    charlevel.prepare([corpus], out_dir, val_fraction=val_fraction, log=lambda *a: None)
 
 
 PREPARE_METHODS = {"baseline": prepare_baseline, "charlevel": prepare_charlevel}
@@ -328,17 +341,83 @@ def bench_time_to_loss(args):
 
 
 # -----------------------------------------------------------------------------
+# copy
 
-BENCHMARKS = {"prepare": bench_prepare, "sample": bench_sample, "time_to_loss": bench_time_to_loss,
-              "train": bench_train}
+def copy_samples(train, n, length, seed=1337):
+    """n samples of length tokens: the first half pasted together from 2-30-token pieces of train,
+    the second half shuffled stretches of it (see the docstring)."""
+    import numpy as np
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        if i < n // 2:
+            starts, sizes = rng.integers(0, len(train) - 30, length), rng.integers(2, 31, length)
+            pieces = np.concatenate([train[a:a + s] for a, s in zip(starts, sizes)])
+            samples.append(pieces[:length])
+        else:
+            a = int(rng.integers(0, len(train) - length))
+            samples.append(rng.permutation(train[a:a + length]))
+    return [s.tolist() for s in samples]
+
+
+def time_copy_report(train_bin, samples, decode, repeat):
+    """Median seconds of the report as sample.py makes it: copy_stats over the memmap, then its lines."""
+    import numpy as np
+    import copycheck
+    corpus = np.memmap(train_bin, dtype=np.uint16, mode="r")
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        copies = copycheck.copy_stats(corpus, samples)
+        lines = [copycheck.report_line(i, c, s, decode, "characters") for i, (c, s) in enumerate(zip(copies, samples))]
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2], len(corpus), [c.length for c in copies], lines
+
+
+def bench_copy(args):
+    import numpy as np
+    sys.path.insert(0, ROOT)
+    from checkpoint import codec, load_meta
+    with tempfile.TemporaryDirectory() as tmp:
+        builtin, big = os.path.join(tmp, "builtin"), os.path.join(tmp, "big")
+        with open(os.path.join(tmp, "hlm.txt"), "w", encoding="utf-8", newline="") as f:
+            f.write(builtin_text())
+        prepare_charlevel(os.path.join(tmp, "hlm.txt"), builtin)  # what data/chinese/prepare.py writes
+        # 1% validation: the train.bin is then just over args.big_tokens
+        make_chinese_corpus(os.path.join(tmp, "big.txt"), int(args.big_tokens / 0.99) + 1)
+        prepare_charlevel(os.path.join(tmp, "big.txt"), big, val_fraction=0.01)
+        train = np.fromfile(os.path.join(builtin, "train.bin"), dtype=np.uint16)
+        samples = copy_samples(train, args.num_samples, args.max_new_tokens)
+        _, decode = codec(load_meta(os.path.join(builtin, "meta.pkl")))
+        runs = {name: time_copy_report(os.path.join(folder, "train.bin"), samples, decode, args.repeat)
+                for name, folder in (("builtin", builtin), ("synthetic", big))}
+    summary = {name: {"tokens": n, "seconds": s, "longest": longest} for name, (s, n, longest, _) in runs.items()}
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"copy report: {args.num_samples} samples x {args.max_new_tokens} characters (the first half pasted from "
+          f"2-30-character pieces of train.bin, the rest shuffled), median of {args.repeat}")
+    print(f"{'train.bin':<40}{'tokens':>12}{'time':>9}   longest copies")
+    for label, name in (("built-in corpus", "builtin"), ("synthetic: its lines shuffled, repeated", "synthetic")):
+        r = summary[name]
+        print(f"{label:<40}{r['tokens']:>12,}{r['seconds']:>8.2f}s   {r['longest']}")
+    print("first line against the built-in corpus: " + runs["builtin"][3][0])
+
+
+# -----------------------------------------------------------------------------
+
+BENCHMARKS = {"copy": bench_copy, "prepare": bench_prepare, "sample": bench_sample,
+              "time_to_loss": bench_time_to_loss, "train": bench_train}
 
 
 def main():
     p = argparse.ArgumentParser(description="babygpt benchmarks")
     p.add_argument("--what", choices=sorted(BENCHMARKS), required=True, help="which benchmark")
     p.add_argument("--chars", type=int, default=50_000_000, help="prepare: corpus size")
-    p.add_argument("--num_samples", type=int, default=10, help="sample: samples in the work")
-    p.add_argument("--max_new_tokens", type=int, default=500, help="sample: characters per sample")
+    p.add_argument("--num_samples", type=int, default=10, help="sample, copy: samples in the work")
+    p.add_argument("--max_new_tokens", type=int, default=500, help="sample, copy: characters per sample")
+    p.add_argument("--big_tokens", type=int, default=50_000_000, help="copy: the synthetic train.bin's size")
+    p.add_argument("--repeat", type=int, default=3, help="copy: runs timed (the median is shown)")
     p.add_argument("--threads", type=int, default=0,
                    help="sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")

@@ -90,20 +90,52 @@ def _tuples(x):
     return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def load_checkpoint(out_dir, device="cpu"):
-    """Read out_dir/ckpt.pt (ours or nanoGPT's) without unpickling arbitrary objects."""
-    path = os.path.join(out_dir, CKPT_NAME)
+def load_checkpoint(out_dir, device="cpu", name=CKPT_NAME, mmap=False):
+    """Read out_dir/name (ckpt.pt, ours or nanoGPT's, or best.pt) without unpickling arbitrary objects.
+    mmap=True leaves the tensors on disk until used: a cheap way to read the other keys."""
+    path = os.path.join(out_dir, name)
     if not os.path.isfile(path):
-        raise UserError(f"no checkpoint at {path}; train one first: python train.py config/train_chinese.py")
+        raise UserError(_missing_checkpoint(out_dir, name, path))
     if not zipfile.is_zipfile(path):  # torch.save writes a zip; a torn or foreign file is not one
         raise UserError(f"{path} is corrupt or truncated (not a torch.save zip); delete it and train again")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(path, map_location=device, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         reason = first_line(e, 160)
         raise UserError(f"refused to load {path}: it holds more than tensors and plain data ({reason})") from None
     except Exception as e:
         raise UserError(f"{path} is corrupt or truncated ({type(e).__name__}); delete it and train again") from None
+
+
+def _missing_checkpoint(out_dir, name, path):
+    """The message for a checkpoint that is not there: train one, or pick one of those that are."""
+    if name == CKPT_NAME:
+        return f"no checkpoint at {path}; train one first: python train.py config/train_chinese.py"
+    there = sorted(f for f in os.listdir(out_dir) if f.endswith(".pt")) if os.path.isdir(out_dir) else []
+    if not there:
+        return f"no checkpoint at {path} (--ckpt={name}); {out_dir} holds none: train one first"
+    return f"no checkpoint at {path} (--ckpt={name}); {out_dir} holds {', '.join(there)}: pick one with --ckpt=..."
+
+
+def best_hint(out_dir, name, checkpoint):
+    """The note for a user who samples ckpt.pt (name) while out_dir/best.pt is the better model; else None.
+    ckpt.pt does not store its own weights' val loss, only the run's best so far, so we compare iterations:
+    train.py rewrites best.pt at every eval that improves val loss, so a best.pt from an earlier iteration
+    means the evals since then, ckpt.pt's included, did not beat it. Its val loss must also be no higher
+    than the best ckpt.pt has seen (equal in the same run), or it is a stale file from another run."""
+    path = os.path.join(out_dir, BEST_NAME)
+    if name != CKPT_NAME or not os.path.isfile(path):
+        return None
+    try:
+        best = load_checkpoint(out_dir, name=BEST_NAME, mmap=True)  # only its numbers are read
+        best_iter, best_loss = int(best["iter_num"]), float(best["best_val_loss"])
+        ckpt_iter, ckpt_best = int(checkpoint["iter_num"]), float(checkpoint["best_val_loss"])
+    except (UserError, KeyError, TypeError, ValueError):
+        return None  # a hint is not worth an error; --ckpt=best.pt would say what is wrong with the file
+    if best_iter >= ckpt_iter or best_loss > ckpt_best:
+        return None
+    return (f"{path} has a lower val loss ({best_loss:.4f}, iteration {best_iter:,}) than the weights in "
+            f"{CKPT_NAME} (the latest save, iteration {ckpt_iter:,}); sample it with --ckpt={BEST_NAME}")
 
 
 def clean_state_dict(state_dict):
@@ -159,17 +191,24 @@ def dataset_dir(dataset):
     return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
 
 
+def dataset_file(checkpoint, name):
+    """The path of name in the dataset folder the checkpoint was trained on (its config's dataset),
+    or None if the checkpoint does not say which dataset that was."""
+    dataset = (checkpoint.get("config") or {}).get("dataset")
+    return os.path.join(dataset_dir(dataset), name) if dataset else None
+
+
 def find_meta(out_dir, checkpoint):
     """The vocabulary for a checkpoint: out_dir/meta.pkl (saved by train.py), else the meta.pkl
     of the dataset the checkpoint was trained on (where nanoGPT's sample.py looks). None if neither."""
-    candidates = [os.path.join(out_dir, META_NAME)]
-    dataset = (checkpoint.get("config") or {}).get("dataset")
-    if dataset:
-        candidates.append(os.path.join(dataset_dir(dataset), META_NAME))
-    for path in candidates:
-        if os.path.isfile(path):
-            return path
-    return None
+    candidates = [os.path.join(out_dir, META_NAME), dataset_file(checkpoint, META_NAME)]
+    return next((path for path in candidates if path and os.path.isfile(path)), None)
+
+
+def token_dtype(meta):
+    """The dtype of a dataset's .bin files: meta.pkl's dtype (uint32 above 65,536 characters), else uint16
+    (nanoGPT's meta.pkl and GPT-2 BPE datasets, which have no meta.pkl)."""
+    return np.dtype(meta.get("dtype", "uint16") if meta else "uint16")
 
 
 def codec(meta):

@@ -6,10 +6,13 @@ Write continuations of a prompt with a trained model.
     python sample.py --out_dir=out-chinese --start=FILE:prompt.txt
     python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"   # GPT-2 via transformers
     python sample.py --out_dir=out-chinese --stream=True --top_p=0.9 --repetition_penalty=1.2
+    python sample.py --out_dir=out-chinese --ckpt=best.pt            # the run's lowest-val-loss model
     python sample.py --help
 
 All samples are generated as one batch with a key/value cache (see GPT.generate_tokens);
 --kv_cache=False is the exact, slow reference that re-runs the whole context for every character.
+After the samples, stderr gets a copy report (copycheck.py): per sample, the longest passage it copied
+verbatim from the run's train.bin and the share of its 10-character windows found there.
 """
 
 import os
@@ -17,8 +20,9 @@ import sys
 
 import torch
 
-from checkpoint import (atomic_write, bpe_codec, codec, explained_write, find_meta, gpt2_encoding, is_pretrained,
-                        load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
+import copycheck
+from checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
+                        is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure
 from progress import progress_bar
 from runtime import UserError, run_main, setup
@@ -29,6 +33,7 @@ from charlevel import PrepareError, read_text  # noqa: E402  prompts are decoded
 # -----------------------------------------------------------------------------
 init_from = "resume"    # 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl', or a folder with a saved GPT-2
 out_dir = "out"         # folder holding ckpt.pt (and the run's meta.pkl)
+ckpt = "ckpt.pt"        # the checkpoint in out_dir to sample: ckpt.pt (latest save) or best.pt (lowest val loss)
 start = "\n"            # prompt text, or FILE:path to read the prompt from a file (UTF-8 or GB18030)
 num_samples = 10        # number of samples to write (generated together, as one batch)
 max_new_tokens = 500    # characters generated per sample
@@ -43,6 +48,7 @@ seed = 1337             # same seed, same samples (sample i uses seed + i)
 device = "auto"         # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
 dtype = "float16"       # float16, bfloat16 or float32; CPU and MPS use float32
 compile = False         # torch.compile the model (pays off only for long generations on a GPU)
+copy_report = True      # per sample on stderr: longest passage copied from train.bin, share of 10-char windows in it
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 SEPARATOR = "---------------"
@@ -61,6 +67,8 @@ def check_settings():
         raise UserError(f"top_k must be >= 0 (0: no cut), got {top_k}")
     if not 0 < top_p <= 1:
         raise UserError(f"top_p must be in (0, 1] (1.0 is off, 0.9 a usual value), got {top_p}")
+    if not ckpt:
+        raise UserError("--ckpt is empty; name a checkpoint file in out_dir, e.g. --ckpt=ckpt.pt or --ckpt=best.pt")
     if repetition_penalty <= 0:
         raise UserError(f"repetition_penalty must be > 0 (1.0 is off, 1.1-1.3 usual), got {repetition_penalty}")
     folder = os.path.dirname(os.path.abspath(out_file)) if out_file else "."
@@ -120,11 +128,14 @@ def generate(model, x, dev, decode, prompt):
     return torch.cat([x, *new], dim=1)
 
 
-def load_model(init_from, out_dir, device):
+def load_model(init_from, out_dir, device, ckpt_name="ckpt.pt"):
     """The model to sample and its vocabulary: (model, meta or None). None means GPT-2 BPE."""
     if is_pretrained(init_from):
         return load_pretrained(init_from), None
-    checkpoint = load_checkpoint(out_dir, device)
+    checkpoint = load_checkpoint(out_dir, device, name=ckpt_name)
+    hint = best_hint(out_dir, ckpt_name, checkpoint)
+    if hint:
+        print(f"note: {hint}", file=sys.stderr)
     model = model_from_checkpoint(checkpoint, dropout=0.0)
     meta_path = find_meta(out_dir, checkpoint)
     # a run with GPT-2's vocabulary (data/openwebtext) has no meta.pkl; a character run must have one
@@ -141,7 +152,7 @@ def main():
     globals().update(cfg)
     check_settings()
     dev, _, _, ctx = setup(device, dtype, seed)
-    model, meta = load_model(init_from, out_dir, dev)
+    model, meta = load_model(init_from, out_dir, dev, ckpt)
     model.eval().to(dev)
     if compile:
         model = torch.compile(model)
@@ -168,6 +179,10 @@ def main():
         with explained_write(out_file, "free disk space or choose another --out_file"):
             atomic_write(out_file, lambda f: f.write(data))
         print(f"wrote {len(texts)} samples to {out_file}", file=sys.stderr)
+    if copy_report:  # last, on stderr, so stdout keeps the seed's format; the prompt is the user's, so left out
+        run_dir = None if is_pretrained(init_from) else out_dir  # GPT-2's own training text is not here
+        lines = copycheck.report_lines(run_dir, ckpt, meta, y[:, x.size(1):].tolist(), decode)
+        print("\n".join(lines), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from checkpoint import (BEST_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_checkpoint, load_meta,
-                        load_pretrained, model_from_checkpoint, rng_states, save_checkpoint, set_rng_states)
+                        load_pretrained, model_from_checkpoint, rng_states, save_checkpoint, set_rng_states,
+                        token_dtype)
 from configurator import configure
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
@@ -105,13 +106,13 @@ def load_dataset(data_dir, block_size):
         name = os.path.basename(data_dir)
         raise UserError(f"dataset '{name}' is not prepared in {data_dir}; run python data/{name}/prepare.py first")
     meta, meta_path = (load_meta(meta_path), meta_path) if os.path.isfile(meta_path) else (None, None)
-    token_dtype = np.dtype(meta.get("dtype", "uint16") if meta else "uint16")
+    bin_dtype = token_dtype(meta)
     splits = {}
     for split in ("train", "val"):
         path = os.path.join(data_dir, f"{split}.bin")
-        if os.path.getsize(path) % token_dtype.itemsize:
-            raise UserError(f"{path} does not hold whole {token_dtype} tokens; run the dataset's prepare.py again")
-        splits[split] = np.memmap(path, dtype=token_dtype, mode="r")
+        if os.path.getsize(path) % bin_dtype.itemsize:
+            raise UserError(f"{path} does not hold whole {bin_dtype} tokens; run the dataset's prepare.py again")
+        splits[split] = np.memmap(path, dtype=bin_dtype, mode="r")
         if len(splits[split]) <= block_size:
             raise UserError(f"{split} split has {len(splits[split])} tokens, not more than block_size "
                             f"{block_size}; lower --block_size or prepare more text")

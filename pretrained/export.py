@@ -32,6 +32,7 @@ out_dir = "out-chinese-pretrained"  # the finished run (its best.pt, log.csv, me
 to = "pretrained/hlm"               # the folder to write: ckpt.pt, meta.pkl, README.md
 samples = 3                         # unedited samples on the model card
 sample_length = 300                 # characters per sample on the card
+note = ""                           # a line for the card: how the run differed from its config, if it did
 # -----------------------------------------------------------------------------
 DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
 SIZE_LIMIT_MB = 15
@@ -72,7 +73,7 @@ def git_commit():
         return "unknown"
 
 
-def model_card(ckpt, losses, log, size_mb, stdout, stderr):
+def model_card(ckpt, losses, log, size_mb, stdout, stderr, note=""):
     """The README.md of the exported folder; every number in it measured here or read from the run."""
     cfg, args = ckpt["config"], ckpt["model_args"]
     n_params = sum(v.numel() for k, v in ckpt["model"].items() if k != "transformer.wpe.weight")
@@ -99,6 +100,7 @@ def model_card(ckpt, losses, log, size_mb, stdout, stderr):
         "",
         "Reproduce: `python data/chinese/prepare.py && python train.py config/train_chinese_pretrained.py "
         "&& python pretrained/export.py`",
+        *(["", f"Note: {note}"] if note else []),
         "",
         f"## Three samples (`python sample.py --out_dir=pretrained/hlm --num_samples={samples} "
         f"--max_new_tokens={sample_length}`, unedited)",
@@ -123,7 +125,7 @@ def main():
         raise UserError(f"{cfg['to']}/ckpt.pt is {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit; train a smaller model")
     losses = whole_split_losses(ckpt)
     stdout, stderr = run_sample(cfg["to"], cfg["samples"], cfg["sample_length"])
-    card = model_card(ckpt, losses, read_log(cfg["out_dir"]), size_mb, stdout, stderr)
+    card = model_card(ckpt, losses, read_log(cfg["out_dir"]), size_mb, stdout, stderr, cfg["note"])
     atomic_write(os.path.join(cfg["to"], "README.md"), lambda f: f.write(card.encode("utf-8")))
     print(f"wrote {cfg['to']}: val loss {losses['val']:.4f}, train {losses['train']:.4f}, {size_mb:.1f} MB")
 

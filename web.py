@@ -33,13 +33,14 @@ import torch  # noqa: E402
 
 import sample  # noqa: E402
 import train  # noqa: E402
-from checkpoint import CKPT_NAME, atomic_write, dataset_dir, load_checkpoint, model_from_checkpoint  # noqa: E402
+from checkpoint import (CKPT_NAME, atomic_write, dataset_dir, load_checkpoint, load_meta,  # noqa: E402
+                        model_from_checkpoint)
 from configurator import ConfigError, configure, documented_keys  # noqa: E402
 from progress import read_log  # noqa: E402
 from runtime import UserError, run_main, setup  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
-import charlevel  # noqa: E402  (sample.py put data/ on the path; this says where it comes from)
+import charlevel  # noqa: E402  data/charlevel.py: what every prepare.py runs
 
 # -----------------------------------------------------------------------------
 host = "127.0.0.1"      # address to listen on; any other (0.0.0.0: every interface) needs --auth
@@ -384,11 +385,12 @@ def start_training(base, argv, run_dir, max_iters):
     return job
 
 
-def log_text(run_dir, job):
-    """This job's part of train.log."""
+def log_text(run_dir, job, tail_bytes=1 << 16):
+    """The end of this job's part of train.log: enough for the status and the last lines."""
+    path = os.path.join(run_dir, LOG_FILE)
     try:
-        with open(os.path.join(run_dir, LOG_FILE), "rb") as f:
-            f.seek(job.get("log_offset", 0))
+        with open(path, "rb") as f:
+            f.seek(max(job.get("log_offset", 0), os.path.getsize(path) - tail_bytes))
             return f.read().decode("utf-8", errors="replace")
     except OSError:
         return ""
@@ -528,7 +530,7 @@ def train_tab(base, lang):
     with gr.Row():
         c["preset"] = gr.Radio(value=suggested, elem_id="tr_preset", **texts("tr_preset", lang))
         c["config"] = gr.Dropdown(list_configs(), value=config, elem_id="tr_config", **texts("tr_config", lang))
-    c["note"] = gr.Markdown(plan_note(base, suggested, None, values, lang))
+    c["note"] = gr.Markdown(plan_note(base, None, values, lang))
     with gr.Row():
         c["dataset"] = gr.Dropdown([], value=None, allow_custom_value=True, elem_id="tr_dataset",
                                    info=TRAIN_HELP["dataset"][1], **texts("tr_dataset", lang))
@@ -596,18 +598,21 @@ def wire(base, limit_mb, lang, data, tr, runs, sm):
                      [data[k] for k in ("source", "files", "name", "val", "block", "norm")] + [lang],
                      [data["status"], data["cmd"], data["report"], tr["dataset"]], api_name="prepare")
     fields = [tr["config"], *tr["fields"], tr["out"]]
-    tr["preset"].change(functools.partial(on_preset, base), [tr["preset"], tr["dataset"], lang], [*fields, tr["note"]],
-                        api_name="pick_preset")
-    tr["config"].input(on_config, tr["config"], [*tr["fields"], tr["out"]], api_name="pick_config")
+    note = dict(fn=functools.partial(on_note, base), inputs=[tr["dataset"], *tr["fields"], lang], outputs=tr["note"],
+                api_name=False)
+    tr["preset"].change(on_preset, tr["preset"], fields, api_name="pick_preset").then(**note)
+    tr["config"].input(on_config, tr["config"], [*tr["fields"], tr["out"]], api_name="pick_config").then(**note)
+    tr["dataset"].change(**note)
+    lang.change(**note)
     form = [tr["config"], tr["dataset"], tr["out"], *tr["fields"], lang]
     tr["start"].click(functools.partial(on_start, base, False), form, [tr["status"], tr["cmd"]], api_name="start")
     tr["resume"].click(functools.partial(on_start, base, True), form, [tr["status"], tr["cmd"]], api_name="resume")
     tr["stop"].click(functools.partial(on_stop, base), [tr["out"], lang], tr["status"], api_name="stop")
     live = [tr["status"], tr["cmd"], tr["log"], tr["plot"]]
-    tr["timer"].tick(functools.partial(on_poll, base), [tr["out"], lang], live, api_name="poll", show_progress="hidden")
+    tr["timer"].tick(functools.partial(on_poll, base), [tr["out"], lang], live, api_name="poll",
+                     show_progress="hidden")
     runs["refresh"].click(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name="runs")
-    runs["pick"].change(lambda r: loss_frame(os.path.join(base, r)) if r else None, runs["pick"], runs["plot"],
-                        api_name="run_curve")
+    runs["pick"].change(functools.partial(on_curve, base), runs["pick"], runs["plot"], api_name="run_curve")
     inputs = [sm[k] for k in ("run", "prompt", "n", "len", "temp", "topk", "topp", "rep", "seed")] + [lang]
     sm["go"].click(functools.partial(on_sample, base), inputs, [sm["out"], sm["notes"], sm["cmd"]], api_name="sample")
 
@@ -658,26 +663,29 @@ def on_config(config):
     return [values[k] for k in FIELD_KEYS] + [values["out_dir"]]
 
 
-def on_preset(base, preset, dataset, lang):
+def on_preset(preset):
     config, overrides = PRESETS[preset]
     values = preset_values(config, overrides)
-    return [config, *(values[k] for k in FIELD_KEYS), values["out_dir"], plan_note(base, preset, dataset, values, lang)]
+    return [config, *(values[k] for k in FIELD_KEYS), values["out_dir"]]
 
 
-def plan_note(base, preset, dataset, values, lang):
+def on_note(base, dataset, *rest):
+    *fields, lang = rest
+    return plan_note(base, dataset, dict(zip(FIELD_KEYS, fields)), lang)
+
+
+def plan_note(base, dataset, values, lang):
     """Which size suits this machine, and how many passes over the chosen corpus these settings make."""
     device = "CUDA GPU" if torch.cuda.is_available() else "CPU"
     labels = {key: label for label, key in STRINGS["tr_preset.choices"][lang == "en"]}
     suggested = labels["gpu" if device != "CPU" else "look"]
     corpus = ""
-    meta_path = os.path.join(base, "data", dataset or "", "meta.pkl")
-    if dataset and os.path.isfile(meta_path):
-        from checkpoint import load_meta
-        n = load_meta(meta_path).get("train_tokens")
+    try:
+        n = load_meta(os.path.join(base, "data", dataset, "meta.pkl")).get("train_tokens")
         tokens = int(values["batch_size"]) * int(values["block_size"]) * int(values["gradient_accumulation_steps"])
-        if n:
-            passes = tokens * int(values["max_iters"]) / n
-            corpus = text("msg.corpus", lang).format(name=dataset, train=n, passes=passes)
+        corpus = text("msg.corpus", lang).format(name=dataset, train=n, passes=tokens * int(values["max_iters"]) / n)
+    except (UserError, ValueError, TypeError):  # no such dataset (yet), a box that is not a number
+        pass
     return text("msg.suggest", lang).format(device=device, preset=suggested, corpus=corpus)
 
 
@@ -726,6 +734,13 @@ def on_poll(base, out_name, lang):
     log = log_text(run_dir, job)
     tail = "\n".join(log.rstrip().splitlines()[-12:])
     return job_status(job, log, lang), job["command"], tail, loss_frame(run_dir)
+
+
+def on_curve(base, run):
+    try:
+        return loss_frame(os.path.join(base, check_run_name(run or "", "en")))
+    except UserError:
+        return None
 
 
 def runs_table(base):

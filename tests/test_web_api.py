@@ -161,7 +161,8 @@ def test_tiny_run_trains_to_the_end_with_its_plot(page, trained):
     assert shown == command, "the live view should show the same command"
     assert status.startswith("**finished**"), f"the run should finish: {status}\n{log}"
     evals = sorted((it, split) for it, _, split in plot["data"])
-    assert evals == [(i, s) for i in (0, 10, 20) for s in ("train", "val")], f"the plot should hold the 3 evals: {evals}"
+    assert evals == [(i, s) for i in (0, 10, 20) for s in ("train", "val")], \
+        f"the plot should hold the 3 evals: {evals}"
     assert "saved checkpoint" in log, f"the log tail should show the last save:\n{log}"
     ckpt = checkpoint.load_checkpoint(os.path.join(root, "out-tiny"))
     assert ckpt["iter_num"] == 20, f"the run's checkpoint should be at iteration 20, is at {ckpt['iter_num']}"
@@ -244,7 +245,8 @@ def stopped(page, dataset):
 
 def test_one_run_at_a_time_and_a_second_tab_sees_it(stopped):
     assert stopped["running"][0].startswith("**running**") and "of 100000" in stopped["running"][0], stopped["running"]
-    assert "a run is already going in out-stop" in stopped["second"], f"a second Start should be refused: {stopped['second']}"
+    assert "a run is already going in out-stop" in stopped["second"], \
+        f"a second Start should be refused: {stopped['second']}"
     out_box, command = stopped["reopened"][:2]
     assert out_box["value"] == "out-stop" and "--max_iters=100000" in command, \
         f"a reopened page should show the running job: {stopped['reopened'][:2]}"
@@ -254,7 +256,8 @@ def test_stop_ends_the_run_and_leaves_a_loadable_checkpoint(stopped):
     assert "sent Ctrl-C to train.py" in stopped["stop"], stopped["stop"]
     status, _, log, plot = stopped["ended"]
     assert status.startswith("**stopped**"), f"the page should say the run stopped: {status}\n{log}"
-    assert stopped["iter_num"] >= 50, f"the checkpoint should be loadable and past the first save: {stopped['iter_num']}"
+    assert stopped["iter_num"] >= 50, \
+        f"the checkpoint should be loadable and past the first save: {stopped['iter_num']}"
     assert len(plot["data"]) >= 4, "the plot should keep the evals made before the stop"
 
 

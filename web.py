@@ -33,8 +33,8 @@ import torch  # noqa: E402
 
 import sample  # noqa: E402
 import train  # noqa: E402
-from checkpoint import (CKPT_NAME, atomic_write, dataset_dir, load_checkpoint, load_meta,  # noqa: E402
-                        model_from_checkpoint)
+import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
+from checkpoint import atomic_write, dataset_dir, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
 from configurator import ConfigError, configure, documented_keys  # noqa: E402
 from progress import read_log  # noqa: E402
 from runtime import UserError, run_main, setup  # noqa: E402
@@ -215,7 +215,7 @@ def list_datasets(base):
 def list_runs(base):
     """The out* folders that hold a checkpoint."""
     return sorted(n for n in os.listdir(base)
-                  if n.startswith("out") and os.path.isfile(os.path.join(base, n, CKPT_NAME)))
+                  if n.startswith("out") and os.path.isfile(os.path.join(base, n, checkpoint.CKPT_NAME)))
 
 
 def arg_path(path, base):
@@ -282,7 +282,7 @@ def prepare_builtin(base, val_fraction, block_size, normalize, log):
     charlevel.check_options(val_fraction, block_size)
     chinese = load_chinese_prepare()
     out = os.path.join(base, "data", "chinese")
-    path = charlevel.resolve_source(out, chinese.write_builtin_corpus, "", log=log)
+    path = charlevel.resolve_source(out, functools.partial(chinese.write_builtin_corpus, log=log), "", log=log)
     stats = charlevel.prepare_input(path, out, val_fraction, block_size, normalize, log)
     out_arg = arg_path(out, base) if base != REPO else None  # data/chinese is prepare.py's default
     return stats, prepare_command(None, out_arg, val_fraction, block_size, normalize)

@@ -57,7 +57,8 @@ TRAIN = os.path.join(REPO, "train.py")
 JOB_FILE = "web_run.json"  # in out_dir: the run the page started (pid, command, start time, exit status)
 LOG_FILE = "train.log"     # in out_dir: train.py's stdout and stderr, appended run after run
 TRAIN_HELP = documented_keys(TRAIN)  # {key: (default, comment)}: the source of train.py --help
-FIELD_KEYS = [k for k in train.DEFAULTS if k not in ("dataset", "out_dir")]  # those two have their own boxes
+# train.py's settings: assigned in its own source (a name it imports is not one), dataset and out_dir apart
+FIELD_KEYS = [k for k in train.DEFAULTS if k in TRAIN_HELP and k not in ("dataset", "out_dir")]
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 RUN_COLUMNS = ["run", "dataset", "model (layers x heads x dims)", "iterations", "best val loss", "state"]
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: works offline
@@ -150,6 +151,7 @@ STRINGS = {
     "msg.finished": ("**已完成**：{iter} 步", "**finished**: {iter} iterations"),
     "msg.stopped": ("**已停止**：{line}（“继续训练”从检查点接着训练）",
                     "**stopped**: {line} (Resume continues from the checkpoint)"),
+    "msg.stopped_at": ("**已停止**：{line}", "**stopped**: {line}"),  # train.py's own line says how to go on
     "msg.failed": ("**失败**：{line}", "**failed**: {line}"),
     "msg.ended": ("**已结束**：{line}", "**ended**: {line}"),
     "msg.suggest": ("本机：{device}。建议：{preset}。{corpus}",
@@ -167,6 +169,7 @@ PRESETS = {
     "cpu": ("train_chinese_cpu.py", {}),        # README: ~4-5 minutes, val loss 4.42
     "gpu": ("train_chinese.py", {"device": "auto"}),
 }
+PASS_KEYS = ("batch_size", "block_size", "gradient_accumulation_steps", "max_iters")  # the note's passes over the corpus
 
 
 def text(key, lang):
@@ -418,8 +421,10 @@ def job_status(job, log, lang):
     code = job.get("returncode")
     if code == 0:
         return text("msg.finished", lang).format(iter=job["max_iters"])
-    if stopped or code in (130, -signal.SIGINT):
-        return text("msg.stopped", lang).format(line=stopped.group(0) if stopped else f"exit status {code}")
+    if stopped:
+        return text("msg.stopped_at", lang).format(line=stopped.group(0))
+    if code in (130, -signal.SIGINT):
+        return text("msg.stopped", lang).format(line=f"exit status {code}")
     if errors:
         return text("msg.failed", lang).format(line=errors[-1])
     last_line = (log.strip().splitlines() or [""])[-1]
@@ -602,8 +607,8 @@ def wire(base, limit_mb, lang, data, tr, runs, sm):
                 api_name=False)
     tr["preset"].change(on_preset, tr["preset"], fields, api_name="pick_preset").then(**note)
     tr["config"].input(on_config, tr["config"], [*tr["fields"], tr["out"]], api_name="pick_config").then(**note)
-    tr["dataset"].change(**note)
-    lang.change(**note)
+    for control in [tr["dataset"], lang] + [tr["fields"][FIELD_KEYS.index(k)] for k in PASS_KEYS]:
+        control.change(**note)
     form = [tr["config"], tr["dataset"], tr["out"], *tr["fields"], lang]
     tr["start"].click(functools.partial(on_start, base, False), form, [tr["status"], tr["cmd"]], api_name="start")
     tr["resume"].click(functools.partial(on_start, base, True), form, [tr["status"], tr["cmd"]], api_name="resume")

@@ -18,10 +18,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 import checkpoint  # noqa: E402
-import train  # noqa: E402
 from test_sample import samples  # noqa: E402
-
-FIELD_KEYS = [k for k in train.DEFAULTS if k not in ("dataset", "out_dir")]  # the order of web.py's boxes
+from web import FIELD_KEYS  # noqa: E402  the order of the Train tab's boxes
 CONFIG = "train_chinese_cpu.py"
 
 
@@ -274,7 +272,8 @@ def test_stop_ends_the_run_and_leaves_a_loadable_checkpoint(stopped):
 
 @pytest.mark.xfail(strict=False, reason="needs train.py SIGINT save")
 def test_stop_saves_the_checkpoint_at_the_stopped_iteration(stopped):
-    log = stopped["ended"][2]
+    with open(os.path.join(stopped["root"], "out-stop", "train.log"), encoding="utf-8") as f:
+        log = f.read()  # the one run so far in out-stop
     m = re.search(r"stopped at iteration (\d+)", log)
     assert m, f"train.py should say where it stopped:\n{log}"
     assert stopped["iter_num"] == int(m.group(1)), \

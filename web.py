@@ -345,6 +345,8 @@ def reap(proc, run_dir):
 
 def train_argv(base, config, dataset, out_name, fields, resume):
     """train.py's arguments: the config, then --key=value for each box that differs from it."""
+    if config not in list_configs():  # a config file is run as Python: only the repository's own
+        raise UserError(f"config '{config}' is not one of config/*.py: {', '.join(list_configs())}")
     config_path = os.path.join(REPO, "config", config)
     start = configure(train.DEFAULTS, [config_path], TRAIN)
     argv = [os.path.join("config", config)]

@@ -50,8 +50,9 @@ def form(client, out, dataset="mytext", **changes):
     """The Train tab's boxes: the config's values, TINY's, then changes; as /start takes them."""
     values = dict(zip(FIELD_KEYS, client.predict(CONFIG, api_name="/pick_config")))
     values.update(dict(arg[2:].split("=", 1) for arg in TINY))
+    config = changes.pop("config", CONFIG)
     values.update({k: str(v) for k, v in changes.items()})
-    return [CONFIG, dataset, out, *(values[k] for k in FIELD_KEYS), "en"]
+    return [config, dataset, out, *(values[k] for k in FIELD_KEYS), "en"]
 
 
 def poll(client, out):
@@ -234,6 +235,14 @@ def test_train_refusals_are_train_py_lines_and_change_nothing(page, trained, out
     for w in words:
         assert w in status, f"the message should say {w!r}: {status}"
     assert tree(root) == before, "a refused start should change nothing on disk"
+
+
+def test_a_config_outside_config_is_refused(page, dataset):
+    client, root, _ = page
+    before = tree(root)
+    with pytest.raises(Exception, match="not in the list of choices"):  # config files run as Python
+        client.predict(*form(client, "out-bad", config="../../tests/conftest.py"), api_name="/start")
+    assert tree(root) == before, "a refused config should change nothing on disk"
 
 
 @pytest.fixture(scope="module")

@@ -408,12 +408,20 @@ def duration(seconds):
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
-def job_status(job, log, lang):
+def current_job(run_dir):
+    """(web_run.json, is it running?). Once the process is seen gone the file is read again: reap()
+    writes the exit status before it lets the process go, so only that second read is sure to have it."""
+    job = read_job(run_dir)
+    alive = job_alive(job)
+    return (job if alive or not job else read_job(run_dir)), alive
+
+
+def job_status(job, alive, log, lang):
     """One line: running (iteration, ETA) or how it ended, from the job and its log."""
     iters = [(int(i), float(ms)) for i, ms in re.findall(r"^iter (\d+): .*time ([\d.]+)ms", log, re.M)]
     errors = [l for l in log.splitlines() if l.startswith("error:")]
     stopped = re.search(r"^.*stopped at iteration \d+.*$", log, re.M)
-    if job_alive(job):
+    if alive:
         if not iters:
             return text("msg.starting", lang).format(pid=job["pid"])
         last, recent = iters[-1][0], [ms for _, ms in iters[-5:]]
@@ -430,7 +438,9 @@ def job_status(job, log, lang):
     if errors:
         return text("msg.failed", lang).format(line=errors[-1])
     last_line = (log.strip().splitlines() or [""])[-1]
-    return text("msg.ended" if code is None else "msg.failed", lang).format(line=f"exit status {code}; {last_line}")
+    if code is None:  # started by an earlier web.py, which could not wait for it: its log says the rest
+        return text("msg.ended", lang).format(line=last_line)
+    return text("msg.failed", lang).format(line=f"exit status {code}; {last_line}")
 
 
 def loss_frame(run_dir):
@@ -735,12 +745,12 @@ def on_poll(base, out_name, lang):
         run_dir = os.path.join(base, check_run_name(name, lang))
     except UserError:
         return "", "", "", None
-    job = read_job(run_dir)
+    job, alive = current_job(run_dir)
     if not job:
         return text("msg.no_job", lang).format(out=name), "", "", loss_frame(run_dir)
     log = log_text(run_dir, job)
     tail = "\n".join(log.rstrip().splitlines()[-12:])
-    return job_status(job, log, lang), job["command"], tail, loss_frame(run_dir)
+    return job_status(job, alive, log, lang), job["command"], tail, loss_frame(run_dir)
 
 
 def on_curve(base, run):

@@ -420,7 +420,7 @@ def job_status(job, alive, log, lang):
     """One line: running (iteration, ETA) or how it ended, from the job and its log."""
     iters = [(int(i), float(ms)) for i, ms in re.findall(r"^iter (\d+): .*time ([\d.]+)ms", log, re.M)]
     errors = [l for l in log.splitlines() if l.startswith("error:")]
-    stopped = re.search(r"^.*stopped at iteration \d+.*$", log, re.M)
+    stopped = re.search(r"^.*stopped at iteration \d+.*$|^interrupted$", log, re.M)  # train.py on Ctrl-C
     if alive:
         if not iters:
             return text("msg.starting", lang).format(pid=job["pid"])

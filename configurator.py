@@ -17,6 +17,13 @@ class ConfigError(Exception):
     """A setting the user gave that cannot be used; the message says how to fix it."""
 
 
+def settings(namespace):
+    """A script's settings from its globals(): the plain values (int, float, bool, str) under lowercase
+    names. An imported constant (BEST_NAME = "best.pt") is not a setting and stays out of --help."""
+    return {k: v for k, v in namespace.items()
+            if not k.startswith("_") and k.islower() and isinstance(v, (int, float, bool, str))}
+
+
 def _closest(key, keys):
     match = difflib.get_close_matches(key, keys, n=1)
     return f"; did you mean '{match[0]}'?" if match else "; see --help for the keys"
@@ -45,17 +52,27 @@ def _parse_value(raw, default):
     return value
 
 
-def help_text(config, script_path):
-    """One line per key: name, default, and the comment written beside it in the script."""
+def documented_keys(script_path):
+    """{key: (default, comment)} for each plain top-level assignment of a script, read from its
+    source: the value as written and the comment beside it. --help and the web page both use it."""
     with open(script_path, encoding="utf-8") as f:
         src = f.read()
     lines = src.splitlines()
-    comments = {}
+    keys = {}
     for node in ast.parse(src).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            try:
+                default = ast.literal_eval(node.value)
+            except (ValueError, TypeError, SyntaxError):  # not a plain value (DEFAULTS = {...comprehension...}): not a setting
+                continue
             rest = lines[node.end_lineno - 1][node.end_col_offset:]
-            if "#" in rest:
-                comments[node.targets[0].id] = rest.split("#", 1)[1].strip()
+            keys[node.targets[0].id] = (default, rest.split("#", 1)[1].strip() if "#" in rest else "")
+    return keys
+
+
+def help_text(config, script_path):
+    """One line per key: name, default, and the comment written beside it in the script."""
+    comments = {key: comment for key, (_, comment) in documented_keys(script_path).items()}
     width = max(len(k) for k in config)
     rows = [f"usage: python {os.path.basename(script_path)} [config/file.py ...] [--key=value ...]", ""]
     for key, default in config.items():

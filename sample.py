@@ -23,7 +23,7 @@ import torch
 import copycheck
 from checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
                         is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
-from configurator import configure
+from configurator import configure, settings
 from progress import progress_bar
 from runtime import UserError, run_main, setup
 
@@ -50,12 +50,13 @@ dtype = "float16"       # float16, bfloat16 or float32; CPU and MPS use float32
 compile = False         # torch.compile the model (pays off only for long generations on a GPU)
 copy_report = True      # per sample on stderr: longest passage copied from train.bin, share of 10-char windows in it
 # -----------------------------------------------------------------------------
-DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+DEFAULTS = settings(globals())
 SEPARATOR = "---------------"
 
 
-def check_settings():
-    """Refuse values that cannot work before any file is read."""
+def check_settings(init_from, max_new_tokens, num_samples, temperature, top_k, top_p, repetition_penalty,
+                   out_file="", **_):
+    """Refuse values that cannot work before any file is read (called with all the settings: **cfg)."""
     if init_from != "resume" and not is_pretrained(init_from):
         raise UserError(f"init_from must be 'resume', gpt2, gpt2-medium, gpt2-large, gpt2-xl "
                         f"or a folder with a saved GPT-2, got '{init_from}'")
@@ -90,32 +91,65 @@ def read_prompt(start):
 
 
 def known_prompt(prompt, stoi):
-    """The prompt without characters the model never saw; those are named in a warning.
-    (nanoGPT raises KeyError here: its issues #169 and #434.)"""
+    """The prompt without characters the model never saw, and a warning naming those (None if
+    there are none). (nanoGPT raises KeyError here: its issues #169 and #434.)"""
     unknown = sorted(set(c for c in prompt if c not in stoi))
     kept = "".join(c for c in prompt if c in stoi)
     if not kept:
         raise UserError(f"no character of the prompt is in the model's vocabulary ({''.join(unknown)!r}); "
                         "use characters from the training text")
-    if unknown:
-        print(f"warning: left out of the prompt, not in the vocabulary: {''.join(unknown)!r}", file=sys.stderr)
-    return kept
+    warning = f"warning: left out of the prompt, not in the vocabulary: {''.join(unknown)!r}" if unknown else None
+    return kept, warning
 
 
-def generate(model, x, dev, decode, prompt):
-    """All num_samples rows at once -> (num_samples, T + max_new_tokens). With stream, the first
-    row's characters are printed as they come (decoded one id at a time: ids are characters)."""
+def prompt_batch(prompt, meta, num_samples, dev, warn):
+    """The prompt as the model's input, num_samples copies of its ids (num_samples, T), with
+    decode(ids) and the prompt as kept. meta None means GPT-2 BPE. warn(line) gets the notes
+    and warnings: sample.py prints them on stderr, the web page shows them."""
+    if not prompt:
+        raise UserError("the prompt is empty; give at least one character with --start=...")
+    if meta is None:
+        warn("note: no meta.pkl, so using GPT-2 BPE from tiktoken")
+        encode, decode = bpe_codec(gpt2_encoding())
+    else:
+        encode, decode = codec(meta)
+        prompt, warning = known_prompt(prompt, meta["stoi"])
+        if warning:
+            warn(warning)
+    x = torch.tensor(encode(prompt), dtype=torch.long, device=dev)[None, ...].repeat(num_samples, 1)  # (S, T)
+    return x, decode, prompt
+
+
+def sample_steps(model, x, dev, seed, max_new_tokens, temperature, top_k, top_p, repetition_penalty, kv_cache,
+                 **_):
+    """Generate all rows of x (S, T) together; yields each step's new ids (S, 1)."""
     # one generator per sample: sample i's text depends on seed + i only, not on num_samples
-    generators = [torch.Generator(device=dev).manual_seed(seed + i) for i in range(num_samples)]
-    steps = model.generate_tokens(x, max_new_tokens, temperature, top_k, top_p=top_p,
-                                  repetition_penalty=repetition_penalty, generators=generators,
-                                  kv_cache=kv_cache)
+    generators = [torch.Generator(device=dev).manual_seed(seed + i) for i in range(len(x))]
+    return model.generate_tokens(x, max_new_tokens, temperature, top_k, top_p=top_p,
+                                 repetition_penalty=repetition_penalty, generators=generators,
+                                 kv_cache=kv_cache)
+
+
+def stream_texts(model, x, dev, decode, every=1, **settings):
+    """The texts of all samples (prompt included) as they grow: yields the list of texts every
+    `every` steps and after the last one. The web page streams these."""
+    rows = x.tolist()
+    for step, idx_next in enumerate(sample_steps(model, x, dev, **settings), start=1):
+        for row, i in zip(rows, idx_next[:, 0].tolist()):
+            row.append(i)
+        if step % every == 0 or step == settings["max_new_tokens"]:
+            yield [decode(row) for row in rows]
+
+
+def generate(model, x, dev, decode, prompt, stream=False, **settings):
+    """All rows at once -> (num_samples, T + max_new_tokens). With stream, the first
+    row's characters are printed as they come (decoded one id at a time: ids are characters)."""
     new = []
     if stream:
         print(prompt, end="", flush=True)
     # a bar with ETA on a terminal, unless the text itself is streaming there
-    bar = None if stream else progress_bar(max_new_tokens, desc="characters")
-    for idx_next in steps:  # (num_samples, 1)
+    bar = None if stream else progress_bar(settings["max_new_tokens"], desc="characters")
+    for idx_next in sample_steps(model, x, dev, **settings):  # (num_samples, 1)
         new.append(idx_next)
         if stream:
             print(decode([idx_next[0, 0].item()]), end="", flush=True)
@@ -150,24 +184,16 @@ def main():
     if cfg is None:
         return
     globals().update(cfg)
-    check_settings()
+    check_settings(**cfg)
     dev, _, _, ctx = setup(device, dtype, seed)
     model, meta = load_model(init_from, out_dir, dev, ckpt)
     model.eval().to(dev)
     if compile:
         model = torch.compile(model)
-    prompt = read_prompt(start)
-    if not prompt:
-        raise UserError("the prompt is empty; give at least one character with --start=...")
-    if meta is None:
-        print("note: no meta.pkl, so using GPT-2 BPE from tiktoken", file=sys.stderr)
-        encode, decode = bpe_codec(gpt2_encoding())
-    else:
-        encode, decode = codec(meta)
-        prompt = known_prompt(prompt, meta["stoi"])
-    x = torch.tensor(encode(prompt), dtype=torch.long, device=dev)[None, ...].repeat(num_samples, 1)  # (S, T)
+    x, decode, prompt = prompt_batch(read_prompt(start), meta, num_samples, dev,
+                                     warn=lambda line: print(line, file=sys.stderr))
     with torch.no_grad(), ctx:
-        y = generate(model, x, dev, decode, prompt)  # (S, T + new)
+        y = generate(model, x, dev, decode, prompt, **cfg)  # (S, T + new)
     texts = [decode(row.tolist()) for row in y]
     for i, text in enumerate(texts):
         if not (stream and i == 0):  # the streamed sample's text is already on screen

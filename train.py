@@ -25,7 +25,7 @@ import torch
 from checkpoint import (BEST_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_checkpoint, load_meta,
                         load_pretrained, model_from_checkpoint, rng_states, save_checkpoint, set_rng_states,
                         token_dtype)
-from configurator import configure
+from configurator import configure, settings
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
 from runtime import UserError, compile_or_eager, ddp_weight_spread, first_line, run_main, setup, setup_ddp
@@ -72,7 +72,7 @@ dtype = "float16"               # float16 (GradScaler), bfloat16 or float32; CPU
 compile = True                  # torch.compile the model; falls back to eager if it fails
 seed = 1337                     # seeds weights, dropout and the batch order
 # -----------------------------------------------------------------------------
-DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+DEFAULTS = settings(globals())
 
 
 def check_config(cfg):

@@ -409,28 +409,41 @@ def build_parser(description, out_dir, default_text):
     return p
 
 
-def check_args(args):
-    if not 0 < args.val_fraction < 1:
-        raise PrepareError(f"--val_fraction={args.val_fraction} must be between 0 and 1, "
+def check_options(val_fraction, block_size):
+    """The two numbers prepare needs, checked before anything is read or written."""
+    if not 0 < val_fraction < 1:
+        raise PrepareError(f"--val_fraction={val_fraction} must be between 0 and 1, "
                            "exclusive (default 0.1)")
-    if args.block_size < 1:
-        raise PrepareError(f"--block_size={args.block_size} must be at least 1 (default 256)")
+    if block_size < 1:
+        raise PrepareError(f"--block_size={block_size} must be at least 1 (default 256)")
+
+
+def check_args(args):
+    check_options(args.val_fraction, args.block_size)
     if args.input and args.url:
         raise PrepareError("pass --input or --url, not both")
 
 
-def resolve_source(args, default_source, offline_hint):
+def resolve_source(out_dir, default_source, offline_hint, input=None, url=None, log=print):
     """--input, else --url (downloaded to input.txt), else input.txt, else the dataset's default."""
-    if args.input:
-        return args.input
-    os.makedirs(args.out_dir, exist_ok=True)
-    input_txt = os.path.join(args.out_dir, "input.txt")
-    if args.url:
-        return download(args.url, input_txt, offline_hint)
+    if input:
+        return input
+    os.makedirs(out_dir, exist_ok=True)
+    input_txt = os.path.join(out_dir, "input.txt")
+    if url:
+        return download(url, input_txt, offline_hint)
     if os.path.exists(input_txt):
-        print(f"using {input_txt} (delete it to start again from the default text)")
+        log(f"using {input_txt} (delete it to start again from the default text)")
         return input_txt
     return default_source(input_txt)
+
+
+def prepare_input(path, out_dir, val_fraction=0.1, block_size=256, normalize="none", log=print):
+    """What `prepare.py --input=PATH --out_dir=OUT_DIR` does once the source is known: check the
+    options, list the text files (a file, or a folder's .txt files) and prepare them.
+    The command line and the web page (web.py) both call it."""
+    check_options(val_fraction, block_size)
+    return prepare(list_text_files(path), out_dir, path, val_fraction, block_size, normalize, log)
 
 
 def main(description, out_dir, default_source, default_text, offline_hint, argv=None):
@@ -440,9 +453,8 @@ def main(description, out_dir, default_source, default_text, offline_hint, argv=
     try:
         args = build_parser(description, out_dir, default_text).parse_args(argv)
         check_args(args)
-        path = resolve_source(args, default_source, offline_hint)
-        prepare(list_text_files(path), args.out_dir, path, args.val_fraction, args.block_size,
-                args.normalize)
+        path = resolve_source(args.out_dir, default_source, offline_hint, args.input, args.url)
+        prepare_input(path, args.out_dir, args.val_fraction, args.block_size, args.normalize)
     except PrepareError as e:
         sys.exit(f"error: {e}")
     except OSError as e:  # unreadable file, full disk: still one line

@@ -22,7 +22,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from checkpoint import (BEST_NAME, META_NAME, atomic_write, dataset_dir, load_checkpoint, model_from_checkpoint,
                         save_checkpoint)  # noqa: E402
-from configurator import configure  # noqa: E402
+from configurator import configure, settings  # noqa: E402
 from progress import read_log  # noqa: E402
 from runtime import UserError, run_main  # noqa: E402
 from train import estimate_loss, load_dataset  # noqa: E402
@@ -34,7 +34,7 @@ samples = 3                         # unedited samples on the model card
 sample_length = 300                 # characters per sample on the card
 note = ""                           # a line for the card: how the run differed from its config, if it did
 # -----------------------------------------------------------------------------
-DEFAULTS = {k: v for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, bool, str))}
+DEFAULTS = settings(globals())
 SIZE_LIMIT_MB = 15
 
 

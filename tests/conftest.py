@@ -3,10 +3,15 @@ Shared test helpers: the repo's path, a subprocess runner that calls the scripts
 user would, and a tiny prepared dataset. Run the suite with: python -m pytest tests
 """
 
+import contextlib
+import glob
+import json
 import os
 import pickle
+import signal
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -73,3 +78,48 @@ def trained_run(tmp_path_factory):
     proc = run("train.py", f"--dataset={data}", f"--out_dir={out}", "--max_iters=20", "--eval_interval=10", *TINY)
     assert proc.returncode == 0, f"tiny training failed:\n{proc.stderr}"
     return {"data": data, "out": out, "log": proc.stdout}
+
+
+def free_port():
+    """A localhost port nobody listens on (the OS picks it)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def web_page(root, *args):
+    """Serve web.py over root (its data/ and out* folders) on a free localhost port, as
+    `python web.py --root=... --port=...` does; yields the page's URL. At the end the server is
+    stopped, and so is any train.py it started that is still running."""
+    import urllib.request
+    port = free_port()
+    gradio_tmp = f"{root}-gradio"  # uploads land here, not in root, whose tree the tests compare
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8", GRADIO_TEMP_DIR=gradio_tmp)
+    log = open(f"{root}-web.log", "w", encoding="utf-8")
+    server = subprocess.Popen([sys.executable, os.path.join(REPO, "web.py"), f"--root={root}", f"--port={port}", *args],
+                              cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=5).close()
+                break
+            except OSError:
+                assert server.poll() is None and time.time() < deadline, \
+                    f"web.py did not start:\n{open(log.name, encoding='utf-8').read()[-3000:]}"
+                time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+        for job in glob.glob(os.path.join(root, "out*", "web_run.json")):
+            with open(job, encoding="utf-8") as f:
+                pid = json.load(f)["pid"]
+            with contextlib.suppress(OSError):  # only a train.py of this root: a pid can be reused
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if str(root).encode() in f.read():
+                        os.kill(pid, signal.SIGKILL)

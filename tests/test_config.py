@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, assert_user_error, run
 
 import train
-from configurator import ConfigError, configure
+from configurator import ConfigError, configure, documented_keys
 
 DEFAULTS = {"batch_size": 12, "dropout": 0.0, "device": "auto", "compile": True, "start": "\n"}
 SCRIPT = os.path.join(REPO, "train.py")
@@ -87,7 +87,16 @@ def test_help_lists_keys_defaults_and_meaning():
         assert f"--{key}" in proc.stdout, f"--help does not list {key}"
     line = next(l for l in proc.stdout.splitlines() if "--batch_size" in l)
     assert "12" in line and "sequences per micro-batch" in line, f"--help line lacks default or meaning: {line}"
+    assert "NAME" not in proc.stdout, "an imported constant (checkpoint.BEST_NAME) is not a setting:\n" + proc.stdout
 
 
 def test_unknown_key_from_the_command_line_is_one_line():
     assert_user_error(run("train.py", "--learnig_rate=1e-3"), "learning_rate")
+
+
+def test_documented_keys_are_train_py_settings_with_their_comments():
+    documented = documented_keys(SCRIPT)  # what --help and the web page show
+    for key, default in train.DEFAULTS.items():
+        assert key in documented, f"train.py's {key} is missing from documented_keys"
+        assert documented[key][0] == default, f"{key}: documented default {documented[key][0]!r} vs {default!r}"
+        assert documented[key][1], f"train.py's {key} has no comment beside it for --help and the web page"

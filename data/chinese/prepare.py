@@ -47,12 +47,12 @@ def clean(text):
     return re.sub(r"\n{3,}", "\n\n", text)  # removed blocks leave runs of blank lines
 
 
-def write_builtin_corpus(input_txt):
+def write_builtin_corpus(input_txt, log=print):
     text = clean(read_builtin_corpus())
     with open(input_txt + ".part", "wb") as f:  # bytes, so Windows keeps \n line endings
         f.write(text.encode("utf-8"))
     os.replace(input_txt + ".part", input_txt)
-    print(f"wrote the built-in corpus (红楼梦, {len(text):,} characters) to {input_txt}")
+    log(f"wrote the built-in corpus (红楼梦, {len(text):,} characters) to {input_txt}")
     return input_txt
 
 

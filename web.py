@@ -1,0 +1,839 @@
+"""
+A local web page over babygpt's scripts: prepare a dataset, train, watch the loss, sample.
+
+    python web.py                                  # http://127.0.0.1:7860, this machine only
+    python web.py --port=8000 --lang=en
+    python web.py --host=0.0.0.0 --auth=me:secret  # other machines too, behind a login
+    python web.py --help
+
+The page is wiring, not a second implementation: Data calls data/charlevel.py (as prepare.py does),
+Train runs the real `python train.py <config> --key=value ...` as a process of its own (it goes on
+when the page is closed; Stop sends it Ctrl-C), Sample calls sample.py's functions, and the state of a
+run lives on disk in its out_dir (web_run.json, train.log), so a reopened page or a second tab finds it.
+"""
+
+import functools
+import importlib.util
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry, also from gradio's import
+
+import gradio as gr  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
+
+import sample  # noqa: E402
+import train  # noqa: E402
+import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
+from checkpoint import atomic_write, dataset_dir, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
+from configurator import ConfigError, configure, documented_keys, settings  # noqa: E402
+from progress import read_log  # noqa: E402
+from runtime import UserError, run_main, setup  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
+import charlevel  # noqa: E402  data/charlevel.py: what every prepare.py runs
+
+# -----------------------------------------------------------------------------
+host = "127.0.0.1"      # address to listen on; any other (0.0.0.0: every interface) needs --auth
+port = 7860             # port to listen on
+auth = ""               # user:password the page asks for; required with another --host
+lang = "zh"             # language the page opens in: zh (中文) or en (English); the page has a switch
+root = ""               # folder holding data/ and the out* runs ('' = this repository)
+max_upload_mb = 200     # largest upload, in MB, per file and for all files of one dataset together
+# -----------------------------------------------------------------------------
+DEFAULTS = settings(globals())
+
+REPO = os.path.dirname(os.path.abspath(__file__))
+TRAIN = os.path.join(REPO, "train.py")
+JOB_FILE = "web_run.json"  # in out_dir: the run the page started (pid, command, start time, exit status)
+LOG_FILE = "train.log"     # in out_dir: train.py's stdout and stderr, appended run after run
+TRAIN_HELP = documented_keys(TRAIN)  # {key: (default, comment)}: the source of train.py --help
+# train.py's settings: assigned in its own source (a name it imports is not one), dataset and out_dir apart
+FIELD_KEYS = [k for k in train.DEFAULTS if k in TRAIN_HELP and k not in ("dataset", "out_dir")]
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+RUN_COLUMNS = ["run", "dataset", "model (layers x heads x dims)", "iterations", "best val loss", "state"]
+THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: works offline
+_start_lock = threading.Lock()  # two Start clicks at the same moment must not both start a run
+
+# Every text on the page, 中文 then English, keyed "elem_id.attribute" (the language switch sets
+# them all) or "msg.name" (what the handlers say; {} fields are filled in).
+STRINGS = {
+    "title.value": ("## babygpt：准备数据、训练、生成\n每个按钮运行的都是命令行脚本本身，并显示对应的命令。",
+                    "## babygpt: prepare, train, sample\nEvery button runs the command-line scripts themselves "
+                    "and shows the matching command."),
+    "lang.label": ("语言", "Language"),
+    "tab_data.label": ("数据", "Data"),
+    "tab_train.label": ("训练", "Train"),
+    "tab_runs.label": ("运行记录", "Runs"),
+    "tab_sample.label": ("生成", "Sample"),
+    "ds_source.label": ("文本", "Text"),
+    "ds_source.choices": ([("内置《红楼梦》", "builtin"), ("上传 .txt 文件", "upload")],
+                          [("built-in 红楼梦", "builtin"), ("upload .txt files", "upload")]),
+    "ds_files.label": ("上传 .txt（UTF-8 或 GBK/GB18030，可多个）",
+                       ".txt files (UTF-8 or GBK/GB18030, one or more)"),
+    "ds_name.label": ("数据集名称", "Dataset name"),
+    "ds_name.info": ("普通名称，保存到 data/<名称>/；内置文本固定为 chinese",
+                     "a plain name; saved to data/<name>/ (the built-in text is always chinese)"),
+    "ds_val.label": ("验证集比例 --val_fraction", "--val_fraction (share kept for validation)"),
+    "ds_block.label": ("--block_size（每部分须更长）", "--block_size (each split must be longer)"),
+    "ds_norm.label": ("--normalize（全角转半角）", "--normalize (full-width to ASCII)"),
+    "ds_go.value": ("准备数据集", "Prepare dataset"),
+    "ds_cmd.label": ("对应的命令", "The same on the command line"),
+    "ds_report.label": ("prepare 的报告", "prepare's report"),
+    "tr_preset.label": ("建议的规模", "Suggested size"),
+    "tr_preset.choices": ([("CPU 上约 1 分钟试跑", "look"), ("CPU 演示（约 5 分钟）", "cpu"),
+                           ("原始 GPU 配置", "gpu")],
+                          [("~1-minute look on a CPU", "look"), ("the CPU demo (~5 min)", "cpu"),
+                           ("the seed's GPU run", "gpu")]),
+    "tr_config.label": ("起始配置 config/", "Starting config (config/)"),
+    "tr_dataset.label": ("数据集 --dataset", "--dataset"),
+    "tr_out.label": ("运行目录 --out_dir（以 out 开头的普通名称）",
+                     "--out_dir (a plain name starting with out)"),
+    "tr_keys.label": ("train.py 的全部设置（默认值与说明来自 train.py --help）",
+                      "Every train.py setting (default and meaning from train.py --help)"),
+    "tr_start.value": ("开始", "Start"),
+    "tr_stop.value": ("停止（保存后退出）", "Stop (save, then exit)"),
+    "tr_resume.value": ("继续训练", "Resume"),
+    "tr_cmd.label": ("运行的命令", "Command that runs"),
+    "tr_plot.label": ("损失（out_dir/log.csv）", "Loss (out_dir/log.csv)"),
+    "tr_log.label": ("日志最后几行（out_dir/train.log）", "Last lines of the log (out_dir/train.log)"),
+    "runs_refresh.value": ("刷新", "Refresh"),
+    "runs_table.label": ("含 ckpt.pt 的 out* 目录", "out* folders holding a ckpt.pt"),
+    "runs_pick.label": ("损失曲线", "Loss curve of"),
+    "runs_plot.label": ("损失", "Loss"),
+    "sm_run.label": ("运行目录", "Run"),
+    "sm_prompt.label": ("开头 --start", "Prompt --start"),
+    "sm_n.label": ("样本数 --num_samples", "--num_samples"),
+    "sm_len.label": ("每个样本的字数 --max_new_tokens", "--max_new_tokens (characters per sample)"),
+    "sm_temp.label": ("--temperature（0 为贪心）", "--temperature (0: greedy)"),
+    "sm_topk.label": ("--top_k（0 不截断）", "--top_k (0: no cut)"),
+    "sm_topp.label": ("--top_p（1.0 关闭）", "--top_p (1.0: off)"),
+    "sm_rep.label": ("--repetition_penalty（1.0 关闭）", "--repetition_penalty (1.0: off)"),
+    "sm_seed.label": ("--seed", "--seed"),
+    "sm_go.value": ("生成", "Generate"),
+    "sm_cmd.label": ("对应的命令", "The same on the command line"),
+    "sm_out.label": ("生成的文本", "Samples"),
+    "msg.prepared": ("已准备数据集 {name}：{chars:,} 字，词表 {vocab_size:,}",
+                     "prepared {name}: {chars:,} characters, vocabulary {vocab_size:,}"),
+    "msg.no_files": ("请选择要上传的 .txt 文件", "choose one or more .txt files to upload"),
+    "msg.too_big": ("上传共 {mb:.1f} MB，超过 {limit} MB 的上限（web.py --max_upload_mb）",
+                    "the upload is {mb:.1f} MB, over the {limit} MB limit (web.py --max_upload_mb)"),
+    "msg.exists": ("数据集 {name} 已存在（{path}）；换个名称，或先删除该目录",
+                   "dataset {name} already exists ({path}); choose another name or delete that folder"),
+    "msg.bad_name": ("{what} '{name}' 不是普通名称：不能含 / 或 \\，不能以点开头，不能为空",
+                     "{what} '{name}' is not a plain name: no / or \\, no leading dot, not empty"),
+    "msg.not_out": ("运行目录 '{name}' 须以 out 开头（如 out-mine），运行都放在 out* 目录里",
+                    "run folder '{name}' must start with out (e.g. out-mine): runs live in the out* folders"),
+    "msg.no_dataset": ("请先选择（或在“数据”页准备）一个数据集",
+                       "pick a dataset (prepare one on the Data tab first)"),
+    "msg.no_run_picked": ("请先选择一个运行目录", "pick a run first"),
+    "msg.busy": ("{out} 中已有训练在运行（pid {pid}）；先停止它，或换一个运行目录",
+                 "a run is already going in {out} (pid {pid}); stop it first or choose another run folder"),
+    "msg.started": ("已开始：pid {pid}", "started: pid {pid}"),
+    "msg.stopping": ("已向 train.py 发送 Ctrl-C（pid {pid}）：它保存检查点后退出；再按一次立即退出",
+                     "sent Ctrl-C to train.py (pid {pid}): it saves a checkpoint and exits; "
+                     "press Stop again to exit at once"),
+    "msg.nothing_running": ("{out} 中没有正在运行的训练", "no run is going in {out}"),
+    "msg.no_job": ("{out}：此页面还没有在这里开始过训练", "{out}: no run started from this page yet"),
+    "msg.running": ("**运行中**（pid {pid}）：第 {iter} / {max_iters} 步{eta}",
+                    "**running** (pid {pid}): iteration {iter} of {max_iters}{eta}"),
+    "msg.eta": ("，预计还需 {eta}", ", about {eta} left"),
+    "msg.starting": ("**启动中**（pid {pid}）…", "**starting** (pid {pid})..."),
+    "msg.finished": ("**已完成**：{iter} 步", "**finished**: {iter} iterations"),
+    "msg.stopped": ("**已停止**：{line}（“继续训练”从检查点接着训练）",
+                    "**stopped**: {line} (Resume continues from the checkpoint)"),
+    "msg.stopped_at": ("**已停止**：{line}", "**stopped**: {line}"),  # train.py's own line says how to go on
+    "msg.failed": ("**失败**：{line}", "**failed**: {line}"),
+    "msg.ended": ("**已结束**：{line}", "**ended**: {line}"),
+    "msg.suggest": ("本机：{device}。建议：{preset}。{corpus}",
+                    "This machine: {device}. Suggested: {preset}. {corpus}"),
+    "msg.corpus": ("数据集 {name} 有 {train:,} 个训练字符；此设置约看 {passes:.1f} 遍。",
+                   "Dataset {name} has {train:,} training characters; these settings see them ~{passes:.1f} times."),
+}
+
+# Suggested sizes: a starting config and what changes in it
+PRESETS = {
+    # ~0.2 s a step on a 2-core CPU: 200 steps, evals every 50 so the plot fills in; compiling would
+    # take longer than the whole look
+    "look": ("train_chinese_cpu.py", {"max_iters": 200, "lr_decay_iters": 200, "eval_interval": 50,
+                                      "warmup_iters": 20, "log_interval": 10, "compile": False}),
+    "cpu": ("train_chinese_cpu.py", {}),        # README: ~4-5 minutes, val loss 4.42
+    "gpu": ("train_chinese.py", {"device": "auto"}),
+}
+PASS_KEYS = ("batch_size", "block_size", "gradient_accumulation_steps", "max_iters")  # the note's passes over the corpus
+
+
+def text(key, lang):
+    zh, en = STRINGS[key]
+    return en if lang == "en" else zh
+
+
+def texts(elem_id, lang):
+    """The keyword arguments that give a component its texts in lang: label=..., info=..."""
+    prefix = elem_id + "."
+    return {key[len(prefix):]: text(key, lang) for key in STRINGS if key.startswith(prefix)}
+
+
+# -----------------------------------------------------------------------------
+# names and folders: the page writes only under root/data/<name> and root/out*
+
+
+def check_name(name, what, lang):
+    """A dataset or run name is one plain folder name: ../x, /x, .hidden and a/b are refused."""
+    if (not name or name != name.strip() or name.startswith(".") or any(c in name for c in "/\\:\0")
+            or name != os.path.basename(name)):
+        raise UserError(text("msg.bad_name", lang).format(what=what, name=name))
+    return name
+
+
+def check_run_name(name, lang):
+    check_name(name, "run", lang)
+    if not name.startswith("out"):
+        raise UserError(text("msg.not_out", lang).format(name=name))
+    return name
+
+
+def shown(s, base):
+    """Paths under root written relative to it, as the same command run from root prints them."""
+    return str(s).replace(base.rstrip(os.sep) + os.sep, "")
+
+
+def list_datasets(base):
+    """Prepared datasets: folders of data/ with train.bin and val.bin."""
+    folder = os.path.join(base, "data")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(n for n in names if not n.startswith(".")
+                  and all(os.path.isfile(os.path.join(folder, n, f)) for f in ("train.bin", "val.bin")))
+
+
+def list_runs(base):
+    """The out* folders that hold a checkpoint."""
+    return sorted(n for n in os.listdir(base)
+                  if n.startswith("out") and os.path.isfile(os.path.join(base, n, checkpoint.CKPT_NAME)))
+
+
+def arg_path(path, base):
+    """How a path is passed to train.py (run in the repository): relative there when it can be."""
+    return os.path.relpath(path, REPO) if base == REPO else path
+
+
+def list_configs():
+    return sorted(n for n in os.listdir(os.path.join(REPO, "config")) if n.endswith(".py"))
+
+
+# -----------------------------------------------------------------------------
+# Data: prepare with data/charlevel.py, as data/chinese/prepare.py does
+
+
+def load_chinese_prepare():
+    """data/chinese/prepare.py as a module: its built-in 红楼梦 writer."""
+    path = os.path.join(REPO, "data", "chinese", "prepare.py")
+    spec = importlib.util.spec_from_file_location("chinese_prepare", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # defines functions only: its main() runs under __main__
+    return module
+
+
+def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize):
+    args = [f"--input={input_arg}"] if input_arg else []
+    args += [f"--out_dir={out_arg}"] if out_arg else []
+    args += [f"--val_fraction={val_fraction}"] if val_fraction != 0.1 else []
+    args += [f"--block_size={block_size}"] if block_size != 256 else []
+    args += [f"--normalize={normalize}"] if normalize != "none" else []
+    return shlex.join(["python", "data/chinese/prepare.py", *args])
+
+
+def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit_mb, lang, log):
+    """Copy the uploads to data/<name>/input/ and prepare them there, as
+    `prepare.py --input=data/<name>/input --out_dir=data/<name>` would. On any failure the folder,
+    which did not exist before, is removed: nothing on disk changes."""
+    check_name(name, "dataset", lang)
+    if not files:
+        raise UserError(text("msg.no_files", lang))
+    size = sum(os.path.getsize(f) for f in files)
+    if size > limit_mb * 2**20:  # MB as gradio counts them for its per-file limit (launch's max_file_size)
+        raise UserError(text("msg.too_big", lang).format(mb=size / 2**20, limit=limit_mb))
+    out = os.path.join(base, "data", name)
+    if os.path.exists(out):
+        raise UserError(text("msg.exists", lang).format(name=name, path=shown(out, base)))
+    charlevel.check_options(val_fraction, block_size)
+    folder = os.path.join(out, "input")
+    try:
+        os.makedirs(folder)
+        for i, f in enumerate(files):  # uploads keep their names; a repeated name gets a number
+            stem = os.path.basename(f)
+            dest = os.path.join(folder, stem if not os.path.exists(os.path.join(folder, stem)) else f"{i}-{stem}")
+            shutil.copyfile(f, dest)
+        stats = charlevel.prepare_input(folder, out, val_fraction, block_size, normalize, log)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return stats, prepare_command(arg_path(folder, base), arg_path(out, base), val_fraction, block_size, normalize)
+
+
+def prepare_builtin(base, val_fraction, block_size, normalize, log):
+    """`python data/chinese/prepare.py`: data/chinese/input.txt, else the built-in 红楼梦 written there."""
+    charlevel.check_options(val_fraction, block_size)
+    chinese = load_chinese_prepare()
+    out = os.path.join(base, "data", "chinese")
+    path = charlevel.resolve_source(out, functools.partial(chinese.write_builtin_corpus, log=log), "", log=log)
+    stats = charlevel.prepare_input(path, out, val_fraction, block_size, normalize, log)
+    out_arg = arg_path(out, base) if base != REPO else None  # data/chinese is prepare.py's default
+    return stats, prepare_command(None, out_arg, val_fraction, block_size, normalize)
+
+
+# -----------------------------------------------------------------------------
+# Train: train.py as a process of its own; its state on disk in out_dir
+
+
+def read_job(run_dir):
+    try:
+        with open(os.path.join(run_dir, JOB_FILE), encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def write_job(run_dir, job):
+    data = json.dumps(job, ensure_ascii=False, indent=1).encode("utf-8")
+    atomic_write(os.path.join(run_dir, JOB_FILE), lambda f: f.write(data))
+
+
+def job_alive(job):
+    """Is the job's train.py still running? Its exit status recorded, a pid that is gone, or (after
+    a reboot) a pid now used by another program all count as ended."""
+    if not job or job.get("returncode") is not None:
+        return False
+    pid = job["pid"]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = f"/proc/{pid}"
+    if os.path.isdir(proc):  # Linux: is it still train.py?
+        with open(f"{proc}/stat", "rb") as f:
+            exited = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"  # reap() is writing its exit status
+        with open(f"{proc}/cmdline", "rb") as f:
+            return exited or b"train.py" in f.read()
+    return True
+
+
+def reap(proc, run_dir):
+    """Wait for the train.py the page started and write its exit status into web_run.json. The
+    process is released only after that, so no poll can find it gone but its status unwritten."""
+    if hasattr(os, "waitid"):
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet released
+        code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+    else:
+        code = proc.wait()
+    job = read_job(run_dir)
+    if job and job.get("pid") == proc.pid:
+        write_job(run_dir, {**job, "returncode": code, "ended": time.time()})
+    proc.wait()
+
+
+def train_argv(base, config, dataset, out_name, fields, resume):
+    """train.py's arguments: the config, then --key=value for each box that differs from it."""
+    if config not in list_configs():  # a config file is run as Python: only the repository's own
+        raise UserError(f"config '{config}' is not one of config/*.py: {', '.join(list_configs())}")
+    config_path = os.path.join(REPO, "config", config)
+    start = configure(train.DEFAULTS, [config_path], TRAIN)
+    argv = [os.path.join("config", config)]
+    data_arg = dataset if base == REPO else os.path.join(base, "data", dataset)
+    out_arg = arg_path(os.path.join(base, out_name), base)
+    for key, value in [("dataset", data_arg), ("out_dir", out_arg), *zip(FIELD_KEYS, fields)]:
+        value = str(value).strip()
+        if value != str(start[key]):
+            argv.append(f"--{key}={value}")
+    if resume:
+        argv.append("--init_from=resume")
+    return argv
+
+
+def check_train(argv, base, run_dir):
+    """What train.py would refuse at its start, refused here with its own one-line message."""
+    cfg = configure(train.DEFAULTS, [os.path.join(REPO, argv[0]), *argv[1:]], TRAIN)
+    train.check_config(cfg)
+    meta = train.load_dataset(dataset_dir(cfg["dataset"]), cfg["block_size"])[2]
+    if cfg["init_from"] == "resume":  # no checkpoint, another shape: said now, not in the log
+        train.build_model(dict(cfg, out_dir=run_dir), meta["vocab_size"] if meta else None, "cpu")
+    return cfg
+
+
+def start_training(base, argv, run_dir, max_iters):
+    """Start train.py in its own session (Ctrl-C at the page's terminal and a closed page leave it
+    running), its output appended to out_dir/train.log; returns the job written to web_run.json."""
+    os.makedirs(run_dir, exist_ok=True)
+    command = shlex.join(["python", "train.py", *argv])
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")  # log lines as they come
+    with open(os.path.join(run_dir, LOG_FILE), "ab") as log:
+        log.write(f"\n$ {command}\n".encode("utf-8"))
+        log.flush()
+        offset = log.tell()
+        proc = subprocess.Popen([sys.executable, TRAIN, *argv], cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    job = {"pid": proc.pid, "command": command, "argv": argv, "started": time.time(), "log_offset": offset,
+           "max_iters": max_iters}
+    write_job(run_dir, job)
+    threading.Thread(target=reap, args=(proc, run_dir), daemon=True).start()
+    return job
+
+
+def log_text(run_dir, job, tail_bytes=1 << 16):
+    """The end of this job's part of train.log: enough for the status and the last lines."""
+    path = os.path.join(run_dir, LOG_FILE)
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(job.get("log_offset", 0), os.path.getsize(path) - tail_bytes))
+            return f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+
+
+def duration(seconds):
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds // 60 % 60} min"
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+def current_job(run_dir):
+    """(web_run.json, is it running?). Once the process is seen gone the file is read again: reap()
+    writes the exit status before it lets the process go, so only that second read is sure to have it."""
+    job = read_job(run_dir)
+    alive = job_alive(job)
+    return (job if alive or not job else read_job(run_dir)), alive
+
+
+def job_status(job, alive, log, lang):
+    """One line: running (iteration, ETA) or how it ended, from the job and its log."""
+    iters = [(int(i), float(ms)) for i, ms in re.findall(r"^iter (\d+): .*time ([\d.]+)ms", log, re.M)]
+    errors = [l for l in log.splitlines() if l.startswith("error:")]
+    stopped = re.search(r"^.*stopped at iteration \d+.*$|^interrupted$", log, re.M)  # train.py on Ctrl-C
+    if alive:
+        if not iters:
+            return text("msg.starting", lang).format(pid=job["pid"])
+        last, recent = iters[-1][0], [ms for _, ms in iters[-5:]]
+        left = (job["max_iters"] - last) * sum(recent) / len(recent) / 1000
+        eta = text("msg.eta", lang).format(eta=duration(left)) if len(iters) > 1 else ""
+        return text("msg.running", lang).format(pid=job["pid"], iter=last, max_iters=job["max_iters"], eta=eta)
+    code = job.get("returncode")
+    if code == 0:
+        return text("msg.finished", lang).format(iter=job["max_iters"])
+    if stopped:
+        return text("msg.stopped_at", lang).format(line=stopped.group(0))
+    if code in (130, -signal.SIGINT):
+        return text("msg.stopped", lang).format(line=f"exit status {code}")
+    if errors:
+        return text("msg.failed", lang).format(line=errors[-1])
+    last_line = (log.strip().splitlines() or [""])[-1]
+    if code is None:  # started by an earlier web.py, which could not wait for it: its log says the rest
+        return text("msg.ended", lang).format(line=last_line)
+    return text("msg.failed", lang).format(line=f"exit status {code}; {last_line}")
+
+
+def loss_frame(run_dir):
+    """log.csv as the plot's rows: iter, loss, split (train or val)."""
+    rows = read_log(run_dir)
+    points = [(r["iter"], r[f"{split}_loss"], split) for split in ("train", "val") for r in rows]
+    return pd.DataFrame(points, columns=["iter", "loss", "split"])
+
+
+def latest_job(base):
+    """The out* folder whose job started last, running ones first: what a reopened page shows."""
+    jobs = [(job_alive(job), job["started"], name) for name in os.listdir(base) if name.startswith("out")
+            for job in [read_job(os.path.join(base, name))] if job]
+    return max(jobs)[2] if jobs else None
+
+
+# -----------------------------------------------------------------------------
+# Runs and Sample
+
+
+def run_summary(base, name):
+    """One row of the Runs table, from the run's ckpt.pt (and web_run.json if the page started it)."""
+    run_dir = os.path.join(base, name)
+    try:
+        ckpt = load_checkpoint(run_dir)
+    except UserError as e:
+        return [name, "", "", None, None, f"error: {e}"]
+    args = ckpt["model_args"]
+    params = model_from_checkpoint(ckpt).get_num_params() / 1e6
+    size = f"{args['n_layer']}x{args['n_head']}x{args['n_embd']}, {params:.2f}M"
+    dataset = os.path.basename(str((ckpt.get("config") or {}).get("dataset", "")))
+    state = "running" if job_alive(read_job(run_dir)) else ""
+    return [name, dataset, size, ckpt["iter_num"], round(float(ckpt["best_val_loss"]), 4), state]
+
+
+def sample_command(run_arg, cfg):
+    keys = ("start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+    args = [f"--{k}={cfg[k]}" for k in keys if cfg[k] != sample.DEFAULTS[k]]
+    return shlex.join(["python", "sample.py", f"--out_dir={run_arg}", *args])
+
+
+def show_samples(texts):
+    """As sample.py's --out_file writes them: each text, then the separator line."""
+    return "".join(f"{t}\n{sample.SEPARATOR}\n" for t in texts)
+
+
+# -----------------------------------------------------------------------------
+# the page: layout, then the handlers wired to it
+
+
+def build_app(base=REPO, lang="zh", limit_mb=200):
+    """The Blocks app over the datasets and runs under base (data/, out*)."""
+    with gr.Blocks(title="babygpt", analytics_enabled=False) as app:
+        with gr.Row():
+            gr.Markdown(elem_id="title", **texts("title", lang))
+            lang_box = gr.Radio([("中文", "zh"), ("English", "en")], value=lang, elem_id="lang", scale=0,
+                                **texts("lang", lang))
+        with gr.Tabs():
+            with gr.Tab(elem_id="tab_data", **texts("tab_data", lang)):
+                data = data_tab(lang)
+            with gr.Tab(elem_id="tab_train", **texts("tab_train", lang)) as train_tab_:
+                tr = train_tab(base, lang)
+            with gr.Tab(elem_id="tab_runs", **texts("tab_runs", lang)) as runs_tab_:
+                runs = runs_tab(lang)
+            with gr.Tab(elem_id="tab_sample", **texts("tab_sample", lang)) as sample_tab_:
+                sm = sample_tab(lang)
+        wire(base, limit_mb, lang_box, data, tr, runs, sm)
+        train_tab_.select(lambda: gr.update(choices=list_datasets(base)), None, tr["dataset"], api_name=False)
+        runs_tab_.select(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name=False)
+        sample_tab_.select(lambda r: pick_list(list_runs(base), r), sm["run"], sm["run"], api_name=False)
+        translated = [b for b in app.blocks.values() if getattr(b, "elem_id", None) and texts(b.elem_id, "en")]
+        lang_box.change(lambda new: [gr.update(**texts(b.elem_id, new)) for b in translated], lang_box, translated,
+                        api_name="set_lang")
+        app.load(lambda: on_load(base), None, [tr["out"], tr["cmd"], tr["dataset"], runs["table"], runs["pick"],
+                                               sm["run"]], api_name="on_load")
+    return app
+
+
+def data_tab(lang):
+    c = {}
+    with gr.Row():
+        with gr.Column():
+            c["source"] = gr.Radio(value="upload", elem_id="ds_source", **texts("ds_source", lang))
+            c["files"] = gr.File(file_count="multiple", file_types=[".txt"], elem_id="ds_files",
+                                 **texts("ds_files", lang))
+            c["name"] = gr.Textbox(elem_id="ds_name", **texts("ds_name", lang))
+            with gr.Row():
+                c["val"] = gr.Number(0.1, elem_id="ds_val", **texts("ds_val", lang))
+                c["block"] = gr.Number(256, precision=0, elem_id="ds_block", **texts("ds_block", lang))
+                c["norm"] = gr.Radio(["none", "halfwidth"], value="none", elem_id="ds_norm", **texts("ds_norm", lang))
+            c["go"] = gr.Button(variant="primary", elem_id="ds_go", **texts("ds_go", lang))
+        with gr.Column():
+            c["status"] = gr.Markdown(elem_id="ds_status")
+            c["cmd"] = gr.Textbox(interactive=False, elem_id="ds_cmd", **texts("ds_cmd", lang))
+            c["report"] = gr.Textbox(lines=8, interactive=False, elem_id="ds_report", **texts("ds_report", lang))
+    return c
+
+
+def train_tab(base, lang):
+    c = {}
+    suggested = "gpu" if torch.cuda.is_available() else "look"
+    config, overrides = PRESETS[suggested]
+    values = preset_values(config, overrides)
+    with gr.Row():
+        c["preset"] = gr.Radio(value=suggested, elem_id="tr_preset", **texts("tr_preset", lang))
+        c["config"] = gr.Dropdown(list_configs(), value=config, elem_id="tr_config", **texts("tr_config", lang))
+    c["note"] = gr.Markdown(plan_note(base, None, values, lang))
+    with gr.Row():
+        c["dataset"] = gr.Dropdown([], value=None, allow_custom_value=True, elem_id="tr_dataset",
+                                   info=TRAIN_HELP["dataset"][1], **texts("tr_dataset", lang))
+        c["out"] = gr.Textbox(values["out_dir"], elem_id="tr_out", info=TRAIN_HELP["out_dir"][1],
+                              **texts("tr_out", lang))
+    with gr.Accordion(open=False, elem_id="tr_keys", **texts("tr_keys", lang)):
+        c["fields"] = []
+        for i in range(0, len(FIELD_KEYS), 4):
+            with gr.Row():
+                for key in FIELD_KEYS[i:i + 4]:
+                    default, meaning = TRAIN_HELP[key]
+                    c["fields"].append(gr.Textbox(values[key], label=key, info=f"{meaning} (train.py: {default!r})",
+                                                  elem_id=f"key_{key}"))
+    with gr.Row():
+        c["start"] = gr.Button(variant="primary", elem_id="tr_start", **texts("tr_start", lang))
+        c["stop"] = gr.Button(variant="stop", elem_id="tr_stop", **texts("tr_stop", lang))
+        c["resume"] = gr.Button(elem_id="tr_resume", **texts("tr_resume", lang))
+    c["status"] = gr.Markdown(elem_id="tr_status")
+    c["cmd"] = gr.Textbox(interactive=False, elem_id="tr_cmd", **texts("tr_cmd", lang))
+    with gr.Row():
+        c["plot"] = gr.LinePlot(x="iter", y="loss", color="split", elem_id="tr_plot", **texts("tr_plot", lang))
+        c["log"] = gr.Textbox(lines=12, max_lines=12, interactive=False, elem_id="tr_log", **texts("tr_log", lang))
+    c["timer"] = gr.Timer(2.0)  # live view: status, log and plot every 2 s
+    return c
+
+
+def runs_tab(lang):
+    c = {}
+    c["refresh"] = gr.Button(elem_id="runs_refresh", **texts("runs_refresh", lang))
+    c["table"] = gr.Dataframe(headers=RUN_COLUMNS, interactive=False, elem_id="runs_table", **texts("runs_table", lang))
+    c["pick"] = gr.Dropdown([], allow_custom_value=True, elem_id="runs_pick", **texts("runs_pick", lang))
+    c["plot"] = gr.LinePlot(x="iter", y="loss", color="split", elem_id="runs_plot", **texts("runs_plot", lang))
+    return c
+
+
+def sample_tab(lang):
+    c = {}
+    with gr.Row():
+        with gr.Column(scale=1):
+            c["run"] = gr.Dropdown([], allow_custom_value=True, elem_id="sm_run", **texts("sm_run", lang))
+            c["prompt"] = gr.Textbox("宝玉", elem_id="sm_prompt", **texts("sm_prompt", lang))
+            c["n"] = gr.Slider(1, 10, value=2, step=1, elem_id="sm_n", **texts("sm_n", lang))
+            c["len"] = gr.Slider(1, 2000, value=300, step=1, elem_id="sm_len", **texts("sm_len", lang))
+            c["temp"] = gr.Slider(0, 2, value=sample.DEFAULTS["temperature"], step=0.05, elem_id="sm_temp",
+                                  **texts("sm_temp", lang))
+            c["topk"] = gr.Number(sample.DEFAULTS["top_k"], precision=0, elem_id="sm_topk", **texts("sm_topk", lang))
+            c["topp"] = gr.Slider(0.05, 1, value=sample.DEFAULTS["top_p"], step=0.05, elem_id="sm_topp",
+                                  **texts("sm_topp", lang))
+            c["rep"] = gr.Slider(0.5, 2, value=sample.DEFAULTS["repetition_penalty"], step=0.05, elem_id="sm_rep",
+                                 **texts("sm_rep", lang))
+            c["seed"] = gr.Number(sample.DEFAULTS["seed"], precision=0, elem_id="sm_seed", **texts("sm_seed", lang))
+            c["go"] = gr.Button(variant="primary", elem_id="sm_go", **texts("sm_go", lang))
+        with gr.Column(scale=2):
+            c["notes"] = gr.Markdown(elem_id="sm_notes")
+            c["cmd"] = gr.Textbox(interactive=False, elem_id="sm_cmd", **texts("sm_cmd", lang))
+            c["out"] = gr.Textbox(lines=20, max_lines=40, interactive=False, elem_id="sm_out", **texts("sm_out", lang))
+    return c
+
+
+def wire(base, limit_mb, lang, data, tr, runs, sm):
+    """Bind each control to its handler; api_name is how tests/test_web_api.py calls it."""
+    data["source"].change(lambda s: gr.update(value="chinese" if s == "builtin" else "", interactive=s != "builtin"),
+                          data["source"], data["name"], api_name=False)
+    data["go"].click(functools.partial(on_prepare, base, limit_mb),
+                     [data[k] for k in ("source", "files", "name", "val", "block", "norm")] + [lang],
+                     [data["status"], data["cmd"], data["report"], tr["dataset"]], api_name="prepare")
+    fields = [tr["config"], *tr["fields"], tr["out"]]
+    note = dict(fn=functools.partial(on_note, base), inputs=[tr["dataset"], *tr["fields"], lang], outputs=tr["note"],
+                api_name=False)
+    tr["preset"].change(on_preset, tr["preset"], fields, api_name="pick_preset").then(**note)
+    tr["config"].input(on_config, tr["config"], [*tr["fields"], tr["out"]], api_name="pick_config").then(**note)
+    for control in [tr["dataset"], lang] + [tr["fields"][FIELD_KEYS.index(k)] for k in PASS_KEYS]:
+        control.change(**note)
+    form = [tr["config"], tr["dataset"], tr["out"], *tr["fields"], lang]
+    tr["start"].click(functools.partial(on_start, base, False), form, [tr["status"], tr["cmd"]], api_name="start")
+    tr["resume"].click(functools.partial(on_start, base, True), form, [tr["status"], tr["cmd"]], api_name="resume")
+    tr["stop"].click(functools.partial(on_stop, base), [tr["out"], lang], tr["status"], api_name="stop")
+    live = [tr["status"], tr["cmd"], tr["log"], tr["plot"]]
+    tr["timer"].tick(functools.partial(on_poll, base), [tr["out"], lang], live, api_name="poll",
+                     show_progress="hidden")
+    runs["refresh"].click(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name="runs")
+    runs["pick"].change(functools.partial(on_curve, base), runs["pick"], runs["plot"], api_name="run_curve")
+    inputs = [sm[k] for k in ("run", "prompt", "n", "len", "temp", "topk", "topp", "rep", "seed")] + [lang]
+    sm["go"].click(functools.partial(on_sample, base), inputs, [sm["out"], sm["notes"], sm["cmd"]], api_name="sample")
+
+
+# -----------------------------------------------------------------------------
+# handlers: each a few lines around a function above or a script's own
+
+
+def pick_list(choices, current):
+    return gr.update(choices=choices, value=current if current in choices else (choices[-1] if choices else None))
+
+
+def on_load(base):
+    """A (re)opened page shows the latest run the page started: its folder, command and plot."""
+    name = latest_job(base)
+    job = read_job(os.path.join(base, name)) if name else None
+    datasets = list_datasets(base)
+    table, pick = runs_table(base)
+    out = gr.update(value=name) if name else gr.update()
+    return out, job["command"] if job else "", pick_list(datasets, None), table, pick, pick_list(list_runs(base), None)
+
+
+def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, normalize, lang):
+    lines = []
+    try:
+        if source == "builtin":
+            name = "chinese"
+            stats, command = prepare_builtin(base, val_fraction, int(block_size), normalize, lines.append)
+        else:
+            stats, command = prepare_upload(base, files or [], name or "", val_fraction, int(block_size), normalize,
+                                            limit_mb, lang, lines.append)
+    except (UserError, charlevel.PrepareError) as e:
+        return f"error: {shown(e, base)}", "", shown("\n".join(lines), base), gr.update()
+    except OSError as e:  # an unreadable upload, a full disk: one line too, as prepare.py says it
+        return f"error: {shown(e.filename or '', base)}: {e.strerror or e}", "", "", gr.update()
+    report = shown("\n".join(lines), base)
+    return (text("msg.prepared", lang).format(name=name, **stats), command, report,
+            gr.update(choices=list_datasets(base), value=name))
+
+
+def preset_values(config, overrides):
+    cfg = configure(train.DEFAULTS, [os.path.join(REPO, "config", config)], TRAIN)
+    return {k: str(v) for k, v in {**cfg, **overrides}.items()}
+
+
+def on_config(config):
+    values = preset_values(config, {})
+    return [values[k] for k in FIELD_KEYS] + [values["out_dir"]]
+
+
+def on_preset(preset):
+    config, overrides = PRESETS[preset]
+    values = preset_values(config, overrides)
+    return [config, *(values[k] for k in FIELD_KEYS), values["out_dir"]]
+
+
+def on_note(base, dataset, *rest):
+    *fields, lang = rest
+    return plan_note(base, dataset, dict(zip(FIELD_KEYS, fields)), lang)
+
+
+def plan_note(base, dataset, values, lang):
+    """Which size suits this machine, and how many passes over the chosen corpus these settings make."""
+    device = "CUDA GPU" if torch.cuda.is_available() else "CPU"
+    labels = {key: label for label, key in STRINGS["tr_preset.choices"][lang == "en"]}
+    suggested = labels["gpu" if device != "CPU" else "look"]
+    corpus = ""
+    try:
+        n = load_meta(os.path.join(base, "data", dataset, "meta.pkl")).get("train_tokens")
+        tokens = int(values["batch_size"]) * int(values["block_size"]) * int(values["gradient_accumulation_steps"])
+        corpus = text("msg.corpus", lang).format(name=dataset, train=n, passes=tokens * int(values["max_iters"]) / n)
+    except (UserError, ValueError, TypeError):  # no such dataset (yet), a box that is not a number
+        pass
+    return text("msg.suggest", lang).format(device=device, preset=suggested, corpus=corpus)
+
+
+def on_start(base, resume, config, dataset, out_name, *rest):
+    *fields, lang = rest
+    try:
+        if not dataset:
+            raise UserError(text("msg.no_dataset", lang))
+        check_name(dataset, "dataset", lang)
+        run_dir = os.path.join(base, check_run_name((out_name or "").strip(), lang))
+        argv = train_argv(base, config, dataset, out_name.strip(), fields, resume)
+        cfg = check_train(argv, base, run_dir)
+        with _start_lock:
+            job = read_job(run_dir)
+            if job_alive(job):
+                return text("msg.busy", lang).format(out=out_name, pid=job["pid"]), job["command"]
+            job = start_training(base, argv, run_dir, cfg["max_iters"])
+    except (UserError, ConfigError) as e:
+        return f"error: {shown(e, base)}", ""
+    return text("msg.started", lang).format(pid=job["pid"]), job["command"]
+
+
+def on_stop(base, out_name, lang):
+    """Ctrl-C for train.py: it saves a checkpoint at the current iteration and exits."""
+    try:
+        run_dir = os.path.join(base, check_run_name((out_name or "").strip(), lang))
+    except UserError as e:
+        return f"error: {e}"
+    job = read_job(run_dir)
+    if not job_alive(job):
+        return text("msg.nothing_running", lang).format(out=out_name)
+    os.kill(job["pid"], signal.SIGINT)
+    return text("msg.stopping", lang).format(pid=job["pid"])
+
+
+def on_poll(base, out_name, lang):
+    """The live view of the run in the out_dir box: status, command, last log lines, loss plot."""
+    name = (out_name or "").strip()
+    try:
+        run_dir = os.path.join(base, check_run_name(name, lang))
+    except UserError:
+        return "", "", "", None
+    job, alive = current_job(run_dir)
+    if not job:
+        return text("msg.no_job", lang).format(out=name), "", "", loss_frame(run_dir)
+    log = log_text(run_dir, job)
+    tail = "\n".join(log.rstrip().splitlines()[-12:])
+    return job_status(job, alive, log, lang), job["command"], tail, loss_frame(run_dir)
+
+
+def on_curve(base, run):
+    try:
+        return loss_frame(os.path.join(base, check_run_name(run or "", "en")))
+    except UserError:
+        return None
+
+
+def runs_table(base):
+    names = list_runs(base)
+    rows = [run_summary(base, n) for n in names]
+    return pd.DataFrame(rows, columns=RUN_COLUMNS), pick_list(names, None)
+
+
+def on_sample(base, run, prompt, n, length, temperature, top_k, top_p, penalty, seed, lang):
+    """Stream the samples as they grow, through sample.py's own functions."""
+    notes = []
+    try:
+        if not run:
+            raise UserError(text("msg.no_run_picked", lang))
+        run_dir = os.path.join(base, check_run_name(run, lang))
+        cfg = dict(sample.DEFAULTS, out_dir=run_dir, start=prompt or "", num_samples=int(n), max_new_tokens=int(length),
+                   temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+                   repetition_penalty=float(penalty), seed=int(seed))
+        sample.check_settings(**cfg)
+        dev, _, _, ctx = setup(cfg["device"], cfg["dtype"], cfg["seed"])
+        model, meta = sample.load_model("resume", run_dir, dev)
+        model.eval().to(dev)
+        x, decode, _ = sample.prompt_batch(cfg["start"], meta, cfg["num_samples"], dev, warn=notes.append)
+    except (UserError, ConfigError) as e:
+        yield "", f"error: {shown(e, base)}", ""
+        return
+    command = sample_command(arg_path(run_dir, base), cfg)
+    every = max(1, cfg["max_new_tokens"] // 50)  # ~50 updates whatever the length
+    with torch.no_grad(), ctx:
+        for texts_now in sample.stream_texts(model, x, dev, decode, every=every, **cfg):
+            yield show_samples(texts_now), "\n".join(notes), command
+
+
+# -----------------------------------------------------------------------------
+
+
+def check_launch(cfg):
+    """Refuse settings that would expose the page or cannot work, before anything starts."""
+    if cfg["host"] not in LOCAL_HOSTS and not cfg["auth"]:
+        raise UserError(f"--host={cfg['host']} lets other machines start runs on this one; add --auth=user:password, "
+                        f"or keep the default host and use an SSH tunnel: "
+                        f"ssh -L {cfg['port']}:127.0.0.1:{cfg['port']} user@this-host")
+    user, _, password = cfg["auth"].partition(":")
+    if cfg["auth"] and not (user and password):
+        raise UserError(f"--auth must look like user:password, got '{cfg['auth']}'")
+    if not 0 < cfg["port"] < 65536:
+        raise UserError(f"--port must be between 1 and 65535, got {cfg['port']}")
+    if cfg["lang"] not in ("zh", "en"):
+        raise UserError(f"--lang must be zh or en, got '{cfg['lang']}'")
+    if cfg["max_upload_mb"] <= 0:
+        raise UserError(f"--max_upload_mb must be > 0, got {cfg['max_upload_mb']}")
+    base = os.path.abspath(cfg["root"] or REPO)
+    if not os.path.isdir(base):
+        raise UserError(f"--root={cfg['root']} is not a folder")
+    return base, (user, password) if cfg["auth"] else None
+
+
+def main():
+    cfg = configure(DEFAULTS, sys.argv[1:], __file__)
+    if cfg is None:
+        return
+    base, login = check_launch(cfg)
+    # train.py is started from here and stopped with SIGINT: if this server was started with SIGINT
+    # ignored (nohup, a background job of a script), train.py would inherit that and never stop
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    app = build_app(base, cfg["lang"], cfg["max_upload_mb"])
+    try:
+        app.launch(server_name=cfg["host"], server_port=cfg["port"], auth=login, quiet=True, prevent_thread_lock=True,
+                   max_file_size=f"{cfg['max_upload_mb']}mb", footer_links=["api"], theme=THEME)
+    except OSError as e:
+        raise UserError(f"cannot listen on {cfg['host']}:{cfg['port']} ({str(e).split('.')[0]}); "
+                        "choose another --port") from None
+    print(f"babygpt page: http://{cfg['host']}:{cfg['port']}  (Ctrl-C stops the page; runs it started go on)",
+          flush=True)
+    app.block_thread()
+
+
+if __name__ == "__main__":
+    run_main(main)

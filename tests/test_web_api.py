@@ -166,7 +166,7 @@ def test_tiny_run_trains_to_the_end_with_its_plot(page, trained):
     client, root, _ = page
     (message, command), (status, shown, log, plot) = trained
     assert message.startswith("started: pid"), message
-    assert command.startswith(f"python train.py config/{CONFIG} --dataset=") and "--n_layer=2" in command, \
+    assert command.startswith(f"python train.py config/{CONFIG} --dataset=") and "--n_embd=32" in command, \
         f"the page should show the train.py command it ran: {command}"
     assert shown == command, "the live view should show the same command"
     assert status.startswith("**finished**"), f"the run should finish: {status}\n{log}"

@@ -143,7 +143,7 @@ def test_tiny_training_shows_the_loss_plot(browser):
     set_keys(driver, TINY_BOXES)
     driver.find_element(By.ID, "tr_start").click()
     command = wait_for(driver, "the command line", lambda d: value_of(d, "tr_cmd"))
-    assert command.startswith("python train.py config/") and "--n_layer=2" in command, command
+    assert command.startswith("python train.py config/") and "--n_embd=32" in command, command
     wait_for(driver, "the run to finish", lambda d: "finished" in text_of(d, "tr_status"))
     plot = wait_for(driver, "the loss plot",
                     lambda d: d.find_elements(By.CSS_SELECTOR, "#tr_plot canvas, #tr_plot svg"))

@@ -40,7 +40,9 @@ SIZE_LIMIT_MB = 15
 
 def half_weights(best):
     """best.pt -> the shipped checkpoint: float16 weights and what sample.py (ours or nanoGPT's) reads."""
-    state = {k: v.half() if v.is_floating_point() else v for k, v in best["model"].items()}
+    halves = {}  # by storage: wte and the tied lm_head stay one tensor, saved once
+    state = {k: halves.setdefault(v.data_ptr(), v.half()) if v.is_floating_point() else v
+             for k, v in best["model"].items()}
     return {"model": state, "model_args": best["model_args"], "iter_num": best["iter_num"],
             "best_val_loss": best["best_val_loss"], "config": best["config"]}
 
@@ -58,7 +60,7 @@ def whole_split_losses(checkpoint):
 def run_sample(folder, n, length):
     """sample.py on the exported folder, as a user runs it: (stdout, stderr)."""
     cmd = [sys.executable, os.path.join(ROOT, "sample.py"), f"--out_dir={folder}", f"--num_samples={n}",
-           f"--max_new_tokens={length}", "--device=cpu"]
+           f"--max_new_tokens={length}", "--device=cpu", "--dtype=float32"]
     done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", cwd=ROOT)
     if done.returncode != 0:
         raise UserError(f"sample.py failed on {folder}: {done.stderr.strip().splitlines()[-1:]}")
@@ -76,7 +78,8 @@ def git_commit():
 def model_card(ckpt, losses, log, size_mb, stdout, stderr, note=""):
     """The README.md of the exported folder; every number in it measured here or read from the run."""
     cfg, args = ckpt["config"], ckpt["model_args"]
-    n_params = sum(v.numel() for k, v in ckpt["model"].items() if k != "transformer.wpe.weight")
+    n_params = sum(v.numel() for k, v in ckpt["model"].items()
+                   if k not in ("transformer.wpe.weight", "lm_head.weight"))  # lm_head is tied to wte
     row = next((r for r in log if r["iter"] == ckpt["iter_num"]), None)
     wall = f"{row['time_s'] / 60:.1f} min of training to this iteration" if row else "not logged"
     keys = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "batch_size", "learning_rate", "max_iters",
@@ -96,7 +99,7 @@ def model_card(ckpt, losses, log, size_mb, stdout, stderr, note=""):
         f"{os.cpu_count()} cores, torch {torch.__version__}, float32 training |",
         f"| train loss | {losses['train']:.4f} (every non-overlapping {args['block_size']}-character window) |",
         f"| val loss | **{losses['val']:.4f}** (the whole val split, the same way) |",
-        f"| commit | {git_commit()} |",
+        f"| commit | {git_commit()} (at export) |",
         "",
         "Reproduce: `python data/chinese/prepare.py && python train.py config/train_chinese_pretrained.py "
         "&& python pretrained/export.py`",

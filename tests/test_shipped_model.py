@@ -1,0 +1,71 @@
+"""
+The shipped pretrained model (pretrained/hlm) and the script that makes it (pretrained/export.py).
+Run: python -m pytest tests/test_shipped_model.py
+"""
+
+import os
+import re
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO, TINY, run
+
+import checkpoint as ck
+import train
+
+SHIPPED = os.path.join(REPO, "pretrained", "hlm")
+
+
+def card_number(card, label):
+    m = re.search(rf"\| {label} \| \**([\d.]+)", card)
+    assert m, f"the model card should give its {label}"
+    return float(m.group(1))
+
+
+def test_shipped_model_is_small_weights_only_and_samples_at_once():
+    path = os.path.join(SHIPPED, "ckpt.pt")
+    assert os.path.getsize(path) < 15e6, f"{path} should be under 15 MB"
+    ckpt = ck.load_checkpoint(SHIPPED)
+    assert "optimizer" not in ckpt, "weights only: no optimizer state"
+    assert {v.dtype for k, v in ckpt["model"].items()} == {torch.float16}, "weights are stored in float16"
+    assert ckpt["config"]["dataset"] == "chinese", "nanoGPT's sample.py finds meta.pkl through config['dataset']"
+    proc = run("sample.py", f"--out_dir={SHIPPED}", "--num_samples=2", "--max_new_tokens=40")
+    assert proc.returncode == 0, proc.stderr
+    blocks = proc.stdout.split("---------------\n")
+    assert len(blocks) == 3 and blocks[1].startswith("torch.Size([1, 41])"), f"the seed's format:\n{proc.stdout}"
+    assert len(set(blocks[0].strip())) > 10, f"the text should be varied 红楼梦 characters: {blocks[0]!r}"
+
+
+def test_model_card_val_loss_is_the_whole_val_split(tmp_path):
+    """Recompute the card's val loss over every non-overlapping window of the built-in val split."""
+    prep = run("data/chinese/prepare.py", f"--out_dir={tmp_path}")
+    assert prep.returncode == 0, prep.stderr
+    with open(os.path.join(SHIPPED, "README.md"), encoding="utf-8") as f:
+        card = f.read()
+    ckpt = ck.load_checkpoint(SHIPPED)
+    model = ck.model_from_checkpoint({**ckpt, "model": {k: v.float() for k, v in ckpt["model"].items()}})
+    val = np.fromfile(tmp_path / "val.bin", dtype=np.uint16)
+    windows = (len(val) - 1) // model.config.block_size
+    loss = train.estimate_loss(model, {"val": val}, windows, 1, model.config.block_size, "cpu",
+                               torch.autocast("cpu", enabled=False))["val"]
+    assert abs(loss - card_number(card, "val loss")) < 1e-3, f"card says {card_number(card, 'val loss')}, measured {loss}"
+    # the CPU demo's model measures 4.43 this way (issue 10); the goal of 4.27 was not reached (see the README)
+    assert loss < 4.43, f"the shipped model should read better than the CPU demo (4.43), has {loss:.4f}"
+
+
+def test_export_makes_a_folder_sample_py_reads(tmp_path, tiny_data):
+    out, to = tmp_path / "run", tmp_path / "shipped"
+    proc = run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, "--max_iters=20", "--eval_interval=10")
+    assert proc.returncode == 0, proc.stderr
+    best = torch.load(out / "best.pt", weights_only=True)
+    proc = run("pretrained/export.py", f"--out_dir={out}", f"--to={to}", "--samples=2", "--sample_length=20")
+    assert proc.returncode == 0, proc.stderr
+    shipped = ck.load_checkpoint(str(to))
+    for name, tensor in best["model"].items():
+        assert torch.equal(shipped["model"][name], tensor.half()), f"{name} should be best.pt's weights in float16"
+    assert shipped["iter_num"] == best["iter_num"] and "optimizer" not in shipped
+    card = (to / "README.md").read_text(encoding="utf-8")
+    assert card.count("torch.Size([1, 21])") == 2, f"the card should hold two unedited samples:\n{card}"
+    assert 0 < card_number(card, "val loss") < 10 and 0 < card_number(card, "train loss") < 10, card
+    assert os.path.isfile(to / "meta.pkl"), "the vocabulary should travel with the model"

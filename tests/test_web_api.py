@@ -294,7 +294,9 @@ def test_resume_continues_from_the_checkpoint(page, stopped):
     message, command = client.predict(*args, api_name="/resume")
     assert message.startswith("started") and command.endswith("--init_from=resume"), f"{message}: {command}"
     status, _, log, _ = wait_until(client, "out-stop", lambda s: "running" not in s and "starting" not in s)
-    assert f"resuming from {os.path.join(root, 'out-stop')} at iteration {stopped['iter_num']}" in log, log
+    with open(os.path.join(root, "out-stop", "train.log"), encoding="utf-8") as f:
+        whole_log = f.read()  # the page shows only the last lines, which may have scrolled past this one
+    assert f"resuming from {os.path.join(root, 'out-stop')} at iteration {stopped['iter_num']}" in whole_log, whole_log
     assert status.startswith("**finished**"), f"the resumed run should finish: {status}\n{log}"
 
 

@@ -342,16 +342,18 @@ def restore(r, checkpoint):
     return checkpoint.get("rng")  # nanoGPT's checkpoints have none
 
 
+def weights(r):
+    """What every saved file holds: the weights, their shape, and where the run was."""
+    return {"model": r.raw_model.state_dict(), "model_args": dict(r.raw_model.config.__dict__),
+            "iter_num": r.iter_num, "best_val_loss": r.best_val_loss, "config": r.cfg}
+
+
 def save(r):
     """ckpt.pt with everything an exact resume needs (nanoGPT's keys, plus RNG and GradScaler state),
     and the vocabulary beside it."""
     save_checkpoint(r.cfg["out_dir"], {
-        "model": r.raw_model.state_dict(),
+        **weights(r),
         "optimizer": r.optimizer.state_dict(),
-        "model_args": dict(r.raw_model.config.__dict__),
-        "iter_num": r.iter_num,
-        "best_val_loss": r.best_val_loss,
-        "config": r.cfg,
         "rng": rng_states(),  # exact resume: the next dropout masks
         "scaler": r.scaler.state_dict(),
     })
@@ -362,13 +364,7 @@ def save(r):
 def save_best(r):
     """best.pt: the weights with the lowest val loss so far, for sampling (no optimizer: a third of the size).
     ckpt.pt stays the latest model: on a small corpus the latest is often overfit and worse."""
-    save_checkpoint(r.cfg["out_dir"], {
-        "model": r.raw_model.state_dict(),
-        "model_args": dict(r.raw_model.config.__dict__),
-        "iter_num": r.iter_num,
-        "best_val_loss": r.best_val_loss,
-        "config": r.cfg,
-    }, name=BEST_NAME)
+    save_checkpoint(r.cfg["out_dir"], weights(r), name=BEST_NAME)
 
 
 def evaluate_and_save(r, lr):

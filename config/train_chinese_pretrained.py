@@ -12,15 +12,16 @@ dataset = 'chinese'
 batch_size = 32
 block_size = 128  # twice the CPU demo's context: a few sentences of 红楼梦, for samples that hold together
 
-# wider than the CPU demo (192 vs 128): 2.7M weights, 5.4 MB in float16, well under the 15 MB limit
-n_layer = 4
+# wider and deeper than the CPU demo: 3.5M weights, 7 MB in float16, under the 15 MB limit. Depth is cheap
+# here (6 layers cost ~1.2x the time of 4 per step: lm_head over the 4.5k vocabulary dominates)
+n_layer = 6
 n_head = 4
 n_embd = 192
-dropout = 0.1  # ~10 passes over the corpus: enough to overfit without it
+dropout = 0.2  # ~15 passes over the corpus: 4 layers with dropout 0.1 ended at train 3.54, val 4.32
 
 learning_rate = 2e-3
-max_iters = 1300
-lr_decay_iters = 1300
+max_iters = 2000  # ~55 min here (~1.5 s per step, plus evals)
+lr_decay_iters = 2000
 min_lr = 1e-4
 beta2 = 0.99
 warmup_iters = 100

@@ -130,15 +130,15 @@ def sample_steps(model, x, dev, seed, max_new_tokens, temperature, top_k, top_p,
                                  kv_cache=kv_cache)
 
 
-def stream_texts(model, x, dev, decode, every=1, **settings):
-    """The texts of all samples (prompt included) as they grow: yields the list of texts every
+def stream_rows(model, x, dev, every=1, **settings):
+    """The ids of all samples (prompt included) as they grow: yields the list of rows every
     `every` steps and after the last one. The web page streams these."""
     rows = x.tolist()
     for step, idx_next in enumerate(sample_steps(model, x, dev, **settings), start=1):
         for row, i in zip(rows, idx_next[:, 0].tolist()):
             row.append(i)
         if step % every == 0 or step == settings["max_new_tokens"]:
-            yield [decode(row) for row in rows]
+            yield rows
 
 
 def generate(model, x, dev, decode, prompt, stream=False, **settings):
@@ -162,14 +162,15 @@ def generate(model, x, dev, decode, prompt, stream=False, **settings):
     return torch.cat([x, *new], dim=1)
 
 
-def load_model(init_from, out_dir, device, ckpt_name="ckpt.pt"):
-    """The model to sample and its vocabulary: (model, meta or None). None means GPT-2 BPE."""
+def load_model(init_from, out_dir, device, ckpt_name="ckpt.pt", warn=None):
+    """The model to sample and its vocabulary: (model, meta or None). None means GPT-2 BPE.
+    warn(line) gets the hint that best.pt is better (default: printed on stderr)."""
     if is_pretrained(init_from):
         return load_pretrained(init_from), None
     checkpoint = load_checkpoint(out_dir, device, name=ckpt_name)
     hint = best_hint(out_dir, ckpt_name, checkpoint)
     if hint:
-        print(f"note: {hint}", file=sys.stderr)
+        (warn or (lambda line: print(line, file=sys.stderr)))(f"note: {hint}")
     model = model_from_checkpoint(checkpoint, dropout=0.0)
     meta_path = find_meta(out_dir, checkpoint)
     # a run with GPT-2's vocabulary (data/openwebtext) has no meta.pkl; a character run must have one

@@ -31,6 +31,7 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+import copycheck  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
 import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
@@ -111,6 +112,8 @@ STRINGS = {
     "runs_pick.label": ("损失曲线", "Loss curve of"),
     "runs_plot.label": ("损失", "Loss"),
     "sm_run.label": ("运行目录", "Run"),
+    "sm_ckpt.label": ("检查点 --ckpt", "Checkpoint --ckpt"),
+    "sm_ckpt.info": ("ckpt.pt 是最后保存的，best.pt 是验证损失最低的", "ckpt.pt: the latest save; best.pt: the lowest val loss"),
     "sm_prompt.label": ("开头 --start", "Prompt --start"),
     "sm_n.label": ("样本数 --num_samples", "--num_samples"),
     "sm_len.label": ("每个样本的字数 --max_new_tokens", "--max_new_tokens (characters per sample)"),
@@ -219,6 +222,16 @@ def list_runs(base):
     """The out* folders that hold a checkpoint."""
     return sorted(n for n in os.listdir(base)
                   if n.startswith("out") and os.path.isfile(os.path.join(base, n, checkpoint.CKPT_NAME)))
+
+
+# shipped with the code (in the repository, whatever --root is): sampled with no training at all
+SHIPPED_MODELS = ("pretrained/hlm",)
+
+
+def sample_choices(base):
+    """The Sample tab's list: the shipped models, then the runs under base."""
+    shipped = [m for m in SHIPPED_MODELS if os.path.isfile(os.path.join(REPO, m, checkpoint.CKPT_NAME))]
+    return shipped + list_runs(base)
 
 
 def arg_path(path, base):
@@ -477,7 +490,7 @@ def run_summary(base, name):
 
 
 def sample_command(run_arg, cfg):
-    keys = ("start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+    keys = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
     args = [f"--{k}={cfg[k]}" for k in keys if cfg[k] != sample.DEFAULTS[k]]
     return shlex.join(["python", "sample.py", f"--out_dir={run_arg}", *args])
 
@@ -510,7 +523,12 @@ def build_app(base=REPO, lang="zh", limit_mb=200):
         wire(base, limit_mb, lang_box, data, tr, runs, sm)
         train_tab_.select(lambda: gr.update(choices=list_datasets(base)), None, tr["dataset"], api_name=False)
         runs_tab_.select(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name=False)
-        sample_tab_.select(lambda r: pick_list(list_runs(base), r), sm["run"], sm["run"], api_name=False)
+        # the Sample tab offers the newest choice (your last run, or the shipped model while you have
+        # none) until you pick one yourself
+        picked = gr.State(False)
+        sm["run"].input(lambda: True, None, picked, api_name=False)
+        sample_tab_.select(lambda r, mine: pick_list(sample_choices(base), r if mine else None), [sm["run"], picked],
+                           sm["run"], api_name=False)
         translated = [b for b in app.blocks.values() if getattr(b, "elem_id", None) and texts(b.elem_id, "en")]
         lang_box.change(lambda new: [gr.update(**texts(b.elem_id, new)) for b in translated], lang_box, translated,
                         api_name="set_lang")
@@ -588,6 +606,8 @@ def sample_tab(lang):
     with gr.Row():
         with gr.Column(scale=1):
             c["run"] = gr.Dropdown([], allow_custom_value=True, elem_id="sm_run", **texts("sm_run", lang))
+            c["ckpt"] = gr.Radio([checkpoint.CKPT_NAME, checkpoint.BEST_NAME], value=checkpoint.CKPT_NAME,
+                                 elem_id="sm_ckpt", **texts("sm_ckpt", lang))
             c["prompt"] = gr.Textbox("宝玉", elem_id="sm_prompt", **texts("sm_prompt", lang))
             c["n"] = gr.Slider(1, 10, value=2, step=1, elem_id="sm_n", **texts("sm_n", lang))
             c["len"] = gr.Slider(1, 2000, value=300, step=1, elem_id="sm_len", **texts("sm_len", lang))
@@ -630,7 +650,7 @@ def wire(base, limit_mb, lang, data, tr, runs, sm):
                      show_progress="hidden")
     runs["refresh"].click(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name="runs")
     runs["pick"].change(functools.partial(on_curve, base), runs["pick"], runs["plot"], api_name="run_curve")
-    inputs = [sm[k] for k in ("run", "prompt", "n", "len", "temp", "topk", "topp", "rep", "seed")] + [lang]
+    inputs = [sm[k] for k in ("run", "ckpt", "prompt", "n", "len", "temp", "topk", "topp", "rep", "seed")] + [lang]
     sm["go"].click(functools.partial(on_sample, base), inputs, [sm["out"], sm["notes"], sm["cmd"]], api_name="sample")
 
 
@@ -649,7 +669,7 @@ def on_load(base):
     datasets = list_datasets(base)
     table, pick = runs_table(base)
     out = gr.update(value=name) if name else gr.update()
-    return out, job["command"] if job else "", pick_list(datasets, None), table, pick, pick_list(list_runs(base), None)
+    return out, job["command"] if job else "", pick_list(datasets, None), table, pick, pick_list(sample_choices(base), None)
 
 
 def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, normalize, lang):
@@ -766,19 +786,19 @@ def runs_table(base):
     return pd.DataFrame(rows, columns=RUN_COLUMNS), pick_list(names, None)
 
 
-def on_sample(base, run, prompt, n, length, temperature, top_k, top_p, penalty, seed, lang):
-    """Stream the samples as they grow, through sample.py's own functions."""
+def on_sample(base, run, ckpt, prompt, n, length, temperature, top_k, top_p, penalty, seed, lang):
+    """Stream the samples as they grow, through sample.py's own functions, then its copy report."""
     notes = []
     try:
         if not run:
             raise UserError(text("msg.no_run_picked", lang))
-        run_dir = os.path.join(base, check_run_name(run, lang))
-        cfg = dict(sample.DEFAULTS, out_dir=run_dir, start=prompt or "", num_samples=int(n), max_new_tokens=int(length),
-                   temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
+        run_dir = os.path.join(REPO, run) if run in SHIPPED_MODELS else os.path.join(base, check_run_name(run, lang))
+        cfg = dict(sample.DEFAULTS, out_dir=run_dir, ckpt=ckpt or "", start=prompt or "", num_samples=int(n),
+                   max_new_tokens=int(length), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
                    repetition_penalty=float(penalty), seed=int(seed))
         sample.check_settings(**cfg)
         dev, _, _, ctx = setup(cfg["device"], cfg["dtype"], cfg["seed"])
-        model, meta = sample.load_model("resume", run_dir, dev)
+        model, meta = sample.load_model("resume", run_dir, dev, cfg["ckpt"], warn=notes.append)
         model.eval().to(dev)
         x, decode, _ = sample.prompt_batch(cfg["start"], meta, cfg["num_samples"], dev, warn=notes.append)
     except (UserError, ConfigError) as e:
@@ -786,9 +806,19 @@ def on_sample(base, run, prompt, n, length, temperature, top_k, top_p, penalty, 
         return
     command = sample_command(arg_path(run_dir, base), cfg)
     every = max(1, cfg["max_new_tokens"] // 50)  # ~50 updates whatever the length
+    rows = []
     with torch.no_grad(), ctx:
-        for texts_now in sample.stream_texts(model, x, dev, decode, every=every, **cfg):
-            yield show_samples(texts_now), "\n".join(notes), command
+        for rows in sample.stream_rows(model, x, dev, every=every, **cfg):
+            yield show_samples([decode(r) for r in rows]), note_lines(notes, base), command
+    if cfg["copy_report"]:  # the generated part only, as sample.py reports it
+        notes += copycheck.report_lines(run_dir, cfg["ckpt"], meta, [r[x.size(1):] for r in rows], decode)
+        yield show_samples([decode(r) for r in rows]), note_lines(notes, base), command
+
+
+def note_lines(lines, base):
+    """sample.py's stderr lines as Markdown paragraphs, shown literally: a quoted passage of the
+    corpus may hold * or _ that Markdown would read as emphasis."""
+    return "\n\n".join(re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", shown(line, base)) for line in lines)
 
 
 # -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
-    python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, ~6 min
+    python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, 2 runs each, ~15 min
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
 
 prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
@@ -29,6 +29,9 @@ time_to_loss: train.py on the built-in corpus twice, one run after the other: na
 (NANOGPT_CPU) and --config (default config/train_chinese_cpu.py, with any --key=value). Each eval
 line is timed from process start, so start-up, compile, evals and saves all count, and both runs
 are evaluated alike: the same fixed val windows, an eval every EVAL_TOKENS trained tokens.
+With --repeat=N (default 2) the two recipes run N times, alternated; training is deterministic, so
+the runs of one recipe give the same losses and differ only in time. A busy or throttled machine
+only ever adds time, so each eval's fastest time is shown; each alternated pair's ratio shows the noise.
 
 copy: sample.py's copy report (copycheck.copy_stats and its lines) for 10 samples x 500 characters,
 against the built-in corpus' train.bin (535k tokens) and a synthetic 50M-token train.bin of 红楼梦's
@@ -319,25 +322,43 @@ def first_below(points, target):
     return next((s for s, _, v in points if v <= target), None)
 
 
+def fastest(repeats):
+    """One recipe's repeated runs -> [(fastest seconds, iteration, val loss)] per eval. The runs must
+    agree on every iteration and loss: only then is the time the one thing that differs."""
+    first = [(it, v) for _, it, v in repeats[0]]
+    for points in repeats[1:]:
+        if [(it, v) for _, it, v in points] != first:
+            sys.exit("error: two runs of one recipe gave different losses; training should be deterministic")
+    return [(min(points[i][0] for points in repeats), it, v) for i, (it, v) in enumerate(first)]
+
+
 def bench_time_to_loss(args):
     if not os.path.isfile(os.path.join(ROOT, "data", "chinese", "val.bin")):
         sys.exit("error: the built-in corpus is not prepared; run python data/chinese/prepare.py first")
-    runs = {"nanoGPT recipe": run_to_loss("nanoGPT recipe", None, NANOGPT_CPU),
-            "babygpt": run_to_loss("babygpt", args.config, args.overrides)}
+    repeat = args.repeat or 2
+    recipes = {"nanoGPT recipe": (None, NANOGPT_CPU), "babygpt": (args.config, args.overrides)}
+    repeats = {name: [] for name in recipes}
+    for i in range(repeat):  # alternated, so a slow spell of the machine hits both recipes alike
+        for name, (config, overrides) in recipes.items():
+            repeats[name].append(run_to_loss(f"{name} ({i + 1}/{repeat})", config, overrides))
+    runs = {name: fastest(r) for name, r in repeats.items()}
     times = {name: first_below(points, args.target) for name, points in runs.items()}
+    each = {name: [first_below(p, args.target) for p in r] for name, r in repeats.items()}
     if args.json:
-        print(json.dumps({"target": args.target, "runs": runs, "seconds_to_target": times}))
+        print(json.dumps({"target": args.target, "runs": runs, "seconds_to_target": times, "each_run": each}))
         return
     for name, points in runs.items():
-        print(f"\n{name}\n{'seconds':>9}{'iter':>7}{'val loss':>10}")
+        print(f"\n{name} (fastest of {repeat} runs at each eval)\n{'seconds':>9}{'iter':>7}{'val loss':>10}")
         for s, it, v in points:
             print(f"{s:>9.1f}{it:>7}{v:>10.4f}")
     print(f"\nval loss <= {args.target} (the same {EVAL_WINDOWS} fixed val windows for both), wall time from process start:")
     for name, s in times.items():
-        print(f"  {name:<16}{'never' if s is None else f'{s:.1f} s'}")
+        runs_s = ", ".join("never" if t is None else f"{t:.1f}" for t in each[name])
+        print(f"  {name:<16}{'never' if s is None else f'{s:.1f} s'}   (each run: {runs_s})")
     base, ours = times["nanoGPT recipe"], times["babygpt"]
     if base and ours:
-        print(f"  babygpt needs {ours / base:.2f}x the time ({base / ours:.2f}x faster)")
+        pairs = ", ".join(f"{b / a:.2f}x" for a, b in zip(each["nanoGPT recipe"], each["babygpt"]) if a and b)
+        print(f"  babygpt needs {ours / base:.2f}x the time ({base / ours:.2f}x faster); each pair: {pairs}")
 
 
 # -----------------------------------------------------------------------------
@@ -389,14 +410,14 @@ def bench_copy(args):
         train = np.fromfile(os.path.join(builtin, "train.bin"), dtype=np.uint16)
         samples = copy_samples(train, args.num_samples, args.max_new_tokens)
         _, decode = codec(load_meta(os.path.join(builtin, "meta.pkl")))
-        runs = {name: time_copy_report(os.path.join(folder, "train.bin"), samples, decode, args.repeat)
+        runs = {name: time_copy_report(os.path.join(folder, "train.bin"), samples, decode, args.repeat or 3)
                 for name, folder in (("builtin", builtin), ("synthetic", big))}
     summary = {name: {"tokens": n, "seconds": s, "longest": longest} for name, (s, n, longest, _) in runs.items()}
     if args.json:
         print(json.dumps(summary))
         return
     print(f"copy report: {args.num_samples} samples x {args.max_new_tokens} characters (the first half pasted from "
-          f"2-30-character pieces of train.bin, the rest shuffled), median of {args.repeat}")
+          f"2-30-character pieces of train.bin, the rest shuffled), median of {args.repeat or 3}")
     print(f"{'train.bin':<40}{'tokens':>12}{'time':>9}   longest copies")
     for label, name in (("built-in corpus", "builtin"), ("synthetic: its lines shuffled, repeated", "synthetic")):
         r = summary[name]
@@ -417,7 +438,8 @@ def main():
     p.add_argument("--num_samples", type=int, default=10, help="sample, copy: samples in the work")
     p.add_argument("--max_new_tokens", type=int, default=500, help="sample, copy: characters per sample")
     p.add_argument("--big_tokens", type=int, default=50_000_000, help="copy: the synthetic train.bin's size")
-    p.add_argument("--repeat", type=int, default=3, help="copy: runs timed (the median is shown)")
+    p.add_argument("--repeat", type=int, default=0,
+                   help="copy: runs timed (the median is shown; default 3); time_to_loss: runs of each (default 2)")
     p.add_argument("--threads", type=int, default=0,
                    help="sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")

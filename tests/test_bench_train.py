@@ -5,6 +5,8 @@ Run: python -m pytest tests/test_bench_train.py
 
 import json
 
+import pytest
+
 from conftest import TINY, run
 
 
@@ -40,3 +42,13 @@ def test_time_to_loss_times_each_eval_from_process_start(tiny_data):
     assert points[-1][2] < points[0][2], f"val loss should fall: {points}"
     assert bench.first_below(points, points[1][2]) == points[1][0], "the first eval at or below the target"
     assert bench.first_below(points, 0.0) is None, "a target never reached gives None"
+
+
+def test_time_to_loss_keeps_the_fastest_time_of_identical_runs():
+    """Repeated runs of one recipe must agree on every loss; each eval then keeps its fastest time."""
+    import bench
+    slow = [(10.0, 0, 8.4), (40.0, 100, 5.0), (70.0, 200, 4.5)]
+    fast = [(8.0, 0, 8.4), (45.0, 100, 5.0), (60.0, 200, 4.5)]
+    assert bench.fastest([slow, fast]) == [(8.0, 0, 8.4), (40.0, 100, 5.0), (60.0, 200, 4.5)]
+    with pytest.raises(SystemExit, match="different losses"):
+        bench.fastest([slow, [(8.0, 0, 8.4), (45.0, 100, 5.1), (60.0, 200, 4.5)]])

@@ -1,4 +1,4 @@
-# 红楼梦 on a 2-core laptop CPU: nanoGPT's CPU loss (val 4.57) in 0.53x its time, measured side by side.
+# 红楼梦 on a 2-core laptop CPU: nanoGPT's CPU loss (val 4.57) in about half its time (0.47x-0.66x across runs, README).
 #   python data/chinese/prepare.py && python train.py config/train_chinese_cpu.py
 # Measured side by side with nanoGPT's CPU recipe by `python bench.py --what=time_to_loss` (see README).
 

@@ -113,7 +113,8 @@ STRINGS = {
     "runs_plot.label": ("损失", "Loss"),
     "sm_run.label": ("运行目录", "Run"),
     "sm_ckpt.label": ("检查点 --ckpt", "Checkpoint --ckpt"),
-    "sm_ckpt.info": ("ckpt.pt 是最后保存的，best.pt 是验证损失最低的", "ckpt.pt: the latest save; best.pt: the lowest val loss"),
+    "sm_ckpt.info": ("ckpt.pt 是最后保存的，best.pt 是验证损失最低的",
+                     "ckpt.pt: the latest save; best.pt: the lowest val loss"),
     "sm_prompt.label": ("开头 --start", "Prompt --start"),
     "sm_n.label": ("样本数 --num_samples", "--num_samples"),
     "sm_len.label": ("每个样本的字数 --max_new_tokens", "--max_new_tokens (characters per sample)"),
@@ -321,12 +322,24 @@ def write_job(run_dir, job):
     atomic_write(os.path.join(run_dir, JOB_FILE), lambda f: f.write(data))
 
 
+def process_start(pid):
+    """When the process with this pid started (clock ticks since boot, Linux), or None. With the pid
+    it names one process, also while it exits: its cmdline is then already empty."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return int(f.read().rsplit(b")", 1)[1].split()[19])  # field 22, counted from the state (field 3)
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def job_alive(job):
     """Is the job's train.py still running? Its exit status recorded, a pid that is gone, or (after
     a reboot) a pid now used by another program all count as ended."""
     if not job or job.get("returncode") is not None:
         return False
     pid = job["pid"]
+    if job.get("start_ticks") is not None:  # our train.py, exiting or waiting for reap() included
+        return process_start(pid) == job["start_ticks"]
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -396,8 +409,8 @@ def start_training(base, argv, run_dir, max_iters):
         offset = log.tell()
         proc = subprocess.Popen([sys.executable, TRAIN, *argv], cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    job = {"pid": proc.pid, "command": command, "argv": argv, "started": time.time(), "log_offset": offset,
-           "max_iters": max_iters}
+    job = {"pid": proc.pid, "start_ticks": process_start(proc.pid), "command": command, "argv": argv,
+           "started": time.time(), "log_offset": offset, "max_iters": max_iters}
     write_job(run_dir, job)
     threading.Thread(target=reap, args=(proc, run_dir), daemon=True).start()
     return job
@@ -490,7 +503,8 @@ def run_summary(base, name):
 
 
 def sample_command(run_arg, cfg):
-    keys = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "seed")
+    keys = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
+            "seed")
     args = [f"--{k}={cfg[k]}" for k in keys if cfg[k] != sample.DEFAULTS[k]]
     return shlex.join(["python", "sample.py", f"--out_dir={run_arg}", *args])
 
@@ -523,8 +537,8 @@ def build_app(base=REPO, lang="zh", limit_mb=200):
         wire(base, limit_mb, lang_box, data, tr, runs, sm)
         train_tab_.select(lambda: gr.update(choices=list_datasets(base)), None, tr["dataset"], api_name=False)
         runs_tab_.select(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name=False)
-        # the Sample tab offers the newest choice (your last run, or the shipped model while you have
-        # none) until you pick one yourself
+        # the Sample tab offers the last of its list (a run of yours, or the shipped model while you
+        # have none) until you pick one yourself
         picked = gr.State(False)
         sm["run"].input(lambda: True, None, picked, api_name=False)
         sample_tab_.select(lambda r, mine: pick_list(sample_choices(base), r if mine else None), [sm["run"], picked],
@@ -669,7 +683,8 @@ def on_load(base):
     datasets = list_datasets(base)
     table, pick = runs_table(base)
     out = gr.update(value=name) if name else gr.update()
-    return out, job["command"] if job else "", pick_list(datasets, None), table, pick, pick_list(sample_choices(base), None)
+    samplable = pick_list(sample_choices(base), None)
+    return out, job["command"] if job else "", pick_list(datasets, None), table, pick, samplable
 
 
 def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, normalize, lang):

@@ -7,11 +7,13 @@ Run: OMP_NUM_THREADS=1 python -m pytest tests/test_web_api.py
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 from conftest import REPO, TEXT, TINY, assert_user_error, run, web_page
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -211,20 +213,24 @@ def test_sampling_streams_what_sample_py_writes(page, trained):
 
 def test_sampling_best_pt_is_sample_py_ckpt_best_pt(page, trained):
     client, root, _ = page
-    run_dir = os.path.join(root, "out-tiny")
-    best = checkpoint.load_checkpoint(run_dir, name="best.pt")
-    text, notes, command = client.predict("out-tiny", "best.pt", "宝玉", 1, 40, 0.8, 200, 1.0, 1.0, 3, "en",
-                                          api_name="/sample")
+    run_dir = os.path.join(root, "out-tiny-best")
+    shutil.copytree(os.path.join(root, "out-tiny"), run_dir)
+    # a best.pt from an earlier iteration with other weights, as an overfitting run leaves it
+    latest = checkpoint.load_checkpoint(run_dir)
+    torch.manual_seed(0)
+    weights = {k: v + 0.5 * torch.randn_like(v) if ".mlp." in k else v for k, v in latest["model"].items()}
+    checkpoint.save_checkpoint(run_dir, {**latest, "model": weights, "iter_num": 10}, name="best.pt")
+    args = ("宝玉", 1, 40, 0.8, 200, 1.0, 1.0, 3, "en")
+    text, notes, command = client.predict("out-tiny-best", "best.pt", *args, api_name="/sample")
     assert "--ckpt=best.pt" in command, command
     proc = run("sample.py", f"--out_dir={run_dir}", "--ckpt=best.pt", "--start=宝玉", "--num_samples=1",
                "--max_new_tokens=40", "--seed=3", "--device=cpu")
     assert proc.returncode == 0, proc.stderr
     assert [t for t, _ in samples(proc.stdout)] == [t for t in text.split("\n---------------\n") if t], \
-        f"best.pt (iteration {best['iter_num']}) should be sampled as sample.py --ckpt=best.pt samples it"
-    other, _, _ = client.predict("out-tiny", "ckpt.pt", "宝玉", 1, 40, 0.8, 200, 1.0, 1.0, 3, "en", api_name="/sample")
-    latest = checkpoint.load_checkpoint(run_dir)
-    if best["iter_num"] != latest["iter_num"]:
-        assert other != text, "best.pt and ckpt.pt hold different weights here, so different text"
+        "best.pt should be sampled as sample.py --ckpt=best.pt samples it"
+    other, notes, _ = client.predict("out-tiny-best", "ckpt.pt", *args, api_name="/sample")
+    assert other != text, "ckpt.pt holds other weights than best.pt here, so other text"
+    assert "has a lower val loss" in notes and "--ckpt=best.pt" in notes, f"sample.py's best.pt hint: {notes!r}"
 
 
 def test_the_shipped_model_is_offered_and_sampled_with_no_training(page):
@@ -354,3 +360,22 @@ def test_another_host_needs_a_login():
     proc = subprocess.run([sys.executable, os.path.join(REPO, "web.py"), "--host=0.0.0.0"], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert_user_error(proc, "--auth=user:password", "ssh -L 7860:127.0.0.1:7860")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
+def test_a_run_counts_as_running_until_its_exit_status_is_written():
+    """job_alive knows train.py by pid and start time: while it exits, and as a zombie until reap()
+    has written its exit status, its cmdline is empty, yet it is still the run; another start time
+    with the same pid is another process."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    job = {"pid": proc.pid, "start_ticks": web.process_start(proc.pid)}
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet released, as reap() holds it
+    try:
+        with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
+            assert f.read() == b"", "an exited process has no cmdline left"
+        assert web.job_alive(job), "exited but not yet reaped: still the page's run"
+        assert not web.job_alive({**job, "start_ticks": job["start_ticks"] - 1}), "a reused pid is not the run"
+        assert not web.job_alive({**job, "returncode": 0}), "an exit status written: ended"
+    finally:
+        proc.wait()
+    assert not web.job_alive(job), "released: ended"

@@ -170,7 +170,8 @@ def test_samples_stream_into_the_page(browser):
     seen = [n for n in driver.execute_script("clearInterval(window.recorder); return window.lengths;") if n]
     assert len(seen) >= 3 and seen == sorted(seen), f"the text should appear bit by bit, lengths shown: {seen}"
     assert seen[-1] == full, f"the sample should be the prompt, 2,000 characters and the separator: {seen[-1]}"
-    notes = wait_for(driver, "the copy report", lambda d: "copy report" in text_of(d, "sm_notes") and text_of(d, "sm_notes"))
+    notes = wait_for(driver, "the copy report",
+                     lambda d: "copy report" in text_of(d, "sm_notes") and text_of(d, "sm_notes"))
     assert notes.startswith("copy report, sample 1: longest copied passage"), f"sample.py's report, shown: {notes}"
 
 

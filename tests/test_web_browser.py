@@ -87,9 +87,12 @@ def value_of(driver, elem_id):
 
 
 def type_into(driver, elem_id, value):
-    """Replace a box's text the way a person does: select all, type, leave the box."""
-    box = driver.find_element(By.CSS_SELECTOR, f"#{elem_id} textarea, #{elem_id} input[type=number], "
-                                               f"#{elem_id} input[type=text]")
+    """Replace a box's text the way a person does: select all, type, leave the box. Waits for the box to
+    be shown: an accordion draws its boxes a moment after the click that opens it."""
+    selector = f"#{elem_id} textarea, #{elem_id} input[type=number], #{elem_id} input[type=text]"
+    box = wait_for(driver, f"the box {elem_id}", lambda d: next(
+        (b for b in d.find_elements(By.CSS_SELECTOR, selector) if b.is_displayed() and b.is_enabled()), None),
+        timeout=30)
     box.send_keys(Keys.CONTROL, "a")
     box.send_keys(str(value))
     box.send_keys(Keys.TAB)

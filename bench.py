@@ -21,9 +21,9 @@ and multiplied by the number of samples, as its cost is linear in them; babygpt'
 all samples in one batch) is timed on the whole work.
 
 train: train.py itself (so what is timed is what users run) on a config, for --iters steps on
-random tokens of the 红楼梦 vocabulary size; ms/iter is the median after 5 warm-up steps, tokens/s
-follows from it, MFU is train.py's (against an A100's 312 TFLOPS). --nproc=N adds a torchrun run
-with N processes beside the 1-process one.
+random tokens of the 红楼梦 vocabulary size, as frequent as in text (Zipf); ms/iter is the median
+after 5 warm-up steps, tokens/s follows from it, MFU is train.py's (against an A100's 312 TFLOPS).
+--nproc=N adds a torchrun run with N processes beside the 1-process one.
 
 time_to_loss: train.py on the built-in corpus twice, one run after the other: nanoGPT's CPU recipe
 (NANOGPT_CPU) and --config (default config/train_chinese_cpu.py, with any --key=value). Each eval
@@ -214,10 +214,12 @@ TRAIN_WARMUP = 5  # iterations left out of the timing: compilation, allocator an
 
 
 def write_random_dataset(folder, vocab_size, n_tokens=1_000_000, seed=1337):
-    """Random tokens are as fast to train on as text: the dataset only has to exist."""
+    """Random tokens train as fast as text, if drawn as often as text uses them: Zipf's law (the
+    i-th most frequent token has weight 1/i), so an adaptive head meets a text-like share of rare ones."""
     import numpy as np
     os.makedirs(folder)
-    ids = np.random.default_rng(seed).integers(0, vocab_size, n_tokens, dtype=np.uint16)
+    weights = 1.0 / np.arange(1, vocab_size + 1)
+    ids = np.random.default_rng(seed).choice(vocab_size, n_tokens, p=weights / weights.sum()).astype(np.uint16)
     ids[:n_tokens * 9 // 10].tofile(os.path.join(folder, "train.bin"))
     ids[n_tokens * 9 // 10:].tofile(os.path.join(folder, "val.bin"))
     chars = [chr(0x4E00 + i) for i in range(vocab_size)]
@@ -257,9 +259,9 @@ def train_config(files, overrides):
 def config_model(args):
     """The GPT that args.config (with its overrides) describes, for its FLOPs per token."""
     from model import GPT, GPTConfig
-    cfg = train_config([args.config], args.overrides)
-    shape = {k: cfg[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias")}
-    return GPT(GPTConfig(vocab_size=args.vocab_size, **shape))
+    cfg = train_config([args.config], args.overrides)  # puts the repo on sys.path for train
+    import train
+    return GPT(GPTConfig(**train.model_args_for(cfg, args.vocab_size)))
 
 
 def bench_train(args):

@@ -24,7 +24,16 @@ from runtime import UserError, first_line
 CKPT_NAME = "ckpt.pt"  # the latest save: what --init_from=resume continues
 BEST_NAME = "best.pt"  # the lowest val loss so far: weights only, for sampling
 META_NAME = "meta.pkl"
-MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout")
+MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout", "adaptive_head")
+
+
+def saved_model_args(config):
+    """A GPTConfig as a checkpoint's model_args. adaptive_head is written only when used: nanoGPT's
+    GPTConfig(**model_args) would refuse a key it does not know, and a plain GPT is still its format."""
+    args = dict(config.__dict__)
+    if not args.get("adaptive_head"):
+        args.pop("adaptive_head", None)
+    return args
 
 
 def atomic_write(path, write):

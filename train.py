@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from checkpoint import (BEST_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_checkpoint, load_meta,
-                        load_pretrained, model_from_checkpoint, rng_states, save_checkpoint, set_rng_states,
-                        token_dtype)
+                        load_pretrained, model_from_checkpoint, rng_states, save_checkpoint, saved_model_args,
+                        set_rng_states, token_dtype)
 from configurator import configure, settings
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
@@ -54,6 +54,7 @@ n_head = 6                      # attention heads; must divide n_embd
 n_embd = 384                    # embedding width
 dropout = 0.0                   # dropout rate; 0.1-0.2 helps on small corpora
 bias = False                    # biases in Linear and LayerNorm layers
+adaptive_head = 0               # 0: GPT-2's full softmax; N: adaptive softmax, N most frequent tokens full width
 # AdamW optimizer
 learning_rate = 6e-4            # peak learning rate
 max_iters = 5000                # total optimizer steps
@@ -89,6 +90,10 @@ def check_config(cfg):
         raise UserError(f"dropout must be in [0, 1), got {cfg['dropout']}")
     if cfg["learning_rate"] <= 0 or cfg["min_lr"] < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
+    if cfg["adaptive_head"] < 0:
+        raise UserError(f"adaptive_head must be 0 (off) or a number of tokens, got {cfg['adaptive_head']}")
+    if cfg["adaptive_head"] and is_pretrained(cfg["init_from"]):
+        raise UserError("GPT-2's head is a full softmax: fine-tune it with --adaptive_head=0")
     if cfg["init_from"] not in ("scratch", "resume") and not is_pretrained(cfg["init_from"]):
         raise UserError(f"init_from must be 'scratch', 'resume', gpt2, gpt2-medium, gpt2-large, gpt2-xl "
                         f"or a folder with a saved GPT-2, got '{cfg['init_from']}'")
@@ -197,6 +202,15 @@ def check_finite(losses, iter_num):
                         "(the last good checkpoint, if any, is kept)")
 
 
+def frequency_rank(data, vocab_size, chunk=1 << 24):
+    """Token id -> its rank by count in data (0: the most frequent), the order adaptive_head's
+    classes need. Counted in chunks, so a large memmapped train.bin is never loaded whole."""
+    counts = sum(np.bincount(data[i:i + chunk], minlength=vocab_size) for i in range(0, len(data), chunk))
+    rank = np.empty(vocab_size, dtype=np.int64)
+    rank[np.argsort(-counts, kind="stable")] = np.arange(vocab_size)  # ties: the lower id first
+    return torch.from_numpy(rank)
+
+
 def make_out_dir(out_dir):
     """Fail at the start, not after an hour of training, when out_dir cannot be a folder."""
     try:
@@ -205,17 +219,28 @@ def make_out_dir(out_dir):
         raise UserError(f"cannot create out_dir '{out_dir}' ({e.strerror}); choose another --out_dir") from None
 
 
-def build_model(cfg, vocab_size, device):
-    """A fresh GPT, the one in out_dir/ckpt.pt, or GPT-2. Returns (model, checkpoint or None)."""
+def model_args_for(cfg, vocab_size):
+    """GPTConfig's arguments for cfg on a dataset of vocab_size ids (None: GPT-2 BPE)."""
     model_args = {k: cfg[k] for k in MODEL_ARGS if k in cfg}
     # GPT-2 BPE has 50257 ids; nanoGPT pads to 50304, a multiple of 64, for faster matmuls
     model_args["vocab_size"] = vocab_size or 50304
+    if model_args["adaptive_head"] >= model_args["vocab_size"]:
+        # a config tuned for 红楼梦's 4.5k characters, run on a small alphabet: every token is a frequent one
+        print(f"note: adaptive_head={model_args['adaptive_head']} is not below the vocabulary size "
+              f"({model_args['vocab_size']}); using the full softmax", file=sys.stderr)
+        model_args["adaptive_head"] = 0
+    return model_args
+
+
+def build_model(cfg, vocab_size, device):
+    """A fresh GPT, the one in out_dir/ckpt.pt, or GPT-2. Returns (model, checkpoint or None)."""
+    model_args = model_args_for(cfg, vocab_size)
     if is_pretrained(cfg["init_from"]):
         return finetune_model(cfg["init_from"], cfg["block_size"], cfg["dropout"], vocab_size), None
     if cfg["init_from"] == "scratch":
         return GPT(GPTConfig(**model_args)), None
     checkpoint = load_checkpoint(cfg["out_dir"], device)
-    saved = checkpoint["model_args"]
+    saved = {"adaptive_head": 0, **checkpoint["model_args"]}  # written only when used
     differ = [f"{k} {saved.get(k)} in the checkpoint vs {model_args[k]} asked for"
               for k in MODEL_ARGS if k != "dropout" and saved.get(k) != model_args[k]]
     if differ:
@@ -295,6 +320,8 @@ def start_run(cfg):
         f"{tokens_per_iter(cfg):,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
 
     model, checkpoint = build_model(cfg, vocab_size, dev)  # a refused resume opens no wandb run
+    if model.config.adaptive_head and checkpoint is None:  # a resumed model has its rank saved
+        model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
     wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written
     make_out_dir(cfg["out_dir"])  # before compiling and training, which can take minutes
     model.to(dev)
@@ -317,8 +344,10 @@ def start_run(cfg):
         r.model = r.eval_model = compile_or_eager(model, trial)
     if ddp:
         # DDP broadcasts rank 0's weights now and all-reduces (averages) gradients in backward()
+        # an adaptive head's rare-token part gets no gradient from a batch without rare targets
         r.model = torch.nn.parallel.DistributedDataParallel(
-            r.eval_model, device_ids=[local_rank] if device_type == "cuda" else None)
+            r.eval_model, device_ids=[local_rank] if device_type == "cuda" else None,
+            find_unused_parameters=bool(model.config.adaptive_head))
     if master and not cfg["eval_only"]:
         r.clock = start_log(cfg["out_dir"], r.iter_num if cfg["init_from"] == "resume" else None) - time.time()
         r.bar = progress_bar(cfg["max_iters"], initial=r.iter_num, desc="train")
@@ -344,7 +373,7 @@ def restore(r, checkpoint):
 
 def weights(r):
     """What every saved file holds: the weights, their shape, and where the run was."""
-    return {"model": r.raw_model.state_dict(), "model_args": dict(r.raw_model.config.__dict__),
+    return {"model": r.raw_model.state_dict(), "model_args": saved_model_args(r.raw_model.config),
             "iter_num": r.iter_num, "best_val_loss": r.best_val_loss, "config": r.cfg}
 
 

@@ -62,3 +62,15 @@ def test_accumulation_must_divide_over_ranks(tmp_path, tiny_data):
                "--gradient_accumulation_steps=3", env_extra={"WORLD_SIZE": "2"})
     assert_user_error(proc, "gradient_accumulation_steps (3)", "multiple of 2")
     assert not (tmp_path / "o").exists(), "a refused run should write nothing"
+
+
+def test_adaptive_head_trains_when_a_batch_has_no_rare_token(tmp_path):
+    """With adaptive_head, a batch whose targets are all frequent leaves the rare-token part without a
+    gradient; DDP must be told, or its next backward() stops with an error."""
+    data, out = str(tmp_path / "ds"), str(tmp_path / "out")
+    write_dataset(data, text="ab" * 3000 + "c")  # 'c' is the one rare character, and almost never drawn
+    proc = torchrun(2, f"--dataset={data}", f"--out_dir={out}", "--max_iters=6", "--eval_interval=3",
+                    "--gradient_accumulation_steps=2", "--adaptive_head=2", *TINY)
+    assert proc.returncode == 0, f"2-process training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert "largest weight difference between ranks 0.000e+00" in proc.stdout, proc.stdout
+    assert ck.load_checkpoint(out)["model_args"]["adaptive_head"] == 2

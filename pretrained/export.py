@@ -11,6 +11,7 @@ Run it again only when the model changes: the folder is committed to git.
 """
 
 import contextlib
+import io
 import os
 import platform
 import subprocess
@@ -117,15 +118,21 @@ def main():
     if cfg is None:
         return
     best = load_checkpoint(cfg["out_dir"], name=BEST_NAME)
+    if best["model_args"].get("adaptive_head"):  # nanoGPT's GPTConfig has no such key
+        raise UserError(f"{cfg['out_dir']} was trained with adaptive_head={best['model_args']['adaptive_head']}; "
+                        "the shipped model must stay readable by nanoGPT's sample.py: train it with adaptive_head=0")
     ckpt = half_weights(best)
+    buffer = io.BytesIO()  # measured before writing, so an oversized model leaves the shipped one as it was
+    torch.save(ckpt, buffer)
+    size_mb = buffer.tell() / 1e6
+    if size_mb > SIZE_LIMIT_MB:
+        raise UserError(f"the exported model would be {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit; "
+                        "train a smaller model")
     os.makedirs(cfg["to"], exist_ok=True)
     save_checkpoint(cfg["to"], ckpt)
     with open(os.path.join(cfg["out_dir"], META_NAME), "rb") as f:
         meta = f.read()
     atomic_write(os.path.join(cfg["to"], META_NAME), lambda f: f.write(meta))
-    size_mb = os.path.getsize(os.path.join(cfg["to"], "ckpt.pt")) / 1e6
-    if size_mb > SIZE_LIMIT_MB:
-        raise UserError(f"{cfg['to']}/ckpt.pt is {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit; train a smaller model")
     losses = whole_split_losses(ckpt)
     stdout, stderr = run_sample(cfg["to"], cfg["samples"], cfg["sample_length"])
     card = model_card(ckpt, losses, read_log(cfg["out_dir"]), size_mb, stdout, stderr, cfg["note"])

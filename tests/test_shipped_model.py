@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY, run
+from conftest import REPO, TINY, assert_user_error, run
 
 import checkpoint as ck
 import train
@@ -69,3 +69,16 @@ def test_export_makes_a_folder_sample_py_reads(tmp_path, tiny_data):
     assert card.count("torch.Size([1, 21])") == 2, f"the card should hold two unedited samples:\n{card}"
     assert 0 < card_number(card, "val loss") < 10 and 0 < card_number(card, "train loss") < 10, card
     assert os.path.isfile(to / "meta.pkl"), "the vocabulary should travel with the model"
+
+
+def test_export_refuses_an_adaptive_head_and_writes_nothing(tmp_path, tiny_data):
+    """nanoGPT's sample.py cannot build a model with adaptive_head, so it must not become the shipped one."""
+    out, to = tmp_path / "run", tmp_path / "shipped"
+    proc = run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, "--max_iters=4", "--eval_interval=2",
+               "--adaptive_head=8")
+    assert proc.returncode == 0, proc.stderr
+    to.mkdir()
+    (to / "ckpt.pt").write_bytes(b"the model shipped before")
+    assert_user_error(run("pretrained/export.py", f"--out_dir={out}", f"--to={to}"), "adaptive_head=8", "adaptive_head=0")
+    assert (to / "ckpt.pt").read_bytes() == b"the model shipped before", "a refused export overwrote the shipped model"
+    assert sorted(os.listdir(to)) == ["ckpt.pt"], "a refused export should write nothing"

@@ -8,6 +8,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
     python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, ~15 min
+    python bench.py --what=time_to_loss --baseline=old_demo --target=4.42 --max_iters=4500 --lr_decay_iters=4500
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
 
 prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
@@ -25,13 +26,15 @@ random tokens of the 红楼梦 vocabulary size, as frequent as in text (Zipf); m
 after 5 warm-up steps, tokens/s follows from it, MFU is train.py's (against an A100's 312 TFLOPS).
 --nproc=N adds a torchrun run with N processes beside the 1-process one.
 
-time_to_loss: train.py on the built-in corpus twice, one run after the other: nanoGPT's CPU recipe
-(NANOGPT_CPU) and --config (default config/train_chinese_cpu.py, with any --key=value). Each eval
+time_to_loss: train.py on the built-in corpus twice, one run after the other: a baseline (nanoGPT's
+CPU recipe, NANOGPT_CPU, or with --baseline=old_demo the 4-layer CPU demo that issue 11 timed, OLD_DEMO)
+and --config (default config/train_chinese_cpu.py, with any --key=value). Each eval
 line is timed from process start, so start-up, compile, evals and saves all count, and both runs
 are evaluated alike: the same fixed val windows, an eval every EVAL_TOKENS trained tokens.
 With --repeat=N (default 2) the two recipes run N times, alternated; training is deterministic, so
 the runs of one recipe give the same losses and differ only in time. A busy or throttled machine
 only ever adds time, so each eval's fastest time is shown; each alternated pair's ratio shows the noise.
+Besides the time to --target, it prints babygpt's val loss at its last eval before the baseline ended.
 
 copy: sample.py's copy report (copycheck.copy_stats and its lines) for 10 samples x 500 characters,
 against the built-in corpus' train.bin (535k tokens) and a synthetic 50M-token train.bin of 红楼梦's
@@ -292,6 +295,12 @@ NANOGPT_CPU = ["--batch_size=12", "--block_size=64", "--n_layer=4", "--n_head=4"
                "--learning_rate=1e-3", "--max_iters=2000", "--lr_decay_iters=2000", "--min_lr=1e-4",
                "--beta2=0.99", "--warmup_iters=100", "--compile=False", "--device=cpu", "--dtype=float32",
                "--dataset=chinese"]
+# the CPU demo before issue 11 (its config at commit 75ceab3): 4 layers, batch 32, lr 2e-3, 1,200 steps,
+# compiled; it ended at val 4.42 after 335 s on the day issue 11 measured it
+OLD_DEMO = ["--batch_size=32", "--block_size=64", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0",
+            "--learning_rate=2e-3", "--max_iters=1200", "--lr_decay_iters=1200", "--min_lr=1e-4", "--beta2=0.99",
+            "--warmup_iters=100", "--compile=True", "--device=cpu", "--dtype=float32", "--dataset=chinese"]
+BASELINES = {"nanogpt": ("nanoGPT recipe", NANOGPT_CPU), "old_demo": ("old CPU demo", OLD_DEMO)}
 EVAL_WINDOWS = 480     # val windows per eval: the same fixed ones for both runs (train.eval_windows)
 EVAL_TOKENS = 192_000  # tokens trained between evals, alike for both runs (nanoGPT's eval_interval=250 x 768)
 
@@ -324,6 +333,11 @@ def first_below(points, target):
     return next((s for s, _, v in points if v <= target), None)
 
 
+def last_within(points, seconds):
+    """The last eval (seconds, iteration, val loss) at or before seconds (None if none)."""
+    return next((p for p in reversed(points) if p[0] <= seconds), None)
+
+
 def fastest(repeats):
     """One recipe's repeated runs -> [(fastest seconds, iteration, val loss)] per eval. The runs must
     agree on every iteration and loss: only then is the time the one thing that differs."""
@@ -338,7 +352,8 @@ def bench_time_to_loss(args):
     if not os.path.isfile(os.path.join(ROOT, "data", "chinese", "val.bin")):
         sys.exit("error: the built-in corpus is not prepared; run python data/chinese/prepare.py first")
     repeat = args.repeat or 2
-    recipes = {"nanoGPT recipe": (None, NANOGPT_CPU), "babygpt": (args.config, args.overrides)}
+    base_name, base_args = BASELINES[args.baseline]
+    recipes = {base_name: (None, base_args), "babygpt": (args.config, args.overrides)}
     repeats = {name: [] for name in recipes}
     for i in range(repeat):  # alternated, so a slow spell of the machine hits both recipes alike
         for name, (config, overrides) in recipes.items():
@@ -357,10 +372,15 @@ def bench_time_to_loss(args):
     for name, s in times.items():
         runs_s = ", ".join("never" if t is None else f"{t:.1f}" for t in each[name])
         print(f"  {name:<16}{'never' if s is None else f'{s:.1f} s'}   (each run: {runs_s})")
-    base, ours = times["nanoGPT recipe"], times["babygpt"]
+    base, ours = times[base_name], times["babygpt"]
     if base and ours:
-        pairs = ", ".join(f"{b / a:.2f}x" for a, b in zip(each["nanoGPT recipe"], each["babygpt"]) if a and b)
+        pairs = ", ".join(f"{b / a:.2f}x" for a, b in zip(each[base_name], each["babygpt"]) if a and b)
         print(f"  babygpt needs {ours / base:.2f}x the time ({base / ours:.2f}x faster); each pair: {pairs}")
+    end_s, _, end_loss = runs[base_name][-1]
+    same_time = last_within(runs["babygpt"], end_s)
+    if same_time:
+        print(f"  in the {base_name}'s {end_s:.1f} s (its end, val {end_loss:.4f}): babygpt's last eval, "
+              f"{same_time[0]:.1f} s (step {same_time[1]}), val {same_time[2]:.4f}")
 
 
 # -----------------------------------------------------------------------------
@@ -450,6 +470,8 @@ def main():
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
     p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")
     p.add_argument("--target", type=float, default=4.57, help="time_to_loss: the val loss to reach (nanoGPT's final)")
+    p.add_argument("--baseline", choices=sorted(BASELINES), default="nanogpt",
+                   help="time_to_loss: nanoGPT's CPU recipe, or the CPU demo before issue 11")
     # internal: bench_prepare re-runs this script as a child, one method per process
     p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)

@@ -52,3 +52,13 @@ def test_time_to_loss_keeps_the_fastest_time_of_identical_runs():
     assert bench.fastest([slow, fast]) == [(8.0, 0, 8.4), (40.0, 100, 5.0), (60.0, 200, 4.5)]
     with pytest.raises(SystemExit, match="different losses"):
         bench.fastest([slow, [(8.0, 0, 8.4), (45.0, 100, 5.1), (60.0, 200, 4.5)]])
+
+
+def test_time_to_loss_reads_the_loss_reached_in_the_baselines_time():
+    """'Ends lower in the same time': babygpt's last eval at or before the baseline's end."""
+    import bench
+    points = [(10.0, 0, 8.4), (40.0, 100, 5.0), (70.0, 200, 4.5)]
+    assert bench.last_within(points, 69.9) == (40.0, 100, 5.0), "an eval after the deadline does not count"
+    assert bench.last_within(points, 70.0) == (70.0, 200, 4.5), "an eval at the deadline counts"
+    assert bench.last_within(points, 5.0) is None, "no eval yet gives None"
+    assert set(bench.BASELINES) == {"nanogpt", "old_demo"} and "--compile=True" in bench.BASELINES["old_demo"][1]

@@ -1,5 +1,5 @@
 # babygpt's commands:
-#   make demo   set up, prepare 红楼梦, train (GPU: the seed's config; CPU: the CPU config, twice as long), sample
+#   make demo   set up, prepare 红楼梦, train (GPU: the seed's config; CPU: the CPU config for 3,600 steps), sample
 #   make test   set up (and the browser for the web page's test, as root) and run the whole test suite
 #   make web    set up and serve the web page on http://127.0.0.1:7860 (WEB_ARGS="--port=8000 --lang=en")
 PYTHON ?= python3
@@ -30,7 +30,7 @@ demo: setup
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) train.py config/train_chinese.py; \
 	else \
-		$(PY) train.py config/train_chinese_cpu.py --max_iters=3200 --lr_decay_iters=3200; \
+		$(PY) train.py config/train_chinese_cpu.py --max_iters=3600 --lr_decay_iters=3600; \
 	fi
 	$(PY) sample.py --out_dir=out-chinese
 

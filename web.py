@@ -91,9 +91,9 @@ STRINGS = {
     "ds_cmd.label": ("对应的命令", "The same on the command line"),
     "ds_report.label": ("prepare 的报告", "prepare's report"),
     "tr_preset.label": ("建议的规模", "Suggested size"),
-    "tr_preset.choices": ([("CPU 上约 1 分钟试跑", "look"), ("CPU 演示（约 3-4 分钟）", "cpu"),
+    "tr_preset.choices": ([("CPU 上约 1 分钟试跑", "look"), ("CPU 演示（约 2-3 分钟）", "cpu"),
                            ("原始 GPU 配置", "gpu")],
-                          [("~1-minute look on a CPU", "look"), ("the CPU demo (~3-4 min)", "cpu"),
+                          [("~1-minute look on a CPU", "look"), ("the CPU demo (~2-3 min)", "cpu"),
                            ("the seed's GPU run", "gpu")]),
     "tr_config.label": ("起始配置 config/", "Starting config (config/)"),
     "tr_dataset.label": ("数据集 --dataset", "--dataset"),
@@ -170,7 +170,7 @@ PRESETS = {
     # take longer than the whole look
     "look": ("train_chinese_cpu.py", {"max_iters": 500, "lr_decay_iters": 500, "eval_interval": 100,
                                       "warmup_iters": 20, "log_interval": 10, "compile": False}),
-    "cpu": ("train_chinese_cpu.py", {"max_iters": 3200, "lr_decay_iters": 3200}),  # as make demo: 3-4 minutes
+    "cpu": ("train_chinese_cpu.py", {"max_iters": 3600, "lr_decay_iters": 3600}),  # as make demo: 2-3 minutes
     "gpu": ("train_chinese.py", {"device": "auto"}),
 }
 PASS_KEYS = ("batch_size", "block_size", "gradient_accumulation_steps", "max_iters")  # the note's passes over the corpus

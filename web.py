@@ -6,14 +6,13 @@ A local web page over babygpt's scripts: prepare a dataset, train, watch the los
     python web.py --host=0.0.0.0 --auth=me:secret  # other machines too, behind a login
     python web.py --help
 
-The page is wiring, not a second implementation: Data calls data/charlevel.py (as prepare.py does),
+The page is wiring, not a second implementation: Data calls charlevel.py (as prepare.py does),
 Train runs the real `python train.py <config> --key=value ...` as a process of its own (it goes on
 when the page is closed; Stop sends it Ctrl-C), Sample calls sample.py's functions, and the state of a
 run lives on disk in its out_dir (web_run.json, train.log), so a reopened page or a second tab finds it.
 """
 
 import functools
-import importlib.util
 import json
 import os
 import re
@@ -31,6 +30,8 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
+import charlevel  # noqa: E402  what every prepare.py runs
+from data.chinese import prepare as chinese_prepare  # noqa: E402  its built-in 红楼梦 writer
 import copycheck  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
@@ -40,8 +41,6 @@ from configurator import ConfigError, configure, documented_keys, settings  # no
 from progress import read_log  # noqa: E402
 from runtime import UserError, run_main, setup  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "data"))
-import charlevel  # noqa: E402  data/charlevel.py: what every prepare.py runs
 
 # -----------------------------------------------------------------------------
 host = "127.0.0.1"      # address to listen on; any other (0.0.0.0: every interface) needs --auth
@@ -245,16 +244,7 @@ def list_configs():
 
 
 # -----------------------------------------------------------------------------
-# Data: prepare with data/charlevel.py, as data/chinese/prepare.py does
-
-
-def load_chinese_prepare():
-    """data/chinese/prepare.py as a module: its built-in 红楼梦 writer."""
-    path = os.path.join(REPO, "data", "chinese", "prepare.py")
-    spec = importlib.util.spec_from_file_location("chinese_prepare", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # defines functions only: its main() runs under __main__
-    return module
+# Data: prepare with charlevel.py, as data/chinese/prepare.py does
 
 
 def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize):
@@ -297,9 +287,8 @@ def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit
 def prepare_builtin(base, val_fraction, block_size, normalize, log):
     """`python data/chinese/prepare.py`: data/chinese/input.txt, else the built-in 红楼梦 written there."""
     charlevel.check_options(val_fraction, block_size)
-    chinese = load_chinese_prepare()
     out = os.path.join(base, "data", "chinese")
-    path = charlevel.resolve_source(out, functools.partial(chinese.write_builtin_corpus, log=log), "", log=log)
+    path = charlevel.resolve_source(out, functools.partial(chinese_prepare.write_builtin_corpus, log=log), "", log=log)
     stats = charlevel.prepare_input(path, out, val_fraction, block_size, normalize, log)
     out_arg = arg_path(out, base) if base != REPO else None  # data/chinese is prepare.py's default
     return stats, prepare_command(None, out_arg, val_fraction, block_size, normalize)

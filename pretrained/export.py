@@ -19,14 +19,14 @@ import sys
 
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 from checkpoint import (BEST_NAME, META_NAME, atomic_write, dataset_dir, load_checkpoint, model_from_checkpoint,
-                        save_checkpoint)  # noqa: E402
-from configurator import configure, settings  # noqa: E402
-from progress import read_log  # noqa: E402
-from runtime import UserError, run_main  # noqa: E402
-from train import estimate_loss, load_dataset  # noqa: E402
+                        save_checkpoint)
+from configurator import configure, settings
+from progress import read_log
+from runtime import UserError, run_main
+from train import estimate_loss, load_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # -----------------------------------------------------------------------------
 out_dir = "out-chinese-pretrained"  # the finished run (its best.pt, log.csv, meta.pkl)

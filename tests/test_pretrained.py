@@ -4,12 +4,11 @@ GPT2LMHeadModel, fine-tuning and sampling with --init_from=<folder>, and GPT-2 B
 Run: python -m pytest tests/test_pretrained.py
 """
 
-import importlib.util
 import os
 
 import pytest
 import torch
-from conftest import REPO, TINY, assert_user_error, run
+from conftest import TINY, assert_user_error, run
 from tiny_gpt2 import save_tiny_gpt2, tiny_encoding
 
 import checkpoint as ck
@@ -62,9 +61,7 @@ def test_bpe_codec_with_own_ranks_round_trips_and_decodes_samples(gpt2_dir):
 def bpe_dataset(tmp_path_factory):
     """A GPT-2-style dataset (no meta.pkl) from data/openwebtext/prepare.py with our own ranks."""
     base = tmp_path_factory.mktemp("bpe")
-    spec = importlib.util.spec_from_file_location("owt", os.path.join(REPO, "data", "openwebtext", "prepare.py"))
-    prepare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(prepare)
+    from data.openwebtext import prepare  # its main() runs only as a script
     text = base / "a.txt"
     text.write_text("\n\n".join(f"the {i} then he said 宝玉" for i in range(200)), encoding="utf-8")
     prepare.prepare([str(text)], str(base / "ds"), tiny_encoding(), val_fraction=0.1, cache_dir=str(base / "c"))

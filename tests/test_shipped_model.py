@@ -35,6 +35,9 @@ def test_shipped_model_is_small_weights_only_and_samples_at_once():
     blocks = proc.stdout.split("---------------\n")
     assert len(blocks) == 3 and blocks[1].startswith("torch.Size([1, 41])"), f"the seed's format:\n{proc.stdout}"
     assert len(set(blocks[0].strip())) > 10, f"the text should be varied 红楼梦 characters: {blocks[0]!r}"
+    # make setup prepares the built-in corpus, so the copy report is there before anything is trained
+    reports = [line for line in proc.stderr.splitlines() if line.startswith("copy report, sample ")]
+    assert len(reports) == 2, f"right after make setup, a copy report line per sample is expected:\n{proc.stderr}"
 
 
 def test_model_card_val_loss_is_the_whole_val_split(tmp_path):

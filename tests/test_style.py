@@ -8,13 +8,15 @@ import ast
 import glob
 import os
 
+import pytest
+
 from conftest import REPO
 
 MAX_LINES = 60
 
 
 def project_files():
-    files = [f for pattern in ("*.py", "config/*.py", "data/*.py", "data/*/*.py", "pretrained/*.py", "tests/*.py")
+    files = [f for pattern in ("*.py", "config/*.py", "data/*/*.py", "pretrained/*.py", "tests/*.py")
              for f in glob.glob(os.path.join(REPO, pattern))]
     assert len(files) > 20, f"the project's Python files should be found, got {files}"
     return files
@@ -44,3 +46,18 @@ def test_every_script_docstring_gives_its_command():
         if "python" not in (ast.get_docstring(ast.parse(src)) or ""):
             missing.append(os.path.relpath(path, REPO))
     assert not missing, f"these files' docstrings should say how to run them: {missing}"
+
+
+def test_shared_code_is_imported_by_name():
+    """One import story: the repository is installed (pip install -e ., in make setup), so no script
+    edits sys.path, and pyproject.toml names every top-level module (a new one left out would import
+    only from the repository's root, and data/*/prepare.py could not reach it)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    edits = [os.path.relpath(p, REPO) for p in project_files()
+             if "/tests/" not in p and "sys.path" in open(p, encoding="utf-8").read()]
+    assert not edits, f"these files edit sys.path; import the installed modules by name instead: {edits}"
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        listed = set(tomllib.load(f)["tool"]["setuptools"]["py-modules"])
+    on_disk = {os.path.basename(p)[:-3] for p in glob.glob(os.path.join(REPO, "*.py"))}
+    assert listed == on_disk, f"pyproject.toml's py-modules should be the top-level modules: " \
+                              f"missing {sorted(on_disk - listed)}, extra {sorted(listed - on_disk)}"

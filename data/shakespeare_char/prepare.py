@@ -5,15 +5,14 @@ Prepare tiny Shakespeare (nanoGPT's classic) as a character-level dataset.
     python data/shakespeare_char/prepare.py --input=FILE    # or any other text
     python data/shakespeare_char/prepare.py --help
 
-Same code as data/chinese/prepare.py (data/charlevel.py); only the default text differs.
+Same code as data/chinese/prepare.py (charlevel.py); only the default text differs.
 """
 
 import os
-import sys
+
+import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))  # data/, home of the shared charlevel.py
-import charlevel  # noqa: E402
 
 URL = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 OFFLINE_HINT = f"pass --input=FILE, or save the text as {os.path.join(HERE, 'input.txt')} yourself"

@@ -36,16 +36,18 @@ def saved_model_args(config):
     return args
 
 
-def atomic_write(path, write):
+def atomic_write(path, write, fsync=True):
     """write(f) into a temporary file beside path, fsync it, then rename it over path.
-    A crash or a full disk mid-save leaves the old file whole (os.replace is atomic on one filesystem)."""
+    A crash or a full disk mid-save leaves the old file whole (os.replace is atomic on one filesystem).
+    fsync=False still never shows a reader half a file; only a power loss can then lose the new one."""
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if fsync:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

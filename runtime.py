@@ -61,17 +61,19 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 def setup(device, dtype, seed):
     """Seed torch and choose device and precision. Returns (device, device_type, dtype, ctx):
     ctx is the autocast context for forward passes (a no-op in float32).
-    On CPU and MPS, half precision autocast is slower or unsupported, so float32 is used there."""
-    if dtype not in DTYPES:
-        raise UserError(f"unknown dtype '{dtype}'; use float32, bfloat16 or float16")
+    dtype 'auto' is float16 on a CUDA GPU (with GradScaler; every CUDA GPU has it, a V100 has no bfloat16)
+    and float32 elsewhere, where half-precision autocast is slower. A half dtype asked for by name runs
+    anywhere, with a note where it is slow."""
+    if dtype != "auto" and dtype not in DTYPES:
+        raise UserError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
     device = pick_device(device)
     device_type = device.split(":")[0]
     torch.manual_seed(seed)
-    # BABYGPT_CPU_HALF=1 is for tests only: it keeps float16/bfloat16 (autocast and GradScaler) on the
-    # CPU, slowly, so the GPU's code path runs in CI, which has no GPU
-    if device_type != "cuda" and dtype != "float32" and not os.environ.get("BABYGPT_CPU_HALF"):
-        print(f"note: dtype {dtype} is for CUDA GPUs; using float32 on {device_type}", file=sys.stderr)
-        dtype = "float32"
+    if dtype == "auto":
+        dtype = "float16" if device_type == "cuda" else "float32"
+    elif device_type != "cuda" and dtype != "float32":
+        print(f"note: {dtype} on {device_type} is slower than float32 here; --dtype=auto picks float32",
+              file=sys.stderr)
     if device_type == "cuda":
         if dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
             raise UserError("this GPU has no bfloat16 (V100 and older); use --dtype=float16")

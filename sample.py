@@ -45,7 +45,7 @@ stream = False          # print the first sample's characters as they are genera
 out_file = ""           # also write the samples to this UTF-8 text file
 seed = 1337             # same seed, same samples (sample i uses seed + i)
 device = "auto"         # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
-dtype = "float16"       # float16, bfloat16 or float32; CPU and MPS use float32
+dtype = "auto"          # auto: float16 on a CUDA GPU, float32 elsewhere; or float16, bfloat16, float32
 compile = False         # torch.compile the model (pays off only for long generations on a GPU)
 copy_report = True      # per sample on stderr: longest passage copied from train.bin, share of 10-char windows in it
 # -----------------------------------------------------------------------------

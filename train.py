@@ -16,19 +16,21 @@ import gc
 import math
 import os
 import signal
+import statistics
 import sys
 import time
 
 import numpy as np
 import torch
 
-from checkpoint import (BEST_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_pretrained, load_checkpoint, load_meta,
-                        load_pretrained, model_from_checkpoint, read_model_args, rng_states, save_checkpoint,
-                        saved_model_args, set_rng_states, token_dtype)
-from configurator import configure, settings
+from checkpoint import (BEST_NAME, CKPT_NAME, MODEL_ARGS, copy_meta, dataset_dir, explained_write, is_pretrained,
+                        load_checkpoint, load_meta, load_pretrained, model_from_checkpoint, read_model_args,
+                        rng_states, save_checkpoint, saved_model_args, set_rng_states, token_dtype)
+from configurator import ConfigError, configure, settings
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
 from runtime import UserError, compile_or_eager, ddp_weight_spread, first_line, run_main, setup, setup_ddp
+from status import STATUS_NAME, RunStatus
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -69,7 +71,7 @@ lr_decay_iters = 5000           # step where the cosine reaches min_lr; ~max_ite
 min_lr = 6e-5                   # floor of the schedule, ~learning_rate/10
 # system
 device = "auto"                 # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps
-dtype = "float16"               # float16 (GradScaler), bfloat16 or float32; CPU and MPS use float32
+dtype = "auto"                  # auto: float16 (GradScaler) on a CUDA GPU, float32 elsewhere; or name one
 compile = True                  # torch.compile the model; falls back to eager if it fails
 seed = 1337                     # seeds weights, dropout and the batch order
 # -----------------------------------------------------------------------------
@@ -305,9 +307,11 @@ class Run:
     running_mfu: float = -1.0
     clock: float = 0.0           # add time.time() to get seconds of training, continued across resumes
     bar: object = None
+    status: RunStatus = None     # out_dir/status.json (rank 0 only)
+    step_times: list = dataclasses.field(default_factory=list)  # recent steps' seconds, for speed and ETA
 
 
-def start_run(cfg):
+def start_run(cfg, status=None):
     """Dataset, device, model, optimizer and (on resume) their saved state: everything before step one."""
     train_data, val_data, meta, meta_path = load_dataset(dataset_dir(cfg["dataset"]), cfg["block_size"])
     # under torchrun each process is one rank; only rank 0 (master) logs, evaluates and saves
@@ -324,6 +328,8 @@ def start_run(cfg):
         model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
     wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written
     make_out_dir(cfg["out_dir"])  # before compiling and training, which can take minutes
+    if status is not None:
+        status.write()  # 'starting', now that out_dir exists
     model.to(dev)
     log(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
     optimizer = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]),
@@ -331,7 +337,7 @@ def start_run(cfg):
     # GradScaler keeps small float16 gradients from flushing to zero; a no-op in other dtypes
     scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == "float16"))
     r = Run(cfg, model, model, model, optimizer, scaler, {"train": train_data, "val": val_data}, dev, ctx,
-            meta_path, rank, master, ddp, log, wandb_run)
+            meta_path, rank, master, ddp, log, wandb_run, status=status)
     saved_rng = restore(r, checkpoint) if checkpoint is not None else None
     checkpoint = None  # free the memory
 
@@ -380,6 +386,7 @@ def weights(r):
 def save(r):
     """ckpt.pt with everything an exact resume needs (nanoGPT's keys, plus RNG and GradScaler state),
     and the vocabulary beside it."""
+    set_state(r, "saving")
     save_checkpoint(r.cfg["out_dir"], {
         **weights(r),
         "optimizer": r.optimizer.state_dict(),
@@ -399,10 +406,12 @@ def save_best(r):
 def evaluate_and_save(r, lr):
     """Estimate both losses, log them, and save: best.pt when val improved, ckpt.pt as configured."""
     cfg = r.cfg
+    set_state(r, "evaluating")
     losses = estimate_loss(r.eval_model, r.splits, cfg["eval_iters"], cfg["batch_size"], cfg["block_size"],
                            r.dev, r.ctx)
     r.log(f"step {r.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
     check_finite({f"{k} (eval)": v for k, v in losses.items()}, r.iter_num)
+    set_state(r, "training", val_loss=losses["val"])
     if cfg["eval_only"]:
         return
     log_eval(cfg["out_dir"], r.iter_num, losses["train"], losses["val"], lr, r.clock + time.time(),
@@ -416,12 +425,20 @@ def evaluate_and_save(r, lr):
     if r.iter_num == 0:
         return  # untrained weights: nothing worth a file
     if improved:
+        set_state(r, "saving")
         save_best(r)
     # nanoGPT saves only on improvement; a small corpus that overfits early would then never
     # be saved at all, so always_save_checkpoint keeps the latest weights at every eval
     if improved or cfg["always_save_checkpoint"]:
         save(r)
         r.log(f"saved checkpoint to {cfg['out_dir']}" + (" (and best.pt)" if improved else ""))
+    set_state(r, "training")
+
+
+def set_state(r, state, **fields):
+    """What status.json says the run is doing (rank 0; eval_only writes no status)."""
+    if r.status is not None:
+        r.status.update(state, iter=r.iter_num, **fields)
 
 
 def train_step(model, optimizer, scaler, next_batch, accum_steps, ctx, grad_clip, ddp=False):
@@ -459,6 +476,8 @@ def log_step(r, loss, lr, dt):
         mfu = r.raw_model.estimate_mfu(tokens_per_iter(r.cfg) // world_size, dt)  # one GPU's share
         r.running_mfu = mfu if r.running_mfu < 0 else 0.9 * r.running_mfu + 0.1 * mfu
     r.log(f"iter {r.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, mfu {r.running_mfu * 100:.2f}%")
+    if r.status is not None:  # the median step: an eval or a save inside one step does not skew the ETA
+        r.status.progress(r.iter_num + 1, lossf, statistics.median(r.step_times), tokens_per_iter(r.cfg))
 
 
 class StopRequest:
@@ -493,31 +512,40 @@ def finish(r):
         torch.distributed.destroy_process_group()
 
 
-def main():
-    cfg = configure(DEFAULTS, sys.argv[1:], __file__)
-    if cfg is None:
-        return  # --help was printed
+def start_status(cfg):
+    """out_dir/status.json for this run (see status.py); None on DDP ranks other than 0 and for eval_only,
+    which writes nothing. An existing out_dir (the web page makes it first) gets 'starting' now, so a setting
+    refused at the start shows there as 'failed'; a new one is made, and written to, only once the settings
+    passed: a refused run then leaves nothing behind."""
+    if cfg["eval_only"] or int(os.environ.get("RANK", "0")) != 0:
+        return None
+    with explained_write(os.path.join(cfg["out_dir"], STATUS_NAME)):
+        return RunStatus(cfg["out_dir"], cfg["max_iters"])
+
+
+def run_training(cfg, status):
+    """Evaluate, save and step until max_iters (or a Ctrl-C). Returns True when stopped early by Ctrl-C."""
     check_config(cfg)
-    globals().update(cfg)
-    r = start_run(cfg)
-    stop = StopRequest(install=r.master and not r.ddp and not eval_only)
-    accum_steps = gradient_accumulation_steps // int(os.environ.get("WORLD_SIZE", "1"))  # per rank
-    t0, stopped = time.time(), False
+    r = start_run(cfg, status)
+    stop = StopRequest(install=r.master and not r.ddp and not cfg["eval_only"])
+    accum_steps = cfg["gradient_accumulation_steps"] // int(os.environ.get("WORLD_SIZE", "1"))  # per rank
+    max_iters, t0, stopped = cfg["max_iters"], time.time(), False
     while True:
-        lr = get_lr(r.iter_num, learning_rate, warmup_iters, lr_decay_iters, min_lr) if decay_lr else learning_rate
+        lr = lr_at(cfg, r.iter_num)
         for group in r.optimizer.param_groups:
             group["lr"] = lr
-        if r.master and (r.iter_num % eval_interval == 0 or r.iter_num == max_iters or eval_only):
+        if r.master and (r.iter_num % cfg["eval_interval"] == 0 or r.iter_num == max_iters or cfg["eval_only"]):
             evaluate_and_save(r, lr)
-        if eval_only or r.iter_num >= max_iters:
+        if cfg["eval_only"] or r.iter_num >= max_iters:
             break
-
-        generator = batch_generator(seed, r.iter_num, r.rank)
+        generator = batch_generator(cfg["seed"], r.iter_num, r.rank)
         loss, _ = train_step(r.model, r.optimizer, r.scaler,
-                             lambda: get_batch(r.splits["train"], batch_size, block_size, generator, r.dev),
-                             accum_steps, r.ctx, grad_clip, r.ddp)
+                             lambda: get_batch(r.splits["train"], cfg["batch_size"], cfg["block_size"], generator,
+                                               r.dev),
+                             accum_steps, r.ctx, cfg["grad_clip"], r.ddp)
         t1 = time.time()
         dt, t0 = t1 - t0, t1
+        r.step_times = (r.step_times + [dt])[-11:]  # recent steps only: the ETA follows speed changes
         log_step(r, loss, lr, dt)
         if r.bar is not None:
             r.bar.update(1)
@@ -525,10 +553,41 @@ def main():
         stopped = stop.requested and r.iter_num < max_iters  # at max_iters the final eval saves anyway
         if stopped:
             save(r)
-            r.log(f"stopped at iteration {r.iter_num}: saved {os.path.join(out_dir, 'ckpt.pt')}; "
+            r.log(f"stopped at iteration {r.iter_num}: saved {os.path.join(cfg['out_dir'], CKPT_NAME)}; "
                   "continue with --init_from=resume")
             break
     finish(r)
+    return stopped
+
+
+def lr_at(cfg, iter_num):
+    """The learning rate of iteration iter_num under cfg's schedule."""
+    if not cfg["decay_lr"]:
+        return cfg["learning_rate"]
+    return get_lr(iter_num, cfg["learning_rate"], cfg["warmup_iters"], cfg["lr_decay_iters"], cfg["min_lr"])
+
+
+def main(argv=None):
+    cfg = configure(DEFAULTS, sys.argv[1:] if argv is None else argv, __file__)
+    if cfg is None:
+        return  # --help was printed
+    status = start_status(cfg)
+    try:
+        stopped = run_training(cfg, status)
+    except (UserError, ConfigError) as e:
+        if status:
+            status.end("failed", error=f"error: {first_line(e)}")  # the line run_main prints
+        raise
+    except KeyboardInterrupt:  # a second Ctrl-C: out at once, nothing saved
+        if status:
+            status.end("stopped", error="interrupted before saving")
+        raise
+    except BaseException as e:  # a bug or an unexpected failure: the watcher still learns the run ended
+        if status:
+            status.end("failed", error=f"{type(e).__name__}: {first_line(e)}")
+        raise
+    if status:
+        status.end("stopped" if stopped else "finished")
     if stopped:
         sys.exit(130)  # the shell's convention for Ctrl-C, so `train.py && sample.py` stops here
 

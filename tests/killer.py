@@ -23,19 +23,26 @@ import train  # noqa: E402
 
 
 def start(argv):
-    """fork a child running train.py's main(argv); returns (pid, its stdout as a file)."""
-    r, w = os.pipe()
+    """fork a child running train.py's main(argv), its output thrown away; returns its pid."""
     pid = os.fork()
     if pid == 0:
-        os.close(r)
-        os.dup2(w, 1)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
         sys.argv = ["train.py", *argv]
         try:
             runtime.run_main(train.main)
         finally:
             os._exit(0)
-    os.close(w)
-    return pid, os.fdopen(r)
+    return pid
+
+
+def saved_since(path, before):
+    """Has the file at path been replaced since its os.stat() was `before` (None: it was absent)?"""
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return before is None or (now.st_ino, now.st_mtime_ns) != (before.st_ino, before.st_mtime_ns)
 
 
 def check(out_dir):
@@ -64,19 +71,20 @@ def main():
     warm_up()
     out_dir = next(a.split("=", 1)[1] for a in argv if a.startswith("--out_dir="))
     rnd = random.Random(seed)
+    ckpt_path = os.path.join(out_dir, checkpoint.CKPT_NAME)
     for k in range(kills):
-        resume = os.path.exists(os.path.join(out_dir, checkpoint.CKPT_NAME))
-        pid, stdout = start([*argv, f"--init_from={'resume' if resume else 'scratch'}"])
-        for line in stdout:  # wait until it trains and saves: a kill during start-up proves nothing
-            if line.startswith("saved checkpoint"):
-                break
+        before = os.stat(ckpt_path) if os.path.exists(ckpt_path) else None
+        pid = start([*argv, f"--init_from={'resume' if before else 'scratch'}"])
+        # wait until it trains and saves (ckpt.pt replaced): a kill during start-up proves nothing
+        while not saved_since(ckpt_path, before) and os.waitpid(pid, os.WNOHANG) == (0, 0):
+            time.sleep(0.005)
         time.sleep(rnd.uniform(0, 0.2))
         os.kill(pid, signal.SIGKILL)
         _, status = os.waitpid(pid, 0)
-        stdout.close()
         killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-        # a save that was cut off leaves its temporary file behind (the rename never happened)
-        torn = sum(f.endswith(".tmp") for f in os.listdir(out_dir)) if os.path.isdir(out_dir) else 0
+        # a checkpoint save that was cut off leaves its temporary file behind (the rename never happened)
+        torn = sum(f.startswith(checkpoint.CKPT_NAME + ".") and f.endswith(".tmp")
+                   for f in os.listdir(out_dir)) if os.path.isdir(out_dir) else 0
         print(f"kill {k}: {check(out_dir) if killed else 'ENDED before the kill'}; {torn} torn saves so far",
               flush=True)
 

@@ -1,0 +1,110 @@
+"""
+out_dir/status.json: where a training run is, for any program that watches one (the web page, bench.py,
+the tests, your own scripts). train.py writes it; nothing needs to read train.py's printed lines.
+
+    python -c "import status, json; print(json.dumps(status.read_status('out-chinese'), indent=1))"
+
+The file (version 1) is one JSON object, replaced atomically, so a reader never sees half of it:
+    version       1; a reader should refuse a version it does not know
+    state         starting | training | evaluating | saving | finished | stopped | failed
+    error         the one-line error train.py printed (state failed), else null
+    iter          the iteration the run is at; max_iters: where it ends
+    train_loss    the last logged training loss; val_loss: the last eval's (null before the first)
+    tokens_per_s  recent training speed; eta_s: seconds left at that speed (null until measured)
+    pid           train.py's process id; process_start: when that process started (clock ticks since
+                  boot, Linux), so a pid reused by another program is not mistaken for the run
+    exit_status   null while running; 0 finished, 130 stopped (Ctrl-C), 1 failed
+    updated       unix time of this write
+A run that died without writing its end (SIGKILL, power loss) still says starting/training/...: tell it
+by its pid and process_start with run_alive(). log.csv beside it has every eval's losses.
+"""
+
+import json
+import os
+import time
+
+from checkpoint import atomic_write
+
+STATUS_NAME = "status.json"
+VERSION = 1
+ENDED = {"finished": 0, "stopped": 130, "failed": 1}  # final states and their exit status
+RUNNING = ("starting", "training", "evaluating", "saving")
+
+
+def process_start(pid):
+    """When process pid started (clock ticks since boot) on Linux; None elsewhere or when it is gone.
+    With the pid it names one process: a later process that gets the same pid has another start."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            # field 22; the name in field 2 may hold spaces, so count from after its closing ')'
+            return int(f.read().rsplit(b")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def run_alive(pid, started):
+    """Is the process that wrote a status still running? pid and process_start as the file has them."""
+    if started is not None:
+        return process_start(pid) == started
+    try:  # not Linux: the pid alone
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_status(out_dir):
+    """out_dir/status.json as a dict, or None when there is none (or it is not this version's)."""
+    try:
+        with open(os.path.join(out_dir, STATUS_NAME), encoding="utf-8") as f:
+            status = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return status if isinstance(status, dict) and status.get("version") == VERSION else None
+
+
+def is_running(status):
+    """True while the run that wrote this status is alive and has not written its end."""
+    return bool(status) and status["state"] in RUNNING and run_alive(status["pid"], status["process_start"])
+
+
+class RunStatus:
+    """train.py's writer of out_dir/status.json. Every change of state is written at once; progress
+    within 'training' at most every `every` seconds, since each write is a file replace."""
+
+    def __init__(self, out_dir, max_iters, every=1.0):
+        self.path, self.every, self.last_write = os.path.join(out_dir, STATUS_NAME), every, 0.0
+        pid = os.getpid()
+        self.fields = {"version": VERSION, "state": "starting", "error": None, "iter": 0, "max_iters": max_iters,
+                       "train_loss": None, "val_loss": None, "tokens_per_s": None, "eta_s": None, "pid": pid,
+                       "process_start": process_start(pid), "exit_status": None, "updated": None}
+        self.write()
+
+    def write(self):
+        """Replace the file; skipped while out_dir does not exist (train.py makes it once the settings passed)."""
+        if not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
+            return
+        self.fields["updated"] = time.time()
+        data = json.dumps(self.fields, ensure_ascii=False, indent=1).encode("utf-8")
+        # no fsync: a status a crash loses is rewritten by the next run; fsync would cost every step
+        atomic_write(self.path, lambda f: f.write(data), fsync=False)
+        self.last_write = time.monotonic()
+
+    def update(self, state=None, **fields):
+        """Set fields (and the state); write now if the state changed, else when `every` has passed."""
+        changed = state is not None and state != self.fields["state"]
+        self.fields.update(fields, **({"state": state} if state else {}))
+        if changed or time.monotonic() - self.last_write >= self.every:
+            self.write()
+
+    def progress(self, iter_num, train_loss, seconds_per_iter, tokens_per_iter):
+        """A training step's figures: speed and ETA from the recent time per iteration."""
+        left = max(0, self.fields["max_iters"] - iter_num)
+        self.update("training", iter=iter_num, train_loss=train_loss, tokens_per_s=tokens_per_iter / seconds_per_iter,
+                    eta_s=left * seconds_per_iter)
+
+    def end(self, state, error=None):
+        """The final write: finished, stopped or failed, with its exit status."""
+        self.update(state, error=error, exit_status=ENDED[state], eta_s=0.0 if state == "finished" else None)

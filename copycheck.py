@@ -1,5 +1,5 @@
 """
-The copy report (issue 10): how much of each sample is copied verbatim from the run's training text.
+The copy report: how much of each sample is copied verbatim from the run's training text.
 sample.py prints it on stderr after the samples, one line per sample; importing this module runs nothing.
 
     python sample.py --out_dir=out-chinese                      # samples on stdout, the report on stderr

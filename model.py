@@ -27,7 +27,7 @@ class GPTConfig:
     adaptive_head: int = 0    # 0: GPT-2's head, a softmax over the whole vocabulary tied to wte. N > 0 (opt-in):
                               # an adaptive softmax where only the N most frequent tokens cost a full-width
                               # matmul; faster when a large vocabulary dominates a small model's time
-                              # (README, Demo on a CPU), but nanoGPT and transformers cannot load it
+                              # (bench.py --what=train), but nanoGPT and transformers cannot load it
 
 
 class LayerNorm(nn.Module):

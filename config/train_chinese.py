@@ -1,6 +1,6 @@
-# The seed's run: a 9-layer character-level GPT on 红楼梦, sized for one V100-class GPU.
+# The GPU run: a 9-layer character-level GPT on 红楼梦, sized for one V100-class GPU.
 #   python data/chinese/prepare.py && python train.py config/train_chinese.py
-# On a 2-core CPU one iteration takes ~25-30 s (~15 h in all): use train_chinese_cpu.py there.
+# Far too slow on a CPU (hours): use train_chinese_cpu.py there.
 
 out_dir = 'out-chinese'
 eval_interval = 250  # ~600k characters: evaluate often, the model overfits within a few thousand steps
@@ -10,7 +10,7 @@ log_interval = 10  # don't print every iteration
 # the corpus is small, so val loss stops improving early; save anyway (see train.py)
 always_save_checkpoint = True
 
-wandb_log = False  # override via command line if you like
+wandb_log = False  # --wandb_log=True to follow the run online
 wandb_project = 'chinese'
 wandb_run_name = 'mini-gpt'
 
@@ -19,7 +19,7 @@ gradient_accumulation_steps = 1
 batch_size = 64
 block_size = 256  # context of up to 256 previous characters
 
-# a baby GPT: 9 layers x 12 heads x 384 dims, ~16M weights with the 4.5k-character vocabulary
+# a baby GPT: 9 layers x 12 heads x 384 dims, ~18M weights with the 4.5k-character vocabulary
 n_layer = 9
 n_head = 12
 n_embd = 384
@@ -27,8 +27,8 @@ dropout = 0.2  # a small corpus: regularise hard
 
 learning_rate = 1e-3  # baby networks can afford a higher learning rate
 max_iters = 2000
-lr_decay_iters = 2000  # make equal to max_iters usually
-min_lr = 1e-4  # learning_rate / 10 usually
+lr_decay_iters = 2000  # equal to max_iters: decay over the whole run
+min_lr = 1e-4  # learning_rate / 10
 beta2 = 0.99  # a bit bigger because the number of tokens per iteration is small
 
-warmup_iters = 100  # not super necessary potentially
+warmup_iters = 100  # a gentle start for the first steps' noisy gradients

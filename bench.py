@@ -8,7 +8,8 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
     python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, ~15 min
-    python bench.py --what=time_to_loss --baseline=old_demo --target=4.42 --max_iters=3600 --lr_decay_iters=3600
+    python bench.py --what=time_to_loss --baseline=config/baseline_old_demo.py --target=4.42 \
+        --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
 
 prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
@@ -22,14 +23,16 @@ and multiplied by the number of samples, as its cost is linear in them; babygpt'
 all samples in one batch) is timed on the whole work.
 
 train: train.py itself (so what is timed is what users run) on a config, for --iters steps on
-random tokens of the 红楼梦 vocabulary size, as frequent as in text (Zipf); ms/iter is the median
-after 5 warm-up steps, tokens/s follows from it, MFU is train.py's (against an A100's 312 TFLOPS).
+random tokens of the 红楼梦 vocabulary size, as frequent as in text (Zipf); tokens/s is the one
+train.py's status.json ends with (the median of its last 11 steps: run more than 11 after the 5
+warm-up ones), ms/iter follows from it, MFU is train.py's formula (against an A100's 312 TFLOPS).
 --nproc=N adds a torchrun run with N processes beside the 1-process one.
 
-time_to_loss: train.py on the built-in corpus twice, one run after the other: a baseline (nanoGPT's
-CPU recipe, NANOGPT_CPU, or with --baseline=old_demo the 4-layer CPU demo that issue 11 timed, OLD_DEMO)
-and --config (default config/train_chinese_cpu.py, with any --key=value). Each eval
-line is timed from process start, so start-up, compile, evals and saves all count, and both runs
+time_to_loss: train.py on the built-in corpus twice, one run after the other: a baseline config
+(--baseline, default config/baseline_nanogpt_cpu.py: nanoGPT's CPU recipe; config/baseline_old_demo.py
+is the 4-layer CPU demo babygpt had before) and --config (default config/train_chinese_cpu.py, with any
+--key=value). Each eval is timed from process start to the moment its row appears in the run's log.csv,
+so start-up, compile, evals and saves all count, and both runs
 are evaluated alike: the same fixed val windows, an eval every EVAL_TOKENS trained tokens.
 With --repeat=N (default 2) the two recipes run N times, alternated; training is deterministic, so
 the runs of one recipe give the same losses (within 0.002) and differ only in time. A busy or throttled machine
@@ -49,7 +52,6 @@ import json
 import os
 import pickle
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -227,20 +229,20 @@ def write_random_dataset(folder, vocab_size, n_tokens=1_000_000, seed=1337):
 
 
 def run_train(args, data, out_dir, nproc):
-    """train.py on args.config for TRAIN_WARMUP + args.iters steps; figures parsed from its log lines."""
+    """train.py on args.config for TRAIN_WARMUP + args.iters steps; its speed read from out_dir/status.json
+    (the median of its last steps), not from its printed lines."""
     launch = [sys.executable] if nproc == 1 else [
         sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     cmd = [*launch, os.path.join(ROOT, "train.py"), args.config, f"--dataset={data}", f"--out_dir={out_dir}",
            f"--max_iters={TRAIN_WARMUP + args.iters}", "--log_interval=1", "--eval_iters=1",
            f"--eval_interval={10 ** 9}", "--always_save_checkpoint=False", *args.overrides]
-    done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     if done.returncode != 0:
         sys.exit(f"error: train.py failed ({' '.join(cmd[len(launch):])}):\n{done.stderr[-2000:]}")
-    tokens = int(re.search(r"([\d,]+) tokens per iteration", done.stdout).group(1).replace(",", ""))
-    steps = re.findall(r"iter (\d+): .*time ([\d.]+)ms", done.stdout)
-    ms = sorted(float(t) for i, t in steps if int(i) >= TRAIN_WARMUP)
-    ms_per_iter = ms[len(ms) // 2]
-    # train.py prints MFU to 2 decimals, 0.00% on a CPU: recompute it from the median time
+    from status import read_status
+    cfg = train_config([args.config], args.overrides)
+    tokens = cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+    ms_per_iter = tokens / read_status(out_dir)["tokens_per_s"] * 1000
     mfu = config_model(args).estimate_mfu(tokens // nproc, ms_per_iter / 1000)  # one process's share
     return {"nproc": nproc, "tokens_per_iter": tokens, "ms_per_iter": ms_per_iter,
             "tokens_per_s": tokens / (ms_per_iter / 1000), "mfu_percent": mfu * 100}
@@ -283,25 +285,14 @@ def bench_train(args):
 # -----------------------------------------------------------------------------
 # time_to_loss
 
-# nanoGPT's CPU recipe (its README's command for a laptop, with its char-level config's learning rate,
-# schedule and beta2), run through babygpt's train.py: same model and speed per token, only the recipe differs
-NANOGPT_CPU = ["--batch_size=12", "--block_size=64", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0",
-               "--learning_rate=1e-3", "--max_iters=2000", "--lr_decay_iters=2000", "--min_lr=1e-4",
-               "--beta2=0.99", "--warmup_iters=100", "--compile=False", "--device=cpu", "--dtype=float32",
-               "--dataset=chinese"]
-# the CPU demo before issue 11 (its config at commit 75ceab3): 4 layers, batch 32, lr 2e-3, 1,200 steps,
-# compiled; it ended at val 4.42 after 335 s on the day issue 11 measured it
-OLD_DEMO = ["--batch_size=32", "--block_size=64", "--n_layer=4", "--n_head=4", "--n_embd=128", "--dropout=0.0",
-            "--learning_rate=2e-3", "--max_iters=1200", "--lr_decay_iters=1200", "--min_lr=1e-4", "--beta2=0.99",
-            "--warmup_iters=100", "--compile=True", "--device=cpu", "--dtype=float32", "--dataset=chinese"]
-BASELINES = {"nanogpt": ("nanoGPT recipe", NANOGPT_CPU), "old_demo": ("old CPU demo", OLD_DEMO)}
 EVAL_WINDOWS = 480     # val windows per eval: the same fixed ones for both runs (train.eval_windows)
 EVAL_TOKENS = 192_000  # tokens trained between evals, alike for both runs (nanoGPT's eval_interval=250 x 768)
 
 
 def run_to_loss(label, config, overrides):
     """train.py (with a config file, or None: train.py's defaults) from process start to its end;
-    returns [(seconds since start, iteration, val loss)] per eval."""
+    returns [(seconds since start, iteration, val loss)] per eval, read from its log.csv."""
+    from progress import read_log
     config = [config] if config else []
     cfg = train_config(config, overrides)
     tokens = cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
@@ -311,14 +302,18 @@ def run_to_loss(label, config, overrides):
         cmd = [sys.executable, os.path.join(ROOT, "train.py"), *config, *overrides, *evals, f"--out_dir={out_dir}"]
         print(f"{label}: {' '.join(cmd[1:-1])}", flush=True)
         points, start = [], time.time()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8",
-                                env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        for line in proc.stdout:  # each eval line is timed as it arrives
-            m = re.match(r"step (\d+): train loss [\d.]+, val loss ([\d.]+)", line)
-            if m:
-                points.append((time.time() - start, int(m.group(1)), float(m.group(2))))
-        if proc.wait() != 0:
-            sys.exit(f"error: train.py failed ({' '.join(cmd[1:])}):\n{proc.stderr.read()[-2000:]}")
+
+        def new_evals():  # each eval is timed when its row appears in log.csv (polled every 50 ms)
+            return [(time.time() - start, row["iter"], row["val_loss"]) for row in read_log(out_dir)[len(points):]]
+        with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+            while proc.poll() is None:
+                points += new_evals()
+                time.sleep(0.05)
+            points += new_evals()
+            if proc.returncode != 0:
+                err.seek(0)
+                sys.exit(f"error: train.py failed ({' '.join(cmd[1:])}):\n{err.read()[-2000:]}")
     return points
 
 
@@ -350,8 +345,8 @@ def bench_time_to_loss(args):
     if not os.path.isfile(os.path.join(ROOT, "data", "chinese", "val.bin")):
         sys.exit("error: the built-in corpus is not prepared; run python data/chinese/prepare.py first")
     repeat = args.repeat or 2
-    base_name, base_args = BASELINES[args.baseline]
-    recipes = {base_name: (None, base_args), "babygpt": (args.config, args.overrides)}
+    base_name = os.path.splitext(os.path.basename(args.baseline))[0]
+    recipes = {base_name: (args.baseline, []), "babygpt": (args.config, args.overrides)}
     repeats = {name: [] for name in recipes}
     for i in range(repeat):  # alternated, so a slow spell of the machine hits both recipes alike
         for name, (config, overrides) in recipes.items():
@@ -467,8 +462,8 @@ def main():
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
     p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")
     p.add_argument("--target", type=float, default=4.57, help="time_to_loss: the val loss to reach (nanoGPT's final)")
-    p.add_argument("--baseline", choices=sorted(BASELINES), default="nanogpt",
-                   help="time_to_loss: nanoGPT's CPU recipe, or the CPU demo before issue 11")
+    p.add_argument("--baseline", default="config/baseline_nanogpt_cpu.py",
+                   help="time_to_loss: the config to compare with (config/baseline_*.py)")
     # internal: bench_prepare re-runs this script as a child, one method per process
     p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)

@@ -15,6 +15,7 @@ After the samples, stderr gets a copy report (copycheck.py): per sample, the lon
 verbatim from the run's train.bin and the share of its 10-character windows found there.
 """
 
+import dataclasses
 import os
 import sys
 
@@ -53,7 +54,7 @@ DEFAULTS = settings(globals())
 SEPARATOR = "---------------"
 
 
-def check_settings(init_from, max_new_tokens, num_samples, temperature, top_k, top_p, repetition_penalty,
+def check_settings(init_from, max_new_tokens, num_samples, temperature, top_k, top_p, repetition_penalty, ckpt,
                    out_file="", **_):
     """Refuse values that cannot work before any file is read (called with all the settings: **cfg)."""
     if init_from != "resume" and not is_pretrained(init_from):
@@ -129,38 +130,6 @@ def sample_steps(model, x, dev, seed, max_new_tokens, temperature, top_k, top_p,
                                  kv_cache=kv_cache)
 
 
-def stream_rows(model, x, dev, every=1, **settings):
-    """The ids of all samples (prompt included) as they grow: yields the list of rows every
-    `every` steps and after the last one. The web page streams these."""
-    rows = x.tolist()
-    for step, idx_next in enumerate(sample_steps(model, x, dev, **settings), start=1):
-        for row, i in zip(rows, idx_next[:, 0].tolist()):
-            row.append(i)
-        if step % every == 0 or step == settings["max_new_tokens"]:
-            yield rows
-
-
-def generate(model, x, dev, decode, prompt, stream=False, **settings):
-    """All rows at once -> (num_samples, T + max_new_tokens). With stream, the first
-    row's characters are printed as they come (decoded one id at a time: ids are characters)."""
-    new = []
-    if stream:
-        print(prompt, end="", flush=True)
-    # a bar with ETA on a terminal, unless the text itself is streaming there
-    bar = None if stream else progress_bar(settings["max_new_tokens"], desc="characters")
-    for idx_next in sample_steps(model, x, dev, **settings):  # (num_samples, 1)
-        new.append(idx_next)
-        if stream:
-            print(decode([idx_next[0, 0].item()]), end="", flush=True)
-        else:
-            bar.update()
-    if stream:
-        print()
-    else:
-        bar.close()
-    return torch.cat([x, *new], dim=1)
-
-
 def load_model(init_from, out_dir, device, ckpt_name="ckpt.pt", warn=None):
     """The model to sample and its vocabulary: (model, meta or None). None means GPT-2 BPE.
     warn(line) gets the hint that best.pt is better (default: printed on stderr)."""
@@ -179,36 +148,96 @@ def load_model(init_from, out_dir, device, ckpt_name="ckpt.pt", warn=None):
     return model, (load_meta(meta_path) if meta_path else None)
 
 
+@dataclasses.dataclass
+class Samples:
+    """One call's samples as they grow. start_samples() builds it; steps() generates. sample.py's main,
+    the web page and bench.py all sample through this, so they write the same text for the same settings."""
+    cfg: dict
+    model: torch.nn.Module
+    meta: dict | None      # the vocabulary; None: GPT-2 BPE
+    decode: object         # ids -> text
+    prompt: str            # the prompt as kept (characters the model never saw left out)
+    x: torch.Tensor        # the prompt's ids, one row per sample (S, T)
+    dev: str
+    ctx: object            # autocast context (a no-op in float32)
+    rows: list = None      # each sample's ids so far, prompt included
+
+    def steps(self):
+        """Generate; at each step yield the new text of every sample (a list of num_samples strings)."""
+        self.rows = self.x.tolist()
+        steps = sample_steps(self.model, self.x, self.dev, **self.cfg)
+        while True:
+            with torch.no_grad(), self.ctx:  # entered per step: the page may resume us from another thread
+                idx_next = next(steps, None)  # (S, 1)
+            if idx_next is None:
+                return
+            ids = idx_next[:, 0].tolist()
+            for row, i in zip(self.rows, ids):
+                row.append(i)
+            yield [self.decode([i]) for i in ids]
+
+    def texts(self):
+        """Every sample's whole text so far, prompt included."""
+        return [self.decode(row) for row in self.rows]
+
+    def copy_report(self):
+        """copycheck's lines for the generated part (the prompt is the user's, so left out)."""
+        run_dir = None if is_pretrained(self.cfg["init_from"]) else self.cfg["out_dir"]  # GPT-2's text is not here
+        new = [row[self.x.size(1):] for row in self.rows]
+        return copycheck.report_lines(run_dir, self.cfg["ckpt"], self.meta, new, self.decode)
+
+
+def start_samples(cfg, warn):
+    """Settings in, a Samples ready to generate out: checks, device, model, prompt. warn(line) gets the
+    notes and warnings (sample.py prints them on stderr, the page shows them)."""
+    check_settings(**cfg)
+    dev, _, _, ctx = setup(cfg["device"], cfg["dtype"], cfg["seed"])
+    model, meta = load_model(cfg["init_from"], cfg["out_dir"], dev, cfg["ckpt"], warn=warn)
+    model.eval().to(dev)
+    if cfg["compile"]:
+        model = torch.compile(model)
+    x, decode, prompt = prompt_batch(read_prompt(cfg["start"]), meta, cfg["num_samples"], dev, warn)
+    return Samples(cfg, model, meta, decode, prompt, x, dev, ctx)
+
+
+def print_samples(samples, stream):
+    """Generate and print: each text, the separator and torch.Size([1, N]), the format nanoGPT's sample.py
+    prints. With stream, the first sample's characters appear as they come; else a bar with ETA (terminal)."""
+    bar = None if stream else progress_bar(samples.cfg["max_new_tokens"], desc="characters")
+    if stream:
+        print(samples.prompt, end="", flush=True)
+    for pieces in samples.steps():
+        if stream:
+            print(pieces[0], end="", flush=True)
+        else:
+            bar.update()
+    if stream:
+        print()
+    else:
+        bar.close()
+    texts = samples.texts()
+    for i, (text, row) in enumerate(zip(texts, samples.rows)):
+        if not (stream and i == 0):  # the streamed sample's text is already on screen
+            print(text)
+        print(SEPARATOR)
+        print(torch.Size([1, len(row)]))
+    return texts
+
+
 def main():
     cfg = configure(DEFAULTS, sys.argv[1:], __file__)
     if cfg is None:
         return
-    globals().update(cfg)
-    check_settings(**cfg)
-    dev, _, _, ctx = setup(device, dtype, seed)
-    model, meta = load_model(init_from, out_dir, dev, ckpt)
-    model.eval().to(dev)
-    if compile:
-        model = torch.compile(model)
-    x, decode, prompt = prompt_batch(read_prompt(start), meta, num_samples, dev,
-                                     warn=lambda line: print(line, file=sys.stderr))
-    with torch.no_grad(), ctx:
-        y = generate(model, x, dev, decode, prompt, **cfg)  # (S, T + new)
-    texts = [decode(row.tolist()) for row in y]
-    for i, text in enumerate(texts):
-        if not (stream and i == 0):  # the streamed sample's text is already on screen
-            print(text)
-        print(SEPARATOR)
-        print(y[i:i + 1].shape)  # torch.Size([1, N]), as the seed prints it per sample
-    if out_file:
+    warn = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    samples = start_samples(cfg, warn)
+    texts = print_samples(samples, cfg["stream"])
+    if cfg["out_file"]:
         data = "".join(f"{t}\n{SEPARATOR}\n" for t in texts).encode("utf-8")
-        with explained_write(out_file, "free disk space or choose another --out_file"):
-            atomic_write(out_file, lambda f: f.write(data))
-        print(f"wrote {len(texts)} samples to {out_file}", file=sys.stderr)
-    if copy_report:  # last, on stderr, so stdout keeps the seed's format; the prompt is the user's, so left out
-        run_dir = None if is_pretrained(init_from) else out_dir  # GPT-2's own training text is not here
-        lines = copycheck.report_lines(run_dir, ckpt, meta, y[:, x.size(1):].tolist(), decode)
-        print("\n".join(lines), file=sys.stderr)
+        with explained_write(cfg["out_file"], "free disk space or choose another --out_file"):
+            atomic_write(cfg["out_file"], lambda f: f.write(data))
+        warn(f"wrote {len(texts)} samples to {cfg['out_file']}")
+    if cfg["copy_report"]:  # last, on stderr, so stdout keeps nanoGPT's format
+        warn("\n".join(samples.copy_report()))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ A local web page over babygpt's scripts: prepare a dataset, train, watch the los
 
 The page is wiring, not a second implementation: Data calls charlevel.py (as prepare.py does),
 Train runs the real `python train.py <config> --key=value ...` as a process of its own (it goes on
-when the page is closed; Stop sends it Ctrl-C), Sample calls sample.py's functions, and the state of a
-run lives on disk in its out_dir (web_run.json, train.log), so a reopened page or a second tab finds it.
+when the page is closed; Stop sends it Ctrl-C), Sample calls sample.py's sample generator. A run's state
+lives on disk in its out_dir: status.json and log.csv, which train.py keeps (status.py), and web_run.json,
+the command the page started; so a reopened page or a second tab finds it. train.log is for people to read.
 """
 
 import functools
@@ -32,14 +33,13 @@ import torch  # noqa: E402
 
 import charlevel  # noqa: E402  what every prepare.py runs
 from data.chinese import prepare as chinese_prepare  # noqa: E402  its built-in 红楼梦 writer
-import copycheck  # noqa: E402
 import sample  # noqa: E402
-import train  # noqa: E402
+import status  # noqa: E402
 import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
-from checkpoint import atomic_write, dataset_dir, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
+from checkpoint import atomic_write, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
 from configurator import ConfigError, configure, documented_keys, settings  # noqa: E402
 from progress import read_log  # noqa: E402
-from runtime import UserError, run_main, setup  # noqa: E402
+from runtime import UserError, run_main  # noqa: E402
 
 
 # -----------------------------------------------------------------------------
@@ -54,11 +54,12 @@ DEFAULTS = settings(globals())
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(REPO, "train.py")
-JOB_FILE = "web_run.json"  # in out_dir: the run the page started (pid, command, start time, exit status)
+JOB_FILE = "web_run.json"  # in out_dir: the train.py the page started (pid and its start, command, log offset)
 LOG_FILE = "train.log"     # in out_dir: train.py's stdout and stderr, appended run after run
 TRAIN_HELP = documented_keys(TRAIN)  # {key: (default, comment)}: the source of train.py --help
-# train.py's settings: assigned in its own source (a name it imports is not one), dataset and out_dir apart
-FIELD_KEYS = [k for k in train.DEFAULTS if k in TRAIN_HELP and k not in ("dataset", "out_dir")]
+# train.py's settings as its source assigns them (the page runs train.py, it does not import it)
+TRAIN_DEFAULTS = {k: default for k, (default, _) in TRAIN_HELP.items() if k.islower()}
+FIELD_KEYS = [k for k in TRAIN_DEFAULTS if k not in ("dataset", "out_dir")]
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 RUN_COLUMNS = ["run", "dataset", "model (layers x heads x dims)", "iterations", "best val loss", "state"]
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: works offline
@@ -152,11 +153,15 @@ STRINGS = {
     "msg.eta": ("，预计还需 {eta}", ", about {eta} left"),
     "msg.starting": ("**启动中**（pid {pid}）…", "**starting** (pid {pid})..."),
     "msg.finished": ("**已完成**：{iter} 步", "**finished**: {iter} iterations"),
-    "msg.stopped": ("**已停止**：{line}（“继续训练”从检查点接着训练）",
-                    "**stopped**: {line} (Resume continues from the checkpoint)"),
-    "msg.stopped_at": ("**已停止**：{line}", "**stopped**: {line}"),  # train.py's own line says how to go on
+    "msg.stopped": ("**已停止**：第 {iter} 步 {line}（“继续训练”从检查点接着训练）",
+                    "**stopped** at iteration {iter} {line}(Resume continues from the checkpoint)"),
     "msg.failed": ("**失败**：{line}", "**failed**: {line}"),
-    "msg.ended": ("**已结束**：{line}", "**ended**: {line}"),
+    "msg.died": ("**已中断**：train.py 在第 {iter} 步（{state}）时意外结束（被强制终止？），没有写下结果；"
+                 "“继续训练”从上次保存的检查点接着训练",
+                 "**died**: train.py ended unexpectedly at iteration {iter} ({state}; killed?) without writing "
+                 "its end; Resume continues from the last saved checkpoint"),
+    "msg.no_status": ("**已结束**：train.py 没有写下 status.json 就退出了，请看下面的日志",
+                      "**ended**: train.py exited before writing its status.json; see the log below"),
     "msg.suggest": ("本机：{device}。建议：{preset}。{corpus}",
                     "This machine: {device}. Suggested: {preset}. {corpus}"),
     "msg.corpus": ("数据集 {name} 有 {train:,} 个训练字符；此设置约看 {passes:.1f} 遍。",
@@ -311,51 +316,17 @@ def write_job(run_dir, job):
     atomic_write(os.path.join(run_dir, JOB_FILE), lambda f: f.write(data))
 
 
-def process_start(pid):
-    """When the process with this pid started (clock ticks since boot, Linux), or None. With the pid
-    it names one process, also while it exits: its cmdline is then already empty."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])  # field 22, counted from the state (field 3)
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def job_alive(job):
-    """Is the job's train.py still running? Its exit status recorded, a pid that is gone, or (after
-    a reboot) a pid now used by another program all count as ended."""
-    if not job or job.get("returncode") is not None:
-        return False
-    pid = job["pid"]
-    if job.get("start_ticks") is not None:  # our train.py, exiting or waiting for reap() included
-        return process_start(pid) == job["start_ticks"]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    proc = f"/proc/{pid}"
-    if os.path.isdir(proc):  # Linux: is it still train.py?
-        with open(f"{proc}/stat", "rb") as f:
-            exited = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"  # reap() is writing its exit status
-        with open(f"{proc}/cmdline", "rb") as f:
-            return exited or b"train.py" in f.read()
-    return True
+    """Is the train.py this page started still running (known by pid and process start time)?"""
+    return bool(job) and status.run_alive(job["pid"], job["process_start"])
 
 
-def reap(proc, run_dir):
-    """Wait for the train.py the page started and write its exit status into web_run.json. The
-    process is released only after that, so no poll can find it gone but its status unwritten."""
-    if hasattr(os, "waitid"):
-        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet released
-        code = info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-    else:
-        code = proc.wait()
-    job = read_job(run_dir)
-    if job and job.get("pid") == proc.pid:
-        write_job(run_dir, {**job, "returncode": code, "ended": time.time()})
-    proc.wait()
+def run_going(job, st):
+    """Is a train.py at work in this out_dir: the page's (until it has written its end: exiting then is
+    not working), or one started at a command line?"""
+    if job and st and st["pid"] == job["pid"]:
+        return status.is_running(st)
+    return job_alive(job) or status.is_running(st)
 
 
 def train_argv(base, config, dataset, out_name, fields, resume):
@@ -363,7 +334,7 @@ def train_argv(base, config, dataset, out_name, fields, resume):
     if config not in list_configs():  # a config file is run as Python: only the repository's own
         raise UserError(f"config '{config}' is not one of config/*.py: {', '.join(list_configs())}")
     config_path = os.path.join(REPO, "config", config)
-    start = configure(train.DEFAULTS, [config_path], TRAIN)
+    start = configure(TRAIN_DEFAULTS, [config_path], TRAIN)
     argv = [os.path.join("config", config)]
     data_arg = dataset if base == REPO else os.path.join(base, "data", dataset)
     out_arg = arg_path(os.path.join(base, out_name), base)
@@ -373,22 +344,14 @@ def train_argv(base, config, dataset, out_name, fields, resume):
             argv.append(f"--{key}={value}")
     if resume:
         argv.append("--init_from=resume")
+    configure(TRAIN_DEFAULTS, [config_path, *argv[1:]], TRAIN)  # a box train.py cannot parse: its line, at once
     return argv
 
 
-def check_train(argv, base, run_dir):
-    """What train.py would refuse at its start, refused here with its own one-line message."""
-    cfg = configure(train.DEFAULTS, [os.path.join(REPO, argv[0]), *argv[1:]], TRAIN)
-    train.check_config(cfg)
-    meta = train.load_dataset(dataset_dir(cfg["dataset"]), cfg["block_size"])[2]
-    if cfg["init_from"] == "resume":  # no checkpoint, another shape: said now, not in the log
-        train.build_model(dict(cfg, out_dir=run_dir), meta["vocab_size"] if meta else None, "cpu")
-    return cfg
-
-
-def start_training(base, argv, run_dir, max_iters):
+def start_training(argv, run_dir):
     """Start train.py in its own session (Ctrl-C at the page's terminal and a closed page leave it
-    running), its output appended to out_dir/train.log; returns the job written to web_run.json."""
+    running), its output appended to out_dir/train.log for people to read; returns the job written to
+    web_run.json. The run's state comes from the status.json train.py keeps, never from its output."""
     os.makedirs(run_dir, exist_ok=True)
     command = shlex.join(["python", "train.py", *argv])
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")  # log lines as they come
@@ -398,20 +361,20 @@ def start_training(base, argv, run_dir, max_iters):
         offset = log.tell()
         proc = subprocess.Popen([sys.executable, TRAIN, *argv], cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
                                 stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    job = {"pid": proc.pid, "start_ticks": process_start(proc.pid), "command": command, "argv": argv,
-           "started": time.time(), "log_offset": offset, "max_iters": max_iters}
+    job = {"pid": proc.pid, "process_start": status.process_start(proc.pid), "command": command, "argv": argv,
+           "started": time.time(), "log_offset": offset}
     write_job(run_dir, job)
-    threading.Thread(target=reap, args=(proc, run_dir), daemon=True).start()
+    threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends: no zombie left behind
     return job
 
 
-def log_text(run_dir, job, tail_bytes=1 << 16):
-    """The end of this job's part of train.log: enough for the status and the last lines."""
+def log_text(run_dir, job, tail_bytes=1 << 14):
+    """The last lines of this job's part of train.log, to show (nothing is read from them)."""
     path = os.path.join(run_dir, LOG_FILE)
     try:
         with open(path, "rb") as f:
             f.seek(max(job.get("log_offset", 0), os.path.getsize(path) - tail_bytes))
-            return f.read().decode("utf-8", errors="replace")
+            return "\n".join(f.read().decode("utf-8", errors="replace").rstrip().splitlines()[-12:])
     except OSError:
         return ""
 
@@ -423,39 +386,26 @@ def duration(seconds):
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
-def current_job(run_dir):
-    """(web_run.json, is it running?). Once the process is seen gone the file is read again: reap()
-    writes the exit status before it lets the process go, so only that second read is sure to have it."""
-    job = read_job(run_dir)
+def job_status(job, st, lang):
+    """One line for the run the page started: from its status.json (st), once that file is this process's."""
     alive = job_alive(job)
-    return (job if alive or not job else read_job(run_dir)), alive
-
-
-def job_status(job, alive, log, lang):
-    """One line: running (iteration, ETA) or how it ended, from the job and its log."""
-    iters = [(int(i), float(ms)) for i, ms in re.findall(r"^iter (\d+): .*time ([\d.]+)ms", log, re.M)]
-    errors = [l for l in log.splitlines() if l.startswith("error:")]
-    stopped = re.search(r"^.*stopped at iteration \d+.*$|^interrupted$", log, re.M)  # train.py on Ctrl-C
-    if alive:
-        if not iters:
+    if not st or st["pid"] != job["pid"]:  # train.py has not written its status yet, or could not
+        if alive:
             return text("msg.starting", lang).format(pid=job["pid"])
-        last, recent = iters[-1][0], [ms for _, ms in iters[-5:]]
-        left = (job["max_iters"] - last) * sum(recent) / len(recent) / 1000
-        eta = text("msg.eta", lang).format(eta=duration(left)) if len(iters) > 1 else ""
-        return text("msg.running", lang).format(pid=job["pid"], iter=last, max_iters=job["max_iters"], eta=eta)
-    code = job.get("returncode")
-    if code == 0:
-        return text("msg.finished", lang).format(iter=job["max_iters"])
-    if stopped:
-        return text("msg.stopped_at", lang).format(line=stopped.group(0))
-    if code in (130, -signal.SIGINT):
-        return text("msg.stopped", lang).format(line=f"exit status {code}")
-    if errors:
-        return text("msg.failed", lang).format(line=errors[-1])
-    last_line = (log.strip().splitlines() or [""])[-1]
-    if code is None:  # started by an earlier web.py, which could not wait for it: its log says the rest
-        return text("msg.ended", lang).format(line=last_line)
-    return text("msg.failed", lang).format(line=f"exit status {code}; {last_line}")
+        return text("msg.no_status", lang)
+    state = st["state"]
+    if state in status.RUNNING and not alive:
+        return text("msg.died", lang).format(state=state, iter=st["iter"])
+    if state == "starting":
+        return text("msg.starting", lang).format(pid=job["pid"])
+    if state in status.RUNNING:
+        eta = text("msg.eta", lang).format(eta=duration(st["eta_s"])) if st["eta_s"] is not None else ""
+        return text("msg.running", lang).format(pid=job["pid"], iter=st["iter"], max_iters=st["max_iters"], eta=eta)
+    if state == "finished":
+        return text("msg.finished", lang).format(iter=st["iter"])
+    if state == "stopped":
+        return text("msg.stopped", lang).format(iter=st["iter"], line=f"({st['error']}) " if st["error"] else "")
+    return text("msg.failed", lang).format(line=st["error"])
 
 
 def loss_frame(run_dir):
@@ -466,7 +416,7 @@ def loss_frame(run_dir):
 
 
 def latest_job(base):
-    """The out* folder whose job started last, running ones first: what a reopened page shows."""
+    """The out* folder whose job the page started last, running ones first: what a reopened page shows."""
     jobs = [(job_alive(job), job["started"], name) for name in os.listdir(base) if name.startswith("out")
             for job in [read_job(os.path.join(base, name))] if job]
     return max(jobs)[2] if jobs else None
@@ -487,7 +437,8 @@ def run_summary(base, name):
     params = model_from_checkpoint(ckpt).get_num_params() / 1e6
     size = f"{args['n_layer']}x{args['n_head']}x{args['n_embd']}, {params:.2f}M"
     dataset = os.path.basename(str((ckpt.get("config") or {}).get("dataset", "")))
-    state = "running" if job_alive(read_job(run_dir)) else ""
+    st = status.read_status(run_dir)
+    state = "running" if status.is_running(st) else (st["state"] if st else "")
     return [name, dataset, size, ckpt["iter_num"], round(float(ckpt["best_val_loss"]), 4), state]
 
 
@@ -695,7 +646,7 @@ def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, no
 
 
 def preset_values(config, overrides):
-    cfg = configure(train.DEFAULTS, [os.path.join(REPO, "config", config)], TRAIN)
+    cfg = configure(TRAIN_DEFAULTS, [os.path.join(REPO, "config", config)], TRAIN)
     return {k: str(v) for k, v in {**cfg, **overrides}.items()}
 
 
@@ -738,13 +689,13 @@ def on_start(base, resume, config, dataset, out_name, *rest):
         check_name(dataset, "dataset", lang)
         run_dir = os.path.join(base, check_run_name((out_name or "").strip(), lang))
         argv = train_argv(base, config, dataset, out_name.strip(), fields, resume)
-        cfg = check_train(argv, base, run_dir)
         with _start_lock:
-            job = read_job(run_dir)
-            if job_alive(job):
-                return text("msg.busy", lang).format(out=out_name, pid=job["pid"]), job["command"]
-            job = start_training(base, argv, run_dir, cfg["max_iters"])
-    except (UserError, ConfigError) as e:
+            job, st = read_job(run_dir), status.read_status(run_dir)
+            if run_going(job, st):
+                pid = st["pid"] if status.is_running(st) else job["pid"]
+                return text("msg.busy", lang).format(out=out_name, pid=pid), job["command"] if job else ""
+            job = start_training(argv, run_dir)
+    except (UserError, ConfigError) as e:  # train.py's own refusals arrive through its status.json
         return f"error: {shown(e, base)}", ""
     return text("msg.started", lang).format(pid=job["pid"]), job["command"]
 
@@ -769,12 +720,11 @@ def on_poll(base, out_name, lang):
         run_dir = os.path.join(base, check_run_name(name, lang))
     except UserError:
         return "", "", "", None
-    job, alive = current_job(run_dir)
+    job = read_job(run_dir)
     if not job:
         return text("msg.no_job", lang).format(out=name), "", "", loss_frame(run_dir)
-    log = log_text(run_dir, job)
-    tail = "\n".join(log.rstrip().splitlines()[-12:])
-    return job_status(job, alive, log, lang), job["command"], tail, loss_frame(run_dir)
+    line = shown(job_status(job, status.read_status(run_dir), lang), base)
+    return line, job["command"], log_text(run_dir, job), loss_frame(run_dir)
 
 
 def on_curve(base, run):
@@ -800,23 +750,18 @@ def on_sample(base, run, ckpt, prompt, n, length, temperature, top_k, top_p, pen
         cfg = dict(sample.DEFAULTS, out_dir=run_dir, ckpt=ckpt or "", start=prompt or "", num_samples=int(n),
                    max_new_tokens=int(length), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
                    repetition_penalty=float(penalty), seed=int(seed))
-        sample.check_settings(**cfg)
-        dev, _, _, ctx = setup(cfg["device"], cfg["dtype"], cfg["seed"])
-        model, meta = sample.load_model("resume", run_dir, dev, cfg["ckpt"], warn=notes.append)
-        model.eval().to(dev)
-        x, decode, _ = sample.prompt_batch(cfg["start"], meta, cfg["num_samples"], dev, warn=notes.append)
+        samples = sample.start_samples(cfg, warn=notes.append)
     except (UserError, ConfigError) as e:
         yield "", f"error: {shown(e, base)}", ""
         return
     command = sample_command(arg_path(run_dir, base), cfg)
     every = max(1, cfg["max_new_tokens"] // 50)  # ~50 updates whatever the length
-    rows = []
-    with torch.no_grad(), ctx:
-        for rows in sample.stream_rows(model, x, dev, every=every, **cfg):
-            yield show_samples([decode(r) for r in rows]), note_lines(notes, base), command
-    if cfg["copy_report"]:  # the generated part only, as sample.py reports it
-        notes += copycheck.report_lines(run_dir, cfg["ckpt"], meta, [r[x.size(1):] for r in rows], decode)
-        yield show_samples([decode(r) for r in rows]), note_lines(notes, base), command
+    for step, _ in enumerate(samples.steps(), start=1):
+        if step % every == 0:
+            yield show_samples(samples.texts()), note_lines(notes, base), command
+    if cfg["copy_report"]:  # sample.py's report, from the same function
+        notes += samples.copy_report()
+    yield show_samples(samples.texts()), note_lines(notes, base), command
 
 
 def note_lines(lines, base):

@@ -76,8 +76,9 @@ def git_commit():
         return "unknown"
 
 
-def model_card(ckpt, losses, log, size_mb, stdout, stderr, note=""):
-    """The README.md of the exported folder; every number in it measured here or read from the run."""
+def model_card(ckpt, losses, log, size_mb, stdout, stderr, export):
+    """The README.md of the exported folder; every number in it measured here or read from the run.
+    export: this script's settings (where it wrote, how many samples of what length, the note)."""
     cfg, args = ckpt["config"], ckpt["model_args"]
     n_params = sum(v.numel() for k, v in ckpt["model"].items()
                    if k not in ("transformer.wpe.weight", "lm_head.weight"))  # lm_head is tied to wte
@@ -90,7 +91,7 @@ def model_card(ckpt, losses, log, size_mb, stdout, stderr, note=""):
         "",
         "A character-level GPT trained by babygpt on the built-in 红楼梦. Sample it with no training:",
         "",
-        "    python sample.py --out_dir=pretrained/hlm",
+        f"    python sample.py --out_dir={export['to']}",
         "",
         "| | |", "|---|---|",
         f"| config | `config/train_chinese_pretrained.py`: {', '.join(f'{k}={cfg[k]}' for k in keys)} |",
@@ -104,10 +105,10 @@ def model_card(ckpt, losses, log, size_mb, stdout, stderr, note=""):
         "",
         "Reproduce: `python data/chinese/prepare.py && python train.py config/train_chinese_pretrained.py "
         "&& python pretrained/export.py`",
-        *(["", f"Note: {note}"] if note else []),
+        *(["", f"Note: {export['note']}"] if export["note"] else []),
         "",
-        f"## Three samples (`python sample.py --out_dir=pretrained/hlm --num_samples={samples} "
-        f"--max_new_tokens={sample_length}`, unedited)",
+        f"## Samples (`python sample.py --out_dir={export['to']} --num_samples={export['samples']} "
+        f"--max_new_tokens={export['sample_length']}`, unedited)",
         "", "```", stdout.rstrip(), "```", "",
         "## Copy report of those samples (sample.py's stderr)",
         "", "```", stderr.rstrip(), "```", ""])
@@ -135,7 +136,7 @@ def main():
     atomic_write(os.path.join(cfg["to"], META_NAME), lambda f: f.write(meta))
     losses = whole_split_losses(ckpt)
     stdout, stderr = run_sample(cfg["to"], cfg["samples"], cfg["sample_length"])
-    card = model_card(ckpt, losses, read_log(cfg["out_dir"]), size_mb, stdout, stderr, cfg["note"])
+    card = model_card(ckpt, losses, read_log(cfg["out_dir"]), size_mb, stdout, stderr, cfg)
     atomic_write(os.path.join(cfg["to"], "README.md"), lambda f: f.write(card.encode("utf-8")))
     print(f"wrote {cfg['to']}: val loss {losses['val']:.4f}, train {losses['train']:.4f}, {size_mb:.1f} MB")
 

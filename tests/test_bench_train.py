@@ -26,7 +26,7 @@ def test_train_benchmark_json():
 
 def test_time_to_loss_times_each_eval_from_process_start(tiny_data):
     """bench.py --what=time_to_loss's runner on a tiny dataset: an eval every EVAL_TOKENS trained tokens,
-    times rising from process start, val losses parsed from train.py's own lines."""
+    times rising from process start, val losses read from the run's log.csv (train.py's output is not read)."""
     import bench
     tiny = [a for a in TINY if not a.startswith(("--eval_iters", "--log_interval"))]
     tokens_per_iter = 4 * 16
@@ -63,4 +63,13 @@ def test_time_to_loss_reads_the_loss_reached_in_the_baselines_time():
     assert bench.last_within(points, 69.9) == (40.0, 100, 5.0), "an eval after the deadline does not count"
     assert bench.last_within(points, 70.0) == (70.0, 200, 4.5), "an eval at the deadline counts"
     assert bench.last_within(points, 5.0) is None, "no eval yet gives None"
-    assert set(bench.BASELINES) == {"nanogpt", "old_demo"} and "--compile=True" in bench.BASELINES["old_demo"][1]
+
+
+
+def test_baselines_are_config_files_train_py_reads():
+    """The recipes time_to_loss compares with are config files a user can also train with."""
+    import bench
+    nanogpt = bench.train_config(["config/baseline_nanogpt_cpu.py"], [])
+    old_demo = bench.train_config(["config/baseline_old_demo.py"], [])
+    assert (nanogpt["n_layer"], nanogpt["batch_size"], nanogpt["compile"]) == (4, 12, False), nanogpt
+    assert (old_demo["n_layer"], old_demo["batch_size"], old_demo["compile"]) == (4, 32, True), old_demo

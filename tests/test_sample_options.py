@@ -66,3 +66,32 @@ def test_refusals(trained_run, tmp_path):
     missing = tmp_path / "no" / "such" / "s.txt"
     assert_user_error(run("sample.py", out, f"--out_file={missing}"), "does not exist")
     assert not os.path.exists(tmp_path / "no"), "a refused --out_file should create nothing"
+
+
+def test_check_settings_checks_the_values_it_is_given():
+    """The page calls check_settings with its own values: each must be checked, not sample.py's defaults."""
+    import pytest
+
+    import sample as sample_py
+    from runtime import UserError
+    sample_py.check_settings(**sample_py.DEFAULTS)  # the defaults pass
+    for key, bad in [("ckpt", ""), ("top_p", 0.0), ("num_samples", 0), ("temperature", -1.0)]:
+        with pytest.raises(UserError, match=key):
+            sample_py.check_settings(**dict(sample_py.DEFAULTS, **{key: bad}))
+
+
+def test_the_sample_generator_is_what_main_prints(trained_run):
+    """main, the page and bench all sample through start_samples(): its texts are main's, piece by piece."""
+    import sample as sample_py
+    args = ["--start=宝玉", "--max_new_tokens=12", "--num_samples=2", "--temperature=1.2"]
+    printed = samples(sample(trained_run, *args).stdout)
+    cfg = dict(sample_py.DEFAULTS, out_dir=trained_run["out"], device="cpu", start="宝玉", max_new_tokens=12,
+               num_samples=2, temperature=1.2)
+    notes = []
+    gen = sample_py.start_samples(cfg, warn=notes.append)
+    pieces = ["宝玉", "宝玉"]
+    for step in gen.steps():
+        pieces = [p + new for p, new in zip(pieces, step)]
+    assert gen.texts() == pieces, "the pieces, joined, should be the whole texts"
+    assert pieces == [text for text, _ in printed], f"the generator should write what sample.py prints: {printed}"
+    assert len(gen.copy_report()) == 2, "one copy report line per sample"

@@ -70,6 +70,8 @@ def test_export_makes_a_folder_sample_py_reads(tmp_path, tiny_data):
     assert shipped["iter_num"] == best["iter_num"] and "optimizer" not in shipped
     card = (to / "README.md").read_text(encoding="utf-8")
     assert card.count("torch.Size([1, 21])") == 2, f"the card should hold two unedited samples:\n{card}"
+    assert f"python sample.py --out_dir={to} --num_samples=2 --max_new_tokens=20`" in card, \
+        f"the card should give the command its samples came from, with the values used:\n{card}"
     assert 0 < card_number(card, "val loss") < 10 and 0 < card_number(card, "train loss") < 10, card
     assert os.path.isfile(to / "meta.pkl"), "the vocabulary should travel with the model"
 

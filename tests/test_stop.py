@@ -16,6 +16,7 @@ import torch
 from conftest import REPO, TINY, run, write_dataset
 
 import checkpoint as ck
+import status
 
 
 def start_training(data, out, *args):
@@ -63,6 +64,8 @@ def test_ctrl_c_saves_where_it_stopped_and_resume_continues(tmp_path, tiny_data)
     ckpt = ck.load_checkpoint(str(out))
     assert ckpt["iter_num"] == n, f"ckpt.pt should be at the stopped iteration {n}, holds {ckpt['iter_num']}"
     assert "Traceback" not in "".join(err), "".join(err)
+    st = status.read_status(str(out))
+    assert (st["state"], st["iter"], st["exit_status"]) == ("stopped", n, 130), f"status.json should say stopped: {st}"
 
     resumed = run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, f"--max_iters={n + 3}",
                   "--eval_interval=100000", "--init_from=resume")

@@ -267,15 +267,12 @@ def test_sampling_refusals_are_sample_py_lines(page, trained, run_name, prompt, 
 
 @pytest.mark.parametrize("out, data, changes, words", [
     ("out-bad", "mytext", {"batch_size": "abc"}, ["batch_size must be int"]),
-    ("out-bad", "mytext", {"n_embd": "33"}, ["must be divisible"]),
-    ("out-bad", "mytext", {"block_size": "5000"}, ["lower --block_size or prepare more text"]),
-    ("out-bad", "nosuch", {}, ["run python data/nosuch/prepare.py first"]),
     ("out-bad", "", {}, ["pick a dataset"]),
     ("../out-x", "mytext", {}, ["not a plain name"]),
     ("mine", "mytext", {}, ["must start with out"]),
-    ("out-bad", "mytext", {"init_from": "resume"}, ["no checkpoint"]),
 ])
-def test_train_refusals_are_train_py_lines_and_change_nothing(page, trained, out, data, changes, words):
+def test_form_refusals_are_one_line_and_change_nothing(page, trained, out, data, changes, words):
+    """What the page can tell before starting anything: names, and boxes train.py's settings parser refuses."""
     client, root, _ = page
     before = tree(root)
     status, command = client.predict(*form(client, out, data, **changes), api_name="/start")
@@ -283,6 +280,29 @@ def test_train_refusals_are_train_py_lines_and_change_nothing(page, trained, out
     for w in words:
         assert w in status, f"the message should say {w!r}: {status}"
     assert tree(root) == before, "a refused start should change nothing on disk"
+
+
+@pytest.mark.parametrize("data, changes, words", [
+    ("mytext", {"n_embd": "33"}, ["must be divisible"]),
+    ("mytext", {"block_size": "5000"}, ["lower --block_size or prepare more text"]),
+    ("nosuch", {}, ["run python data/nosuch/prepare.py first"]),
+    ("mytext", {"init_from": "resume"}, ["no checkpoint"]),
+])
+def test_train_py_refusals_reach_the_page_through_status_json(page, trained, data, changes, words):
+    """The page does not re-run train.py's checks: train.py refuses, writes 'failed' with its one line into
+    status.json, and the page shows that line. Nothing outside the run's folder changes, and no checkpoint."""
+    client, root, _ = page
+    out = "out-refused"
+    outside = lambda t: {k: v for k, v in t.items() if not k.startswith(out + os.sep)}  # noqa: E731
+    before = outside(tree(root))
+    message, _ = client.predict(*form(client, out, data, **changes), api_name="/start")
+    assert message.startswith("started: pid"), message
+    line, _, log, _ = wait_until(client, out, lambda s: "starting" not in s and "running" not in s)
+    assert line.startswith("**failed**: error: ") and "\n" not in line, f"train.py's one line expected: {line!r}\n{log}"
+    for w in words:
+        assert w in line, f"the message should say {w!r}: {line}"
+    assert outside(tree(root)) == before, "a refused run should change nothing outside its folder"
+    assert not os.path.exists(os.path.join(root, out, "ckpt.pt")), "a refused run should save no checkpoint"
 
 
 def test_a_config_outside_config_is_refused(page, dataset):
@@ -360,22 +380,3 @@ def test_another_host_needs_a_login():
     proc = subprocess.run([sys.executable, os.path.join(REPO, "web.py"), "--host=0.0.0.0"], cwd=REPO,
                           capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert_user_error(proc, "--auth=user:password", "ssh -L 7860:127.0.0.1:7860")
-
-
-@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux /proc")
-def test_a_run_counts_as_running_until_its_exit_status_is_written():
-    """job_alive knows train.py by pid and start time: while it exits, and as a zombie until reap()
-    has written its exit status, its cmdline is empty, yet it is still the run; another start time
-    with the same pid is another process."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    job = {"pid": proc.pid, "start_ticks": web.process_start(proc.pid)}
-    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # exited, not yet released, as reap() holds it
-    try:
-        with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
-            assert f.read() == b"", "an exited process has no cmdline left"
-        assert web.job_alive(job), "exited but not yet reaped: still the page's run"
-        assert not web.job_alive({**job, "start_ticks": job["start_ticks"] - 1}), "a reused pid is not the run"
-        assert not web.job_alive({**job, "returncode": 0}), "an exit status written: ended"
-    finally:
-        proc.wait()
-    assert not web.job_alive(job), "released: ended"

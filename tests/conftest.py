@@ -15,10 +15,15 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 import forkrun  # noqa: E402  (tests/forkrun.py)
+
+# one torch thread in the tests' own process too, as run() gives every script: two threads on a
+# 2-core machine that also runs a script or a server wait on each other and can run several times slower
+torch.set_num_threads(1)
 
 # a model small enough to train in a second or two on a CPU
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4",
@@ -31,12 +36,13 @@ TEXT = ("满纸荒唐言，一把辛酸泪！都云作者痴，谁解其中味�
 
 def run(script, *args, cwd=REPO, env_extra=None, fresh=False):
     """Run one of the repo's scripts as the README does: `python script args`, its output captured.
-    It runs in a fork of a server that imported torch once (tests/forkrun.py: seconds saved a run);
-    fresh=True, or environment variables to set (some are read at import time), start a new python."""
+    It runs in a fork of a server that imported torch once (tests/forkrun.py: seconds saved a run), with
+    env_extra set before the script imports anything the server has not (wandb, transformers, tiktoken);
+    fresh=True starts a new python, for the tests that show a command starts on its own."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
     env.update(env_extra or {})
     args = [os.fspath(a) for a in args]
-    if not (fresh or env_extra):
+    if not fresh:
         return forkrun.run(os.path.join(REPO, script), args, cwd, env, timeout=600)
     return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, encoding="utf-8", timeout=600)

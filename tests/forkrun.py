@@ -5,8 +5,10 @@ imports torch and the project's modules once; each run is a fork of it that sets
 working folder, the environment, stdin and stdout/stderr as a fresh `python script.py` has them, runs the
 script as __main__ (runpy: its `if __name__ == "__main__":` block runs), and exits as the interpreter does:
 sys.exit's status, or a traceback and 1. tests/killer.py forks train.py's main() the same way.
-Not a test: tests/conftest.py's run() calls run() here; runs that set environment variables read at import
-time (wandb, Hugging Face, tiktoken), or that must show the command starts on its own, use a real python.
+The environment is set before the script imports anything the server has not (wandb, transformers,
+tiktoken), so variables those read at import still count; torch's (OMP_NUM_THREADS) are the server's.
+Not a test: tests/conftest.py's run() calls run() here; tests that must show a command starts on its own
+use a real python.
 Run the suite: python -m pytest tests   (the server alone: python tests/forkrun.py REPO, requests on stdin)
 """
 

@@ -73,11 +73,12 @@ def test_resume_appends_to_the_log(trained_run, tmp_path):
 
 
 def run_with_stderr(stderr_tty, script, *args):
-    """Run a script with its stderr on a pseudo-terminal or a pipe; returns (stdout, stderr text)."""
+    """Run a script with its stderr on a pseudo-terminal, or not on a terminal (conftest.run() captures
+    it in a file); returns (stdout, stderr text)."""
     args = [sys.executable, os.path.join(REPO, script), *args]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
     if not stderr_tty:
-        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=300)
+        proc = run(script, *args[2:])
         return proc.stdout, proc.stderr
     leader, follower = pty.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 24 x 100, as a terminal has

@@ -115,6 +115,10 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(saved_run):
     assert all(torch.isfinite(t).all() for t in after["model"].values()), "the kept checkpoint holds NaN weights"
 
 
+# as conftest.run(): two torch threads on a busy 2-core machine can run ten times slower than one
+ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1")
+
+
 def _limit_file_size():
     # a file may grow to 20 kB, then write() fails with EFBIG as on a full disk (SIGXFSZ ignored so
     # the process sees the error instead of dying of the signal)
@@ -125,8 +129,8 @@ def _limit_file_size():
 def test_full_disk_is_one_line_and_the_old_checkpoint_survives(saved_run):
     data, out, before = saved_run
     proc = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), f"--dataset={data}", f"--out_dir={out}",
-                           *TINY, "--init_from=resume", "--max_iters=10", "--eval_interval=5"],
-                          cwd=REPO, capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300)
+                           *TINY, "--init_from=resume", "--max_iters=10", "--eval_interval=5"], cwd=REPO,
+                          env=ONE_THREAD, capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300)
     assert_user_error(proc, "could not write", "free disk space")
     assert file_bytes(out / "ckpt.pt") == before, "the previous checkpoint was changed by a failed save"
     assert [f for f in os.listdir(out) if f.endswith(".tmp")] == [], "a failed save left its temporary file"
@@ -136,10 +140,10 @@ def test_full_disk_while_writing_samples_keeps_the_old_file(saved_run, tmp_path)
     _, out, _ = saved_run
     samples = tmp_path / "samples.txt"
     samples.write_text("the samples of an earlier run\n", encoding="utf-8")
-    # 10 x 1,000 characters of 3-byte UTF-8 is ~30 kB: past the 20 kB limit
+    # 40 x 250 characters, most of them 3-byte UTF-8, is ~27 kB: past the 20 kB limit (in 250 steps, not 1,000)
     proc = subprocess.run([sys.executable, os.path.join(REPO, "sample.py"), f"--out_dir={out}", "--device=cpu",
-                           "--num_samples=10", "--max_new_tokens=1000", f"--out_file={samples}"],
-                          cwd=REPO, capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300)
+                           "--num_samples=40", "--max_new_tokens=250", f"--out_file={samples}"], cwd=REPO,
+                          env=ONE_THREAD, capture_output=True, text=True, preexec_fn=_limit_file_size, timeout=300)
     assert_user_error(proc, "could not write", "--out_file")
     assert samples.read_text(encoding="utf-8") == "the samples of an earlier run\n", "the old samples file was changed"
     assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == [], "a failed write left its temporary file"

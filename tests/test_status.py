@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from conftest import REPO, TINY
+from conftest import REPO, TINY, run
 
 import status
 import web
@@ -60,16 +60,14 @@ def test_a_refused_setting_is_the_failed_state_with_train_pys_line(tmp_path, tin
     """In an existing out_dir (the page makes it first) a refusal is recorded; a new one is not even made."""
     out = tmp_path / "out"
     out.mkdir()
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "train.py"), f"--dataset={tiny_data}",
-                           f"--out_dir={out}", *TINY, "--n_embd=33"], capture_output=True, text=True, cwd=REPO)
+    proc = run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, "--n_embd=33")
     st = status.read_status(str(out))
     assert proc.returncode == 1 and st is not None, f"a refusal should exit 1 and be recorded:\n{proc.stderr}"
     assert (st["state"], st["exit_status"]) == ("failed", 1), f"the failed state: {st}"
     assert st["error"] == proc.stderr.strip().splitlines()[-1], f"the same line as on stderr: {st['error']!r}"
     assert "must be divisible" in st["error"], st["error"]
     fresh = tmp_path / "fresh"
-    subprocess.run([sys.executable, os.path.join(REPO, "train.py"), f"--dataset={tiny_data}", f"--out_dir={fresh}",
-                    *TINY, "--n_embd=33"], capture_output=True, cwd=REPO)
+    run("train.py", f"--dataset={tiny_data}", f"--out_dir={fresh}", *TINY, "--n_embd=33")
     assert not fresh.exists(), "a refused run in a new out_dir should leave nothing behind"
 
 

@@ -80,9 +80,10 @@ def tiny_data(tmp_path):
     return folder
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def trained_run(tmp_path_factory):
-    """One tiny training run shared by the tests that only read its results."""
+    """One tiny training run shared by every test that only reads its results (tests that change it
+    copy it first)."""
     base = tmp_path_factory.mktemp("run")
     data = str(base / "ds")
     write_dataset(data)

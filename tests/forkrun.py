@@ -75,6 +75,7 @@ def serve(repo):
     import matplotlib.pyplot  # noqa: F401
     import numpy  # noqa: F401
     import torch  # noqa: F401
+    import torch._dynamo  # noqa: F401  torch.optim imports it at the first optimizer: 2 s of every train.py run
     import tqdm  # noqa: F401
     for name in ("charlevel", "checkpoint", "configurator", "copycheck", "model", "progress", "runtime", "status"):
         __import__(name)

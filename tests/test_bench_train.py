@@ -10,6 +10,7 @@ import pytest
 from conftest import TINY, run
 
 
+@pytest.mark.slow
 def test_train_benchmark_json():
     tiny = [a for a in TINY if not a.startswith(("--eval_iters", "--log_interval"))]  # bench sets those
     proc = run("bench.py", "--what=train", "--iters=4", "--vocab_size=64", "--json", *tiny)
@@ -24,6 +25,7 @@ def test_train_benchmark_json():
     assert "--n_layer=2" in result["overrides"], f"train.py settings should pass through: {result}"
 
 
+@pytest.mark.slow
 def test_time_to_loss_times_each_eval_from_process_start(tiny_data):
     """bench.py --what=time_to_loss's runner on a tiny dataset: an eval every EVAL_TOKENS trained tokens,
     times rising from process start, val losses read from the run's log.csv (train.py's output is not read)."""

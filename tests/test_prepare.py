@@ -3,8 +3,8 @@ Tests for data preparation (charlevel.py and the data/*/prepare.py scripts).
 
     python -m pytest tests/test_prepare.py
 
-The scripts run as a user runs them: a subprocess with --out_dir in a temporary folder, so
-data/chinese/ is never touched. A few tests call charlevel in-process to force a failure
+The scripts run as a user runs them (`python data/chinese/prepare.py ...`, through conftest.run(); the
+end-to-end test runs it in a new python) with --out_dir in a temporary folder, so data/chinese/ is never touched. A few tests call charlevel in-process to force a failure
 mid-write or tiny chunks. The --url tests use a local http.server on 127.0.0.1, no internet.
 """
 
@@ -13,8 +13,6 @@ import http.server
 import pickle
 import shutil
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import numpy as np
 import pytest
 
 import charlevel
+import conftest
 
 ROOT = Path(__file__).resolve().parents[1]
 CHINESE = ROOT / "data" / "chinese" / "prepare.py"
@@ -35,8 +34,7 @@ SAMPLE = "".join(f"第{i}回　甄士隐梦幻识通灵，贾雨村风尘怀闺�
 
 def run(*args, script=CHINESE):
     """Run a prepare script exactly as a user would; returns the CompletedProcess."""
-    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
-                          text=True, encoding="utf-8", timeout=120)
+    return conftest.run(str(script), *map(str, args))
 
 
 def ok(result):

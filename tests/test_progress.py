@@ -98,6 +98,7 @@ def run_with_stderr(stderr_tty, script, *args):
     return stdout, b"".join(chunks).decode(errors="replace")
 
 
+@pytest.mark.slow
 def test_progress_bar_only_on_a_terminal(tmp_path, tiny_data):
     args = [f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'o'}", "--max_iters=5", "--eval_interval=5", *TINY]
     out, err = run_with_stderr(True, "train.py", *args)

@@ -75,6 +75,7 @@ def test_ctrl_c_saves_where_it_stopped_and_resume_continues(tmp_path, tiny_data)
     assert steps == [n, n + 1, n + 2], f"resume should run the steps after the stop, ran {steps}"
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_quits_at_once_without_saving(tmp_path, tiny_data):
     out = tmp_path / "out"
     # a model slow enough (~1 s a step) that the second signal lands inside the step the first one let finish

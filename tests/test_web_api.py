@@ -327,6 +327,7 @@ def stopped(page, dataset):
                 iter_num=ckpt["iter_num"], root=root)
 
 
+@pytest.mark.slow
 def test_one_run_at_a_time_and_a_second_tab_sees_it(stopped):
     assert stopped["running"][0].startswith("**running**") and "of 100000" in stopped["running"][0], stopped["running"]
     assert "a run is already going in out-stop" in stopped["second"], \
@@ -336,6 +337,7 @@ def test_one_run_at_a_time_and_a_second_tab_sees_it(stopped):
         f"a reopened page should show the running job: {stopped['reopened'][:2]}"
 
 
+@pytest.mark.slow
 def test_stop_ends_the_run_and_leaves_a_loadable_checkpoint(stopped):
     assert "sent Ctrl-C to train.py" in stopped["stop"], stopped["stop"]
     status, _, log, plot = stopped["ended"]
@@ -345,6 +347,7 @@ def test_stop_ends_the_run_and_leaves_a_loadable_checkpoint(stopped):
     assert len(plot["data"]) >= 4, "the plot should keep the evals made before the stop"
 
 
+@pytest.mark.slow
 def test_stop_saves_the_checkpoint_at_the_stopped_iteration(stopped):
     with open(os.path.join(stopped["root"], "out-stop", "train.log"), encoding="utf-8") as f:
         log = f.read()  # the one run so far in out-stop
@@ -354,6 +357,7 @@ def test_stop_saves_the_checkpoint_at_the_stopped_iteration(stopped):
         f"ckpt.pt is at iteration {stopped['iter_num']}, train.py stopped at {m.group(1)}"
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(page, stopped):
     client, root, _ = page
     args = form(client, "out-stop", max_iters=stopped["iter_num"] + 5, lr_decay_iters=100000, eval_interval=50)
@@ -374,6 +378,7 @@ def test_language_switch(page):
     assert chinese[0]["value"].startswith("## babygpt：准备数据"), chinese[0]
 
 
+@pytest.mark.slow
 def test_another_host_needs_a_login():
     proc = run("web.py", "--host=0.0.0.0")
     assert_user_error(proc, "--auth=user:password", "ssh -L 7860:127.0.0.1:7860")

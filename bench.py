@@ -3,7 +3,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
 
     python bench.py --what=prepare                    # 50M-character corpus, ~15 s
     python bench.py --what=prepare --chars=5000000 --json
-    python bench.py --what=sample                     # seed-size model, 10 x 500 characters, ~1 min
+    python bench.py --what=sample                     # config/train_chinese.py's size, 10 x 500 chars, ~1 min
     python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
@@ -16,9 +16,9 @@ prepare: charlevel.py (streaming, vectorized) against the dict-lookup list compr
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
 in its own child process, so each peak-memory figure (the child's max RSS) is its own.
 
-sample: sample.py's default work (10 samples x 500 characters) with a seed-size model (9 layers,
-12 heads, 384 dims, block 256, vocabulary 4,506; random weights: speed does not depend on them),
-on the CPU. The reference (no cache, one sample at a time, nanoGPT's way) is timed on one sample
+sample: sample.py's default work (10 samples x 500 characters) through sample.py's own generator
+(start_samples), with a model the size of config/train_chinese.py's (9 layers, 12 heads, 384 dims,
+block 256, vocabulary 4,506; random weights: speed does not depend on them), on the CPU. The reference (no cache, one sample at a time, nanoGPT's way) is timed on one sample
 and multiplied by the number of samples, as its cost is linear in them; babygpt's way (KV cache,
 all samples in one batch) is timed on the whole work.
 
@@ -171,35 +171,52 @@ def bench_prepare(args):
 # -----------------------------------------------------------------------------
 # sample
 
-def time_generate(model, idx, n_new, kv_cache, seed=1337):
+def write_random_run(run_dir, vocab_size=4506):
+    """A run folder sample.py reads: a seed-size GPT with random weights (speed does not depend on them)
+    and a vocabulary of vocab_size characters, '\\n' (sample.py's default prompt) among them."""
     import torch
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(idx.size(0))]
+    from checkpoint import save_checkpoint, saved_model_args
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=9, n_head=12, n_embd=384, block_size=256, vocab_size=vocab_size, dropout=0.0))
+    save_checkpoint(run_dir, {"model": model.state_dict(), "model_args": saved_model_args(model.config),
+                              "iter_num": 0, "best_val_loss": 0.0, "config": {"dataset": run_dir}})
+    chars = ["\n"] + [chr(0x4E00 + i) for i in range(vocab_size - 1)]
+    with open(os.path.join(run_dir, "meta.pkl"), "wb") as f:
+        pickle.dump({"vocab_size": vocab_size, "itos": dict(enumerate(chars)),
+                     "stoi": {c: i for i, c in enumerate(chars)}}, f)
+
+
+def time_samples(cfg):
+    """Seconds sample.py's generator takes to write cfg's samples (the model already loaded)."""
+    import sample
+    samples = sample.start_samples(cfg, warn=lambda line: None)
     t0 = time.perf_counter()
-    model.generate(idx, n_new, temperature=0.8, top_k=200, generators=generators, kv_cache=kv_cache)
+    for _ in samples.steps():
+        pass
     return time.perf_counter() - t0
 
 
 def bench_sample(args):
     import torch
-    from model import GPT, GPTConfig
+    import sample
     if args.threads:
         torch.set_num_threads(args.threads)  # both paths run with the same count
-    torch.manual_seed(0)
-    cfg = GPTConfig(n_layer=9, n_head=12, n_embd=384, block_size=256, vocab_size=4506, dropout=0.0)
-    model = GPT(cfg).eval()
-    prompt = torch.zeros((1, 1), dtype=torch.long)  # sample.py's default start: one newline
     n, new = args.num_samples, args.max_new_tokens
-    time_generate(model, prompt, 8, kv_cache=True)  # warm-up: first calls allocate and pick kernels
-    ref_one = time_generate(model, prompt, new, kv_cache=False)
-    ours = time_generate(model, prompt.repeat(n, 1), new, kv_cache=True)
+    with tempfile.TemporaryDirectory() as run_dir:
+        write_random_run(run_dir)
+        cfg = dict(sample.DEFAULTS, out_dir=run_dir, device="cpu", dtype="float32", copy_report=False)
+        time_samples(dict(cfg, num_samples=1, max_new_tokens=8))  # warm-up: first calls allocate and pick kernels
+        ref_one = time_samples(dict(cfg, num_samples=1, max_new_tokens=new, kv_cache=False))
+        ours = time_samples(dict(cfg, num_samples=n, max_new_tokens=new))
     summary = {"threads": torch.get_num_threads(), "num_samples": n, "max_new_tokens": new,
                "reference_one_sample_s": ref_one, "reference_all_s": ref_one * n,
                "kv_cache_batched_s": ours, "speedup": ref_one * n / ours}
     if args.json:
         print(json.dumps(summary))
         return
-    print(f"sample: {n} x {new} characters, seed-size model (9x12x384, block 256, vocab 4,506), "
-          f"CPU, {summary['threads']} threads")
+    print(f"sample: {n} x {new} characters through sample.py's generator, a 9x12x384 model (block 256, "
+          f"vocab 4,506), CPU, {summary['threads']} threads")
     print(f"{'method':<48}{'time':>9}")
     print(f"{'reference: no cache, one sample (measured)':<48}{ref_one:>8.2f}s")
     print(f"{f'reference: no cache, {n} samples (x{n})':<48}{ref_one * n:>8.2f}s")

@@ -92,9 +92,9 @@ STRINGS = {
     "ds_report.label": ("prepare 的报告", "prepare's report"),
     "tr_preset.label": ("建议的规模", "Suggested size"),
     "tr_preset.choices": ([("CPU 上约 1 分钟试跑", "look"), ("CPU 演示（约 2-3 分钟）", "cpu"),
-                           ("原始 GPU 配置", "gpu")],
+                           ("GPU 配置（config/train_chinese.py）", "gpu")],
                           [("~1-minute look on a CPU", "look"), ("the CPU demo (~2-3 min)", "cpu"),
-                           ("the seed's GPU run", "gpu")]),
+                           ("the GPU config (config/train_chinese.py)", "gpu")]),
     "tr_config.label": ("起始配置 config/", "Starting config (config/)"),
     "tr_dataset.label": ("数据集 --dataset", "--dataset"),
     "tr_out.label": ("运行目录 --out_dir（以 out 开头的普通名称）",
@@ -582,7 +582,7 @@ def sample_tab(lang):
 
 
 def wire(base, limit_mb, lang, data, tr, runs, sm):
-    """Bind each control to its handler; api_name is how tests/test_web_api.py calls it."""
+    """Bind each control to its handler; an api_name makes it part of the page's API (gradio_client can call it)."""
     data["source"].change(lambda s: gr.update(value="chinese" if s == "builtin" else "", interactive=s != "builtin"),
                           data["source"], data["name"], api_name=False)
     data["go"].click(functools.partial(on_prepare, base, limit_mb),

@@ -220,7 +220,8 @@ class PoemConstraint:
         return (allowed & self.alive[..., None]).any(dim=1)  # (B, V)
 
     def _title_allowed(self, b, V):
-        """Row b's title: its forced tokens (a 词牌's name and the newline), else Han characters (up to TITLE_MAX) or, after one, the newline."""
+        """Row b's title: its forced tokens (a 词牌's name and the newline), else Han characters (up to
+        TITLE_MAX) or, after at least one, the newline."""
         allowed = torch.zeros(V, dtype=torch.bool, device=self.han.device)
         if self.forced[b]:
             allowed[self.forced[b][0]] = True
@@ -407,8 +408,9 @@ def novelty(poems, corpus, stoi):
     lines found verbatim in it, and the longest passage of a poem's body found there, with its text. Both come
     from the copy report's exact search (copycheck.copy_stats); a line counts as copied when its longest
     passage in the corpus is the whole line."""
-    unknown = len(stoi)  # an id for characters outside the vocabulary: they are in no training text
-    encode = lambda text: [stoi.get(c, unknown) for c in text]  # noqa: E731
+    def encode(text):  # a character outside the vocabulary gets an id no training token has
+        return [stoi.get(c, len(stoi)) for c in text]
+
     lines = [line for b in bodies(poems) for line in poem_lines(b) if line]
     copies = copycheck.copy_stats(corpus, [encode(line) for line in lines])
     copied = sum(c.length == len(line) for c, line in zip(copies, lines))

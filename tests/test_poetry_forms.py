@@ -174,7 +174,8 @@ def test_batched_rows_keep_their_own_state(model, meta):
     assert len(set(texts)) == 3, f"three rows with their own seeds should differ: {texts}"
     for i, p in enumerate(prompts):
         alone = generate(model, meta, prompt=p, rows=1, seed=i, form="五绝", rhyme=True, temperature=1.5)[1][0]
-        assert raw[i][:len(alone)] == alone, f"row {i} in a batch should be the poem it is alone:\n{raw[i]!r}\n{alone!r}"
+        assert raw[i][:len(alone)] == alone, \
+            f"row {i} in a batch should be the poem it is alone:\n{raw[i]!r}\n{alone!r}"
         assert_in_form(texts[i], raw[i], p, poetry.FORMS["五绝"])
     assert bool(c.done.all()), "every row should be done"
     steps = len(raw[0]) - len(prompts[0])

@@ -103,7 +103,8 @@ def records(out):
     texts = ["".join(meta["itos"][i] for i in np.fromfile(out / f"{s}.bin", dtype=meta["dtype"]).tolist())
              for s in ("train", "val")]
     for t in texts:
-        assert t.endswith("。\n\n") and "\n\n\n" not in t, f"records should be whole, a blank row after each: {t[-40:]!r}"
+        assert t.endswith("。\n\n") and "\n\n\n" not in t, \
+            f"records should be whole, a blank row after each: {t[-40:]!r}"
     return meta, *[t[:-2].split("\n\n") for t in texts]
 
 

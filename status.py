@@ -9,7 +9,7 @@ The file (version 1) is one JSON object, replaced atomically, so a reader never 
     state         starting | training | evaluating | saving | finished | stopped | failed
     error         the one-line error train.py printed (state failed), else null
     iter          the iteration the run is at; max_iters: where it ends
-    train_loss    the last logged training loss; val_loss: the last eval's (null before the first)
+    train_loss    the last logged training loss (every log_interval); val_loss: the last eval's
     tokens_per_s  recent training speed; eta_s: seconds left at that speed (null until measured)
     pid           train.py's process id; process_start: when that process started (clock ticks since
                   boot, Linux), so a pid reused by another program is not mistaken for the run
@@ -99,10 +99,10 @@ class RunStatus:
         if changed or time.monotonic() - self.last_write >= self.every:
             self.write()
 
-    def progress(self, iter_num, train_loss, seconds_per_iter, tokens_per_iter):
-        """A training step's figures: speed and ETA from the recent time per iteration."""
+    def progress(self, iter_num, seconds_per_iter, tokens_per_iter):
+        """After each training step: where the run is, its speed and ETA from the recent time per iteration."""
         left = max(0, self.fields["max_iters"] - iter_num)
-        self.update("training", iter=iter_num, train_loss=train_loss, tokens_per_s=tokens_per_iter / seconds_per_iter,
+        self.update("training", iter=iter_num, tokens_per_s=tokens_per_iter / seconds_per_iter,
                     eta_s=left * seconds_per_iter)
 
     def end(self, state, error=None):

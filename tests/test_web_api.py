@@ -20,10 +20,12 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 import checkpoint  # noqa: E402
+import poetry  # noqa: E402
 from test_sample import samples  # noqa: E402
 import web  # noqa: E402
 from web import FIELD_KEYS  # noqa: E402  the order of the Train tab's boxes
 CONFIG = "train_chinese_cpu.py"
+NO_POEM = ("", "", False)  # the Sample tab's --form, --acrostic, --rhyme, left as they are
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +196,7 @@ def unescaped(notes):
 
 def test_sampling_streams_what_sample_py_writes(page, trained):
     client, root, _ = page
-    job = client.submit("out-tiny", "ckpt.pt", "宝Z玉", 2, 60, 1.0, 200, 1.0, 1.0, 7, "en", api_name="/sample")
+    job = client.submit("out-tiny", "ckpt.pt", "宝Z玉", 2, 60, 1.0, 200, 1.0, 1.0, 7, *NO_POEM, "en", api_name="/sample")
     job.result(timeout=120)
     outputs = [text for text, _, _ in job.outputs()]
     lengths = [len(t) for t in outputs]
@@ -220,7 +222,7 @@ def test_sampling_best_pt_is_sample_py_ckpt_best_pt(page, trained):
     torch.manual_seed(0)
     weights = {k: v + 0.5 * torch.randn_like(v) if ".mlp." in k else v for k, v in latest["model"].items()}
     checkpoint.save_checkpoint(run_dir, {**latest, "model": weights, "iter_num": 10}, name="best.pt")
-    args = ("宝玉", 1, 40, 0.8, 200, 1.0, 1.0, 3, "en")
+    args = ("宝玉", 1, 40, 0.8, 200, 1.0, 1.0, 3, *NO_POEM, "en")
     text, notes, command = client.predict("out-tiny-best", "best.pt", *args, api_name="/sample")
     assert "--ckpt=best.pt" in command, command
     proc = run("sample.py", f"--out_dir={run_dir}", "--ckpt=best.pt", "--start=宝玉", "--num_samples=1",
@@ -233,10 +235,30 @@ def test_sampling_best_pt_is_sample_py_ckpt_best_pt(page, trained):
     assert "has a lower val loss" in notes and "--ckpt=best.pt" in notes, f"sample.py's best.pt hint: {notes!r}"
 
 
+def test_a_tang_acrostic_from_the_page_is_sample_py_s(page, trained):
+    """The poem controls: the page writes the 藏头诗 sample.py writes with --acrostic (and --rhyme)."""
+    client, root, _ = page
+    poem = ("满一都谁", True)
+    text, notes, command = client.predict("out-tiny", "ckpt.pt", "\n", 2, 100, 1.0, 200, 1.0, 1.0, 4, "", *poem, "en",
+                                          api_name="/sample")
+    assert "--acrostic=满一都谁" in command and "--rhyme=True" in command, command
+    proc = run("sample.py", f"--out_dir={os.path.join(root, 'out-tiny')}", "--num_samples=2", "--max_new_tokens=100",
+               "--temperature=1.0", "--seed=4", "--acrostic=满一都谁", "--rhyme=True", "--device=cpu")
+    assert proc.returncode == 0, proc.stderr
+    poems = [t for t in text.split("\n---------------\n") if t]
+    assert [t for t, _ in samples(proc.stdout)] == poems, "the page should write sample.py's poems"
+    for p in poems:
+        lines = poetry.poem_lines(poetry.split_title(p)[1])
+        assert [line[0] for line in lines] == list("满一都谁"), f"a 藏头诗 on 满一都谁: {p!r}"
+    _, notes, _ = client.predict("out-tiny", "ckpt.pt", "\n", 1, 100, 1.0, 200, 1.0, 1.0, 4, "如梦令", "", False,
+                                 "en", api_name="/sample")
+    assert notes.startswith("error: unknown form '如梦令'") and "\n" not in notes, f"sample.py's one line: {notes!r}"
+
+
 def test_the_shipped_model_is_offered_and_sampled_with_no_training(page):
     client, root, _ = page
     assert "pretrained/hlm" in web.sample_choices(root), "the Sample tab should list the shipped model"
-    text, notes, command = client.predict("pretrained/hlm", "ckpt.pt", "宝玉", 1, 30, 0.8, 200, 1.0, 1.0, 5, "en",
+    text, notes, command = client.predict("pretrained/hlm", "ckpt.pt", "宝玉", 1, 30, 0.8, 200, 1.0, 1.0, 5, *NO_POEM, "en",
                                           api_name="/sample")
     proc = run("sample.py", "--out_dir=pretrained/hlm", "--start=宝玉", "--num_samples=1", "--max_new_tokens=30",
                "--seed=5", "--device=cpu")
@@ -258,7 +280,7 @@ def test_the_shipped_model_is_offered_and_sampled_with_no_training(page):
 ])
 def test_sampling_refusals_are_sample_py_lines(page, trained, run_name, prompt, top_k, words):
     client, _, _ = page
-    text, notes, _ = client.predict(run_name, "ckpt.pt", prompt, 1, 20, 0.8, top_k, 1.0, 1.0, 1, "en",
+    text, notes, _ = client.predict(run_name, "ckpt.pt", prompt, 1, 20, 0.8, top_k, 1.0, 1.0, 1, *NO_POEM, "en",
                                     api_name="/sample")
     assert text == "" and notes.startswith("error: ") and "\n" not in notes, f"one error line expected: {notes!r}"
     for w in words:

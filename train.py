@@ -23,14 +23,14 @@ import time
 import numpy as np
 import torch
 
-from checkpoint import (BEST_NAME, CKPT_NAME, MODEL_ARGS, copy_meta, dataset_dir, explained_write, is_pretrained,
+from checkpoint import (BEST_NAME, CKPT_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_pretrained,
                         load_checkpoint, load_meta, load_pretrained, model_from_checkpoint, read_model_args,
                         rng_states, save_checkpoint, saved_model_args, set_rng_states, token_dtype)
 from configurator import ConfigError, configure, settings
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
 from runtime import UserError, compile_or_eager, ddp_weight_spread, first_line, run_main, setup, setup_ddp
-from status import STATUS_NAME, RunStatus
+from status import RunStatus
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -519,8 +519,7 @@ def start_status(cfg):
     passed: a refused run then leaves nothing behind."""
     if cfg["eval_only"] or int(os.environ.get("RANK", "0")) != 0:
         return None
-    with explained_write(os.path.join(cfg["out_dir"], STATUS_NAME)):
-        return RunStatus(cfg["out_dir"], cfg["max_iters"])
+    return RunStatus(cfg["out_dir"], cfg["max_iters"])
 
 
 def run_training(cfg, status):

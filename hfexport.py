@@ -73,7 +73,8 @@ def read_run(cfg, warn):
     args = read_model_args(checkpoint)
     if args["adaptive_head"]:
         raise UserError(f"{cfg['out_dir']} was trained with adaptive_head={args['adaptive_head']}: its head is an "
-                        "adaptive softmax, not GPT-2's tied one, so transformers cannot load it; train with adaptive_head=0")
+                        "adaptive softmax, not GPT-2's tied one, so transformers cannot load it; "
+                        "train with adaptive_head=0")
     meta_path = find_meta(cfg["out_dir"], checkpoint)
     if meta_path is None:
         raise UserError(f"no meta.pkl beside {cfg['out_dir']}/{cfg['ckpt']} or in its dataset folder: only character "
@@ -166,7 +167,8 @@ def card_samples(cfg):
     samples = sample.start_samples(run, warn=lambda line: None)
     for _ in samples.steps():
         pass
-    texts = [f"{text}\n{sample.SEPARATOR}\n{torch.Size([1, len(row)])}" for text, row in zip(samples.texts(), samples.rows)]
+    texts = [f"{text}\n{sample.SEPARATOR}\n{torch.Size([1, len(row)])}"  # as sample.py prints them
+             for text, row in zip(samples.texts(), samples.rows)]
     command = (f"python sample.py --out_dir={cfg['out_dir']} --ckpt={cfg['ckpt']} --num_samples={cfg['samples']} "
                f"--max_new_tokens={cfg['sample_length']}")
     return texts, samples.copy_report(), command
@@ -198,6 +200,18 @@ def run_figures(checkpoint, args, meta, out_dir):
             logged]
 
 
+def babygpt_commands(cfg, checkpoint, args, folder):
+    """The card's lines for babygpt's users: --init_from takes a folder, so a Hub model is downloaded first."""
+    local, lines = folder, []
+    if cfg["push_to_hub"]:
+        local = os.path.basename(cfg["push_to_hub"])
+        lines = [f"    hf download {cfg['push_to_hub']} --local-dir {local}"]
+    dataset = (checkpoint.get("config") or {}).get("dataset", "chinese")
+    return [*lines, f"    python sample.py --init_from={local} --start=宝玉 --max_new_tokens=500",
+            f"    python train.py --init_from={local} --dataset={dataset} --block_size={args['block_size']}"
+            "   # fine-tune on the same characters"]
+
+
 def model_card(cfg, checkpoint, args, meta, folder):
     """README.md: the metadata, how to use the folder (transformers and babygpt), the figures, the samples."""
     import sample
@@ -214,8 +228,7 @@ def model_card(cfg, checkpoint, args, meta, folder):
         f"**Context.** The model has learned {args['block_size']} positions, and GPT-2's position table ends there: "
         f"`generate` cannot write past {args['block_size']} characters, prompt included (generation_config.json's "
         "max_length). babygpt's sampler re-encodes the last half window and goes on as long as asked:", "",
-        f"    python sample.py --init_from={name} --start=宝玉 --max_new_tokens=500",
-        f"    python train.py --init_from={name} --dataset=chinese --block_size={args['block_size']}   # fine-tune", "",
+        *babygpt_commands(cfg, checkpoint, args, folder), "",
         "generation_config.json holds sample.py's defaults (sampling, temperature "
         f"{sample.DEFAULTS['temperature']}, top_k {sample.DEFAULTS['top_k']}).", "",
         "## The run", "", *run_figures(checkpoint, args, meta, cfg["out_dir"]), "",

@@ -87,7 +87,8 @@ def test_pipeline_writes_chinese_with_no_spaces(shipped_hf, shipped):
     greedy = generate("宝玉笑道", do_sample=False)[0]["generated_text"]
     x = torch.tensor([[shipped[1]["stoi"][c] for c in "宝玉笑道"]])
     ours = "".join(shipped[1]["itos"][i] for i in shipped[0].generate(x, 124, temperature=0)[0].tolist())
-    assert greedy == ours, f"the pipeline's greedy text should be babygpt's, character for character:\n{greedy!r}\n{ours!r}"
+    assert greedy == ours, \
+        f"the pipeline's greedy text should be babygpt's, character for character:\n{greedy!r}\n{ours!r}"
     torch.manual_seed(0)
     sampled = generate("宝玉笑道")[0]["generated_text"]  # generation_config.json: sampling, t=0.8, top_k=200
     cjk = sum("\u4e00" <= c <= "\u9fff" for c in sampled)
@@ -148,7 +149,8 @@ def test_model_card_and_generation_config(trained_run, tiny_export):
         assert line in header, f"the card's metadata should hold {line!r}:\n{header}"
     last = [l for l in open(os.path.join(trained_run["out"], "log.csv")) if l[0].isdigit()][-1].split(",")
     assert f"**{float(last[2]):.4f}**" in card, f"the card should give log.csv's val loss {last[2]}:\n{card}"
-    assert card.count("torch.Size([1, 21])") == 2 and "copy report, sample 1" in card, f"two samples and their copy report:\n{card}"
+    assert card.count("torch.Size([1, 21])") == 2 and "copy report, sample 1" in card, \
+        f"the card should hold two samples and their copy report:\n{card}"
     with open(os.path.join(tiny_export, "generation_config.json")) as f:
         gen = json.load(f)
     with open(os.path.join(tiny_export, "config.json")) as f:
@@ -163,7 +165,8 @@ def test_sample_and_train_read_the_exported_folder(trained_run, tiny_export, tmp
     theirs = run("sample.py", f"--init_from={tiny_export}", *greedy)
     ours = run("sample.py", f"--out_dir={trained_run['out']}", *greedy)
     assert theirs.returncode == 0, theirs.stderr
-    assert theirs.stdout == ours.stdout, f"the exported folder should sample the run's text:\n{theirs.stdout}\n{ours.stdout}"
+    assert theirs.stdout == ours.stdout, \
+        f"the exported folder should sample the run's text:\n{theirs.stdout}\n{ours.stdout}"
     assert "GPT-2 BPE" not in theirs.stderr, f"the character tokenizer should be used, not BPE:\n{theirs.stderr}"
     out = str(tmp_path / "ft")
     proc = run("train.py", f"--init_from={tiny_export}", f"--dataset={trained_run['data']}", f"--out_dir={out}",
@@ -201,13 +204,15 @@ def test_padded_vocabulary_rows_are_never_generated(tmp_path):
     torch.manual_seed(0)
     out = hf.generate(ids, temperature=2.0, top_k=0)  # flat: every allowed id is drawn often
     new = out[:, ids.size(1):]
-    assert new.max().item() < meta["vocab_size"], f"padded rows or <unk> were generated: {sorted(set(new.flatten().tolist()))[-5:]}"
+    assert new.max().item() < meta["vocab_size"], \
+        f"padded rows or <unk> were generated: {sorted(set(new.flatten().tolist()))[-5:]}"
     assert len(set(new.flatten().tolist())) > meta["vocab_size"] // 2, "the draws should range over the real characters"
 
 
 def test_adaptive_head_is_refused_and_nothing_written(tmp_path):
     meta = write_dataset(str(tmp_path / "ds"))
-    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=meta["vocab_size"], adaptive_head=8))
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=16, vocab_size=meta["vocab_size"],
+                          adaptive_head=8))
     save_run(str(tmp_path / "run"), model, str(tmp_path / "ds"))
     proc = run("hfexport.py", f"--out_dir={tmp_path / 'run'}", f"--hf_dir={tmp_path / 'hf'}")
     assert_user_error(proc, "adaptive_head=8", "GPT-2")

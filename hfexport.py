@@ -13,7 +13,6 @@ sample.py and train.py read it back with --init_from=<folder>. (pretrained/expor
 babygpt folder; this script turns that folder, or any run, into a Hugging Face one.)
 """
 
-import dataclasses
 import os
 import shutil
 import sys
@@ -21,8 +20,7 @@ import tempfile
 
 import torch
 
-from checkpoint import (META_NAME, best_hint, clean_state_dict, find_meta, load_checkpoint, load_meta,
-                        read_model_args)
+from checkpoint import best_hint, clean_state_dict, find_meta, load_checkpoint, load_meta, read_model_args
 from configurator import configure, settings
 from progress import read_log
 from runtime import UserError, first_line, run_main

@@ -259,7 +259,8 @@ def report_lines(out_dir, ckpt_name, meta, samples, decode):
     or a single note when there is no training text to compare with. out_dir None: a pretrained model (--init_from)."""
     try:
         if out_dir is None:
-            raise NoReport("no copy report: a pretrained model's training text (GPT-2, an exported folder) is not known here")
+            raise NoReport("no copy report: a pretrained model's training text (GPT-2, an exported folder) "
+                           "is not known here")
         corpus = training_tokens(out_dir, ckpt_name, meta)
     except NoReport as e:
         return [f"note: {e}"]

@@ -11,6 +11,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=time_to_loss --baseline=config/baseline_old_demo.py --target=4.42 \
         --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
+    python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
 
 prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
@@ -45,6 +46,10 @@ lines shuffled (every passage ~94 times), both page-cached. Half the samples are
 characters cut from the training text and pasted together (an overfit model), half are shuffled
 training text (a model that copies nothing, whose longest copies are short: the slower path).
 The median of --repeat runs is shown.
+hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 samples, then 1, of block_size minus
+the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
+(sample.py's generator: KV cache, one batch) and by transformers' generate (its own KV cache, one batch), on the
+CPU in float32, alternated --repeat times (default 3); the fastest of each is shown.
 """
 
 import argparse
@@ -547,9 +552,57 @@ def bench_poems(args):
 
 
 # -----------------------------------------------------------------------------
+# hf_sample
 
-BENCHMARKS = {"copy": bench_copy, "poems": bench_poems, "prepare": bench_prepare, "sample": bench_sample,
-              "time_to_loss": bench_time_to_loss, "train": bench_train}
+def time_hf_generate(model, ids):
+    """Seconds transformers' generate takes to fill the context from ids (n, T), as generation_config.json says."""
+    import torch
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids))
+    assert out.size(1) == model.config.n_positions, "generate should stop at the context"
+    return time.perf_counter() - t0
+
+
+def bench_hf_sample(args):
+    import torch
+    import hfexport
+    import sample
+    from checkpoint import load_meta
+    from transformers import AutoModelForCausalLM
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shipped, repeat, rows = os.path.join(ROOT, "pretrained", "hlm"), args.repeat or 3, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = hfexport.export(dict(hfexport.DEFAULTS, out_dir=shipped, hf_dir=os.path.join(tmp, "hlm"), samples=0),
+                                 warn=lambda line: None)
+        hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+    block, prompt = hf.config.n_positions, sample.DEFAULTS["start"]
+    cfg = dict(sample.DEFAULTS, out_dir=shipped, device="cpu", dtype="float32", copy_report=False,
+               max_new_tokens=block - len(prompt))
+    for n in (10, 1):
+        ids = torch.full((n, len(prompt)), load_meta(os.path.join(shipped, "meta.pkl"))["stoi"][prompt])  # (n, 1)
+        time_samples(dict(cfg, num_samples=n, max_new_tokens=8))  # warm-up: first calls allocate and pick kernels
+        time_hf_generate(hf, ids)
+        times = {"babygpt": [], "transformers": []}
+        for _ in range(repeat):  # alternated: a slow spell of the shared machine hits both
+            times["babygpt"].append(time_samples(dict(cfg, num_samples=n)))
+            times["transformers"].append(time_hf_generate(hf, ids))
+        rows[n] = {k: min(v) for k, v in times.items()}
+    if args.json:
+        print(json.dumps({"threads": torch.get_num_threads(), "new_characters": block - len(prompt), "seconds": rows}))
+        return
+    print(f"pretrained/hlm exported: {block - len(prompt)} new characters per sample, CPU float32, "
+          f"{torch.get_num_threads()} threads, fastest of {repeat}")
+    print(f"{'samples':<9}{'babygpt':>10}{'transformers':>14}   transformers / babygpt")
+    for n, r in rows.items():
+        print(f"{n:<9}{r['babygpt']:>9.2f}s{r['transformers']:>13.2f}s   {r['transformers'] / r['babygpt']:.2f}x")
+
+
+# -----------------------------------------------------------------------------
+
+BENCHMARKS = {"copy": bench_copy, "hf_sample": bench_hf_sample, "poems": bench_poems, "prepare": bench_prepare,
+              "sample": bench_sample, "time_to_loss": bench_time_to_loss, "train": bench_train}
 
 
 def main():
@@ -564,9 +617,10 @@ def main():
     p.add_argument("--big_tokens", type=int, default=50_000_000, help="copy: the synthetic train.bin's size")
     p.add_argument("--repeat", type=int, default=0,
                    help="copy: runs timed (the median is shown; default 3); time_to_loss: runs of each (default 2); "
-                        "prepare: pairs of runs (the median ratio's pair is shown; default 1)")
+                        "prepare: pairs of runs (the median ratio's pair is shown; default 1); "
+                        "hf_sample: alternated runs of each (the fastest is shown; default 3)")
     p.add_argument("--threads", type=int, default=0,
-                   help="sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
+                   help="sample, hf_sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     p.add_argument("--config", default="config/train_chinese_cpu.py", help="train: the config to time")
     p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")

@@ -146,7 +146,7 @@ def load_model(init_from, out_dir, device, ckpt_name="ckpt.pt", warn=None):
     """The model to sample and its vocabulary: (model, meta or None). None means GPT-2 BPE.
     warn(line) gets the hint that best.pt is better (default: printed on stderr)."""
     if is_pretrained(init_from):
-        return load_pretrained(init_from), None
+        return load_pretrained(init_from)  # a folder with a character tokenizer brings its meta
     checkpoint = load_checkpoint(out_dir, device, name=ckpt_name)
     hint = best_hint(out_dir, ckpt_name, checkpoint)
     if hint:

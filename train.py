@@ -234,11 +234,12 @@ def model_args_for(cfg, vocab_size):
     return model_args
 
 
-def build_model(cfg, vocab_size, device):
-    """A fresh GPT, the one in out_dir/ckpt.pt, or GPT-2. Returns (model, checkpoint or None)."""
+def build_model(cfg, vocab_size, device, meta=None):
+    """A fresh GPT, the one in out_dir/ckpt.pt, or GPT-2. Returns (model, checkpoint or None).
+    meta: the dataset's vocabulary, which a pretrained character model must share."""
     model_args = model_args_for(cfg, vocab_size)
     if is_pretrained(cfg["init_from"]):
-        return finetune_model(cfg["init_from"], cfg["block_size"], cfg["dropout"], vocab_size), None
+        return finetune_model(cfg["init_from"], cfg["block_size"], cfg["dropout"], vocab_size, meta), None
     if cfg["init_from"] == "scratch":
         return GPT(GPTConfig(**model_args)), None
     checkpoint = load_checkpoint(cfg["out_dir"], device)
@@ -250,9 +251,12 @@ def build_model(cfg, vocab_size, device):
     return model_from_checkpoint(checkpoint, dropout=cfg["dropout"]), checkpoint
 
 
-def finetune_model(init_from, block_size, dropout, vocab_size):
+def finetune_model(init_from, block_size, dropout, vocab_size, meta=None):
     """GPT-2 to fine-tune: its own shape and vocabulary; only dropout and a shorter context are ours."""
-    model = load_pretrained(init_from, dropout)
+    model, model_meta = load_pretrained(init_from, dropout)
+    if model_meta and model_meta["stoi"] != (meta or {}).get("stoi"):
+        raise UserError(f"{init_from} has its own {model_meta['vocab_size']:,}-character vocabulary and the dataset's "
+                        "meta.pkl gives other ids; fine-tune it on the dataset it was trained on (--dataset=...)")
     if block_size > model.config.block_size:
         raise UserError(f"block_size {block_size} is longer than {init_from}'s context "
                         f"{model.config.block_size}; use --block_size={model.config.block_size} or less")
@@ -323,7 +327,7 @@ def start_run(cfg, status=None):
     log(f"dataset {cfg['dataset']}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
         f"{tokens_per_iter(cfg):,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
 
-    model, checkpoint = build_model(cfg, vocab_size, dev)  # a refused resume opens no wandb run
+    model, checkpoint = build_model(cfg, vocab_size, dev, meta)  # a refused resume opens no wandb run
     if model.config.adaptive_head and checkpoint is None:  # a resumed model has its rank saved
         model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
     wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written

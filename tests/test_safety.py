@@ -74,6 +74,7 @@ def test_rng_states_round_trip_through_a_safe_load(tmp_path):
 # -----------------------------------------------------------------------------
 # kills, NaN, full disk: the last good checkpoint survives
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_never_leaves_a_broken_checkpoint(tmp_path, tiny_data):
     """Kill train.py 20 times at random moments of a run that saves every iteration, so many kills
     land inside a save (tests/killer.py). After each kill ckpt.pt is absent or loads; each restart

@@ -16,6 +16,8 @@ import pytest
 import torch
 from conftest import REPO, TEXT, TINY, assert_user_error, run, web_page
 
+pytestmark = pytest.mark.slow  # make test-fast leaves this file out
+
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 

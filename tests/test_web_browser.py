@@ -20,8 +20,9 @@ import poetry  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="no chromium + chromedriver (as root: apt-get install chromium chromium-driver)")
+pytestmark = [pytest.mark.slow,  # make test-fast leaves this file out
+              pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                 reason="no chromium + chromedriver (as root: apt-get install chromium chromium-driver)")]
 
 # TINY's settings (tests/conftest.py), typed into the Train tab's boxes
 TINY_BOXES = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 16, "batch_size": 4, "eval_iters": 2,

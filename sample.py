@@ -7,8 +7,8 @@ Write continuations of a prompt with a trained model.
     python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"   # GPT-2 via transformers
     python sample.py --out_dir=out-chinese --stream=True --top_p=0.9 --repetition_penalty=1.2
     python sample.py --out_dir=out-chinese --ckpt=best.pt            # the run's lowest-val-loss model
-    python sample.py --out_dir=pretrained/poetry --acrostic=春夏秋冬 --rhyme=True   # a 藏头诗 per sample
-    python sample.py --out_dir=pretrained/poetry --form=七律 --start=秋夜 --num_samples=3
+    python sample.py --out_dir=out-poetry --acrostic=春夏秋冬 --rhyme=True   # a 藏头诗 per sample
+    python sample.py --out_dir=out-poetry --form=七律 --start=秋夜 --num_samples=3
     python sample.py --help
 
 All samples are generated as one batch with a key/value cache (see GPT.generate_tokens);

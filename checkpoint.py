@@ -1,6 +1,7 @@
 """
 Saving and loading what a run leaves behind: ckpt.pt (nanoGPT's keys) and the vocabulary (meta.pkl);
-and the pretrained alternatives, GPT-2's weights (transformers) and its BPE vocabulary (tiktoken).
+and the pretrained alternatives, GPT-2's weights (transformers) and its BPE vocabulary (tiktoken), or the
+character vocabulary of a folder that hfexport.py wrote.
 One place for it, used by train.py, sample.py and the tests; it runs nothing on import.
 
 Loading never runs code from the file: ckpt.pt goes through torch.load(weights_only=True) and
@@ -8,7 +9,9 @@ meta.pkl through an unpickler that builds only plain containers, strings and num
 """
 
 import contextlib
+import dataclasses
 import io
+import json
 import os
 import pickle
 import random
@@ -241,14 +244,44 @@ def is_pretrained(init_from):
 
 
 def load_pretrained(init_from, dropout=0.0):
-    """GPT.from_pretrained with the errors a user can fix turned into one line."""
+    """GPT.from_pretrained with the errors a user can fix turned into one line. Returns (model, meta):
+    meta is the folder's character vocabulary (hfexport.py's tokenizer), and the model then keeps only
+    those rows, so its <unk> is never sampled; meta None means GPT-2 BPE."""
+    meta = char_vocabulary(init_from) if os.path.isdir(init_from) else None
     try:
-        return GPT.from_pretrained(init_from, {"dropout": dropout})
+        model = GPT.from_pretrained(init_from, {"dropout": dropout})
     except (OSError, ValueError) as e:
         # transformers raises OSError both offline and for a folder with no model in it
         reason = first_line(e)
         raise UserError(f"cannot load GPT-2 '{init_from}' ({reason}); the named models download from the "
                         "Hugging Face hub once, offline pass a folder saved with save_pretrained") from None
+    if meta is None or meta["vocab_size"] == model.config.vocab_size:
+        return model, meta
+    sd = model.state_dict()
+    for k in ("transformer.wte.weight", "lm_head.weight"):  # tied: one tensor under two names
+        sd[k] = sd[k][:meta["vocab_size"]]
+    model = GPT(dataclasses.replace(model.config, vocab_size=meta["vocab_size"]))
+    model.load_state_dict(sd)
+    return model, meta
+
+
+def char_vocabulary(folder):
+    """meta.pkl's dict for a folder whose tokenizer.json has one token per character with ids 0..N-1
+    (then its unknown token), as hfexport.py writes; None for any other folder (GPT-2's BPE)."""
+    path = os.path.join(folder, "tokenizer.json")
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            model = json.load(f)["model"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a tokenizer ({type(e).__name__}); export the folder again") from None
+    if model.get("type") != "WordLevel":
+        return None
+    stoi = {c: i for c, i in model["vocab"].items() if c != model.get("unk_token")}
+    if any(len(c) != 1 for c in stoi) or sorted(stoi.values()) != list(range(len(stoi))):
+        return None
+    return {"vocab_size": len(stoi), "itos": {i: c for c, i in stoi.items()}, "stoi": stoi}
 
 
 def gpt2_encoding():

@@ -256,10 +256,11 @@ def report_line(i, copy, sample, decode, unit):
 
 def report_lines(out_dir, ckpt_name, meta, samples, decode):
     """The report sample.py prints: one line per sample (samples: the generated ids, prompt left out),
-    or a single note when there is no training text to compare with. out_dir None: GPT-2's own weights."""
+    or a single note when there is no training text to compare with. out_dir None: a pretrained model (--init_from)."""
     try:
         if out_dir is None:
-            raise NoReport("no copy report: GPT-2's training text is not on this machine")
+            raise NoReport("no copy report: a pretrained model's training text (GPT-2, an exported folder) "
+                           "is not known here")
         corpus = training_tokens(out_dir, ckpt_name, meta)
     except NoReport as e:
         return [f"note: {e}"]

@@ -253,18 +253,27 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                        repetition_penalty=1.0, generators=None, kv_cache=True):
+                        repetition_penalty=1.0, generators=None, kv_cache=True, constraint=None):
         """Yield the new tokens (B, 1) one step at a time, for streaming.
         generators: one torch.Generator per row, so each sample has its own random stream
         (None: torch's global one). kv_cache=False re-runs the whole window every step (the
-        exact reference); with the cache, see _next_logits for what happens past block_size."""
+        exact reference); with the cache, see _next_logits for what happens past block_size.
+        constraint (e.g. poetry.PoemConstraint): constraint.mask(logits) -> logits with the tokens it
+        forbids at -inf, applied first, so no penalty, temperature or top-k/top-p cut can bring one back;
+        constraint.advance(idx_next) after each step; generation ends early once constraint.done (B,) is all True."""
         cache = None
         for _ in range(max_new_tokens):
             logits, cache = self._next_logits(idx, cache, kv_cache)  # (B, vocab_size)
+            if constraint is not None:
+                logits = constraint.mask(logits)
             logits = penalize_repeats(logits, idx[:, -self.config.block_size:], repetition_penalty)
             idx_next = self.sample_next(logits, temperature, top_k, top_p, generators)  # (B, 1)
             idx = torch.cat((idx, idx_next), dim=1)
+            if constraint is not None:
+                constraint.advance(idx_next)
             yield idx_next
+            if constraint is not None and constraint.done.all():
+                return
 
     def _next_logits(self, idx, cache, use_cache):
         """Logits for the token after idx (B, T), and the cache to use next time.

@@ -7,12 +7,16 @@ Write continuations of a prompt with a trained model.
     python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"   # GPT-2 via transformers
     python sample.py --out_dir=out-chinese --stream=True --top_p=0.9 --repetition_penalty=1.2
     python sample.py --out_dir=out-chinese --ckpt=best.pt            # the run's lowest-val-loss model
+    python sample.py --out_dir=out-poetry --acrostic=春夏秋冬 --rhyme=True   # a 藏头诗 per sample
+    python sample.py --out_dir=out-poetry --form=七律 --start=秋夜 --num_samples=3
     python sample.py --help
 
 All samples are generated as one batch with a key/value cache (see GPT.generate_tokens);
 --kv_cache=False is the exact, slow reference that re-runs the whole context for every character.
 After the samples, stderr gets a copy report (copycheck.py): per sample, the longest passage it copied
 verbatim from the run's train.bin and the share of its 10-character windows found there.
+--form, --acrostic and --rhyme mask, at every step, what the poem's form does not allow (poetry.py):
+each sample is then one poem in that form, always, and ends where the poem ends.
 """
 
 import dataclasses
@@ -22,6 +26,7 @@ import sys
 import torch
 
 import copycheck
+import poetry
 from charlevel import PrepareError, read_text  # prompts are decoded as prepare.py decodes text
 from checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
                         is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
@@ -49,6 +54,10 @@ device = "auto"         # auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mp
 dtype = "auto"          # auto: float16 on a CUDA GPU, float32 elsewhere; or float16, bfloat16, float32
 compile = False         # torch.compile the model (pays off only for long generations on a GPU)
 copy_report = True      # per sample on stderr: longest passage copied from train.bin, share of 10-char windows in it
+# poems (a model trained on data/poetry): each sample is one poem, cut where it ends
+form = ""               # 五绝, 七绝, 五律, 七律 (wujue, qijue, wulv, qilv), or a 词牌 of the dataset (如梦令)
+acrostic = ""           # 藏头诗: line i starts with character i (4 characters: a 绝句, 8: a 律诗)
+rhyme = False           # the lines closed by 。 (a 律诗's even lines) end on one rhyme (pinyin finals)
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
 SEPARATOR = "---------------"
@@ -121,20 +130,23 @@ def prompt_batch(prompt, meta, num_samples, dev, warn):
 
 
 def sample_steps(model, x, dev, seed, max_new_tokens, temperature, top_k, top_p, repetition_penalty, kv_cache,
-                 **_):
-    """Generate all rows of x (S, T) together; yields each step's new ids (S, 1)."""
+                 constraint=None, **_):
+    """Generate all rows of x (S, T) together; yields each step's new ids (S, 1). A constraint (a poem's
+    form, poetry.py) masks what may come next and ends generation once every row's poem is done."""
     # one generator per sample: sample i's text depends on seed + i only, not on num_samples
     generators = [torch.Generator(device=dev).manual_seed(seed + i) for i in range(len(x))]
+    if constraint is not None:  # enough steps for the longest poem of the form, whatever --max_new_tokens says
+        max_new_tokens = max(max_new_tokens, constraint.max_new_tokens)
     return model.generate_tokens(x, max_new_tokens, temperature, top_k, top_p=top_p,
                                  repetition_penalty=repetition_penalty, generators=generators,
-                                 kv_cache=kv_cache)
+                                 kv_cache=kv_cache, constraint=constraint)
 
 
 def load_model(init_from, out_dir, device, ckpt_name="ckpt.pt", warn=None):
     """The model to sample and its vocabulary: (model, meta or None). None means GPT-2 BPE.
     warn(line) gets the hint that best.pt is better (default: printed on stderr)."""
     if is_pretrained(init_from):
-        return load_pretrained(init_from), None
+        return load_pretrained(init_from)  # a folder with a character tokenizer brings its meta
     checkpoint = load_checkpoint(out_dir, device, name=ckpt_name)
     hint = best_hint(out_dir, ckpt_name, checkpoint)
     if hint:
@@ -160,13 +172,15 @@ class Samples:
     x: torch.Tensor        # the prompt's ids, one row per sample (S, T)
     dev: str
     ctx: object            # autocast context (a no-op in float32)
+    constraint: object = None  # a poem's form (poetry.constraint_for), or None
     rows: list = None      # each sample's ids so far, prompt included
 
     def steps(self):
         """Generate; at each step yield the new text of every sample (a list of num_samples strings)."""
         self.rows = self.x.tolist()
-        steps = sample_steps(self.model, self.x, self.dev, **self.cfg)
+        steps = sample_steps(self.model, self.x, self.dev, constraint=self.constraint, **self.cfg)
         while True:
+            done = self.constraint.done.tolist() if self.constraint is not None else [False] * len(self.rows)
             with torch.no_grad(), self.ctx:  # entered per step: the page may resume us from another thread
                 idx_next = next(steps, None)  # (S, 1)
             if idx_next is None:
@@ -174,17 +188,26 @@ class Samples:
             ids = idx_next[:, 0].tolist()
             for row, i in zip(self.rows, ids):
                 row.append(i)
-            yield [self.decode([i]) for i in ids]
+            yield ["" if finished else self.decode([i]) for i, finished in zip(ids, done)]  # a done poem waits
 
     def texts(self):
-        """Every sample's whole text so far, prompt included."""
-        return [self.decode(row) for row in self.rows]
+        """Every sample's whole text so far, prompt included; a poem is cut where it ends."""
+        texts = [self.decode(row) for row in self.rows]
+        if self.constraint is not None:
+            texts = [poetry.cut_poem(t, start=len(self.prompt)) for t in texts]
+        return texts
+
+    def new_ids(self):
+        """Each sample's generated ids (the prompt left out), as far as texts() shows them."""
+        T = self.x.size(1)
+        if self.constraint is None:
+            return [row[T:] for row in self.rows]
+        return [row[T:T + len(text) - len(self.prompt)] for row, text in zip(self.rows, self.texts())]  # char ids
 
     def copy_report(self):
         """copycheck's lines for the generated part (the prompt is the user's, so left out)."""
         run_dir = None if is_pretrained(self.cfg["init_from"]) else self.cfg["out_dir"]  # GPT-2's text is not here
-        new = [row[self.x.size(1):] for row in self.rows]
-        return copycheck.report_lines(run_dir, self.cfg["ckpt"], self.meta, new, self.decode)
+        return copycheck.report_lines(run_dir, self.cfg["ckpt"], self.meta, self.new_ids(), self.decode)
 
 
 def start_samples(cfg, warn):
@@ -197,7 +220,8 @@ def start_samples(cfg, warn):
     if cfg["compile"]:
         model = torch.compile(model)
     x, decode, prompt = prompt_batch(read_prompt(cfg["start"]), meta, cfg["num_samples"], dev, warn)
-    return Samples(cfg, model, meta, decode, prompt, x, dev, ctx)
+    constraint = poetry.constraint_for(meta, cfg["form"], cfg["acrostic"], cfg["rhyme"], prompt, cfg["num_samples"])
+    return Samples(cfg, model, meta, decode, prompt, x, dev, ctx, constraint)
 
 
 def print_samples(samples, stream):
@@ -206,21 +230,25 @@ def print_samples(samples, stream):
     bar = None if stream else progress_bar(samples.cfg["max_new_tokens"], desc="characters")
     if stream:
         print(samples.prompt, end="", flush=True)
+    held = ""  # newlines shown only once more text follows: a poem's closing blank row is not part of it
     for pieces in samples.steps():
-        if stream:
-            print(pieces[0], end="", flush=True)
-        else:
+        if not stream:
             bar.update()
+        elif pieces[0] == "\n":
+            held += "\n"
+        elif pieces[0]:
+            print(held + pieces[0], end="", flush=True)
+            held = ""
     if stream:
-        print()
+        print("" if samples.constraint is not None else held)
     else:
         bar.close()
     texts = samples.texts()
-    for i, (text, row) in enumerate(zip(texts, samples.rows)):
+    for i, (text, new) in enumerate(zip(texts, samples.new_ids())):
         if not (stream and i == 0):  # the streamed sample's text is already on screen
             print(text)
         print(SEPARATOR)
-        print(torch.Size([1, len(row)]))
+        print(torch.Size([1, samples.x.size(1) + len(new)]))
     return texts
 
 

@@ -9,14 +9,17 @@ The file (version 1) is one JSON object, replaced atomically, so a reader never 
     state         starting | training | evaluating | saving | finished | stopped | failed
     error         the one-line error train.py printed (state failed), else null
     iter          the iteration the run is at; max_iters: where it ends
-    train_loss    the last logged training loss; val_loss: the last eval's (null before the first)
+    train_loss    the last logged training loss (every log_interval); val_loss: the last eval's
     tokens_per_s  recent training speed; eta_s: seconds left at that speed (null until measured)
     pid           train.py's process id; process_start: when that process started (clock ticks since
                   boot, Linux), so a pid reused by another program is not mistaken for the run
     exit_status   null while running; 0 finished, 130 stopped (Ctrl-C), 1 failed
     updated       unix time of this write
-A run that died without writing its end (SIGKILL, power loss) still says starting/training/...: tell it
-by its pid and process_start with run_alive(). log.csv beside it has every eval's losses.
+It describes the latest train.py started on that out_dir: a setting refused at the start is recorded as
+'failed' when out_dir exists already (the web page makes it first); a new out_dir is made only once the
+settings passed. A run that died without writing its end (SIGKILL, power loss, a disk too full to write
+this file) still says starting/training/...: tell it by its pid and process_start (is_running, run_alive).
+log.csv beside it has every eval's losses.
 """
 
 import json
@@ -88,8 +91,10 @@ class RunStatus:
             return
         self.fields["updated"] = time.time()
         data = json.dumps(self.fields, ensure_ascii=False, indent=1).encode("utf-8")
-        # no fsync: a status a crash loses is rewritten by the next run; fsync would cost every step
-        atomic_write(self.path, lambda f: f.write(data), fsync=False)
+        try:  # no fsync: a status a crash loses is rewritten by the next run; fsync would cost every step
+            atomic_write(self.path, lambda f: f.write(data), fsync=False)
+        except OSError:  # a full disk must not end the run, nor hide the error it ends with: the file stays
+            pass         # as it was, and once the process is gone, a watcher tells the run died (run_alive)
         self.last_write = time.monotonic()
 
     def update(self, state=None, **fields):
@@ -99,12 +104,13 @@ class RunStatus:
         if changed or time.monotonic() - self.last_write >= self.every:
             self.write()
 
-    def progress(self, iter_num, train_loss, seconds_per_iter, tokens_per_iter):
-        """A training step's figures: speed and ETA from the recent time per iteration."""
+    def progress(self, iter_num, seconds_per_iter, tokens_per_iter):
+        """After each training step: where the run is, its speed and ETA from the recent time per iteration."""
         left = max(0, self.fields["max_iters"] - iter_num)
-        self.update("training", iter=iter_num, train_loss=train_loss, tokens_per_s=tokens_per_iter / seconds_per_iter,
+        self.update("training", iter=iter_num, tokens_per_s=tokens_per_iter / seconds_per_iter,
                     eta_s=left * seconds_per_iter)
 
     def end(self, state, error=None):
         """The final write: finished, stopped or failed, with its exit status."""
-        self.update(state, error=error, exit_status=ENDED[state], eta_s=0.0 if state == "finished" else None)
+        self.fields.update(state=state, error=error, exit_status=ENDED[state], eta_s=0.0 if state == "finished" else None)
+        self.write()

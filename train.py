@@ -1,7 +1,7 @@
 """
 Train a GPT on a prepared dataset (data/<dataset>/train.bin, val.bin, meta.pkl).
 
-    python train.py config/train_chinese.py                # the seed's GPU run
+    python train.py config/train_chinese.py                # the GPU run: 9 layers x 384 dims in float16
     python train.py config/train_chinese_cpu.py            # a few minutes on a laptop CPU
     python train.py config/train_chinese.py --batch_size=32 --init_from=resume
     python train.py --help                                 # every key, its default and meaning
@@ -23,14 +23,14 @@ import time
 import numpy as np
 import torch
 
-from checkpoint import (BEST_NAME, CKPT_NAME, MODEL_ARGS, copy_meta, dataset_dir, explained_write, is_pretrained,
+from checkpoint import (BEST_NAME, CKPT_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_pretrained,
                         load_checkpoint, load_meta, load_pretrained, model_from_checkpoint, read_model_args,
                         rng_states, save_checkpoint, saved_model_args, set_rng_states, token_dtype)
 from configurator import ConfigError, configure, settings
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
 from runtime import UserError, compile_or_eager, ddp_weight_spread, first_line, run_main, setup, setup_ddp
-from status import STATUS_NAME, RunStatus
+from status import RunStatus
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -234,11 +234,12 @@ def model_args_for(cfg, vocab_size):
     return model_args
 
 
-def build_model(cfg, vocab_size, device):
-    """A fresh GPT, the one in out_dir/ckpt.pt, or GPT-2. Returns (model, checkpoint or None)."""
+def build_model(cfg, vocab_size, device, meta=None):
+    """A fresh GPT, the one in out_dir/ckpt.pt, or GPT-2. Returns (model, checkpoint or None).
+    meta: the dataset's vocabulary, which a pretrained character model must share."""
     model_args = model_args_for(cfg, vocab_size)
     if is_pretrained(cfg["init_from"]):
-        return finetune_model(cfg["init_from"], cfg["block_size"], cfg["dropout"], vocab_size), None
+        return finetune_model(cfg["init_from"], cfg["block_size"], cfg["dropout"], vocab_size, meta), None
     if cfg["init_from"] == "scratch":
         return GPT(GPTConfig(**model_args)), None
     checkpoint = load_checkpoint(cfg["out_dir"], device)
@@ -250,9 +251,12 @@ def build_model(cfg, vocab_size, device):
     return model_from_checkpoint(checkpoint, dropout=cfg["dropout"]), checkpoint
 
 
-def finetune_model(init_from, block_size, dropout, vocab_size):
+def finetune_model(init_from, block_size, dropout, vocab_size, meta=None):
     """GPT-2 to fine-tune: its own shape and vocabulary; only dropout and a shorter context are ours."""
-    model = load_pretrained(init_from, dropout)
+    model, model_meta = load_pretrained(init_from, dropout)
+    if model_meta and model_meta["stoi"] != (meta or {}).get("stoi"):
+        raise UserError(f"{init_from} has its own {model_meta['vocab_size']:,}-character vocabulary and the dataset's "
+                        "meta.pkl gives other ids; fine-tune it on the dataset it was trained on (--dataset=...)")
     if block_size > model.config.block_size:
         raise UserError(f"block_size {block_size} is longer than {init_from}'s context "
                         f"{model.config.block_size}; use --block_size={model.config.block_size} or less")
@@ -323,7 +327,7 @@ def start_run(cfg, status=None):
     log(f"dataset {cfg['dataset']}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
         f"{tokens_per_iter(cfg):,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
 
-    model, checkpoint = build_model(cfg, vocab_size, dev)  # a refused resume opens no wandb run
+    model, checkpoint = build_model(cfg, vocab_size, dev, meta)  # a refused resume opens no wandb run
     if model.config.adaptive_head and checkpoint is None:  # a resumed model has its rank saved
         model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
     wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written
@@ -476,8 +480,8 @@ def log_step(r, loss, lr, dt):
         mfu = r.raw_model.estimate_mfu(tokens_per_iter(r.cfg) // world_size, dt)  # one GPU's share
         r.running_mfu = mfu if r.running_mfu < 0 else 0.9 * r.running_mfu + 0.1 * mfu
     r.log(f"iter {r.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms, mfu {r.running_mfu * 100:.2f}%")
-    if r.status is not None:  # the median step: an eval or a save inside one step does not skew the ETA
-        r.status.progress(r.iter_num + 1, lossf, statistics.median(r.step_times), tokens_per_iter(r.cfg))
+    if r.status is not None:
+        r.status.update(train_loss=lossf)
 
 
 class StopRequest:
@@ -519,8 +523,7 @@ def start_status(cfg):
     passed: a refused run then leaves nothing behind."""
     if cfg["eval_only"] or int(os.environ.get("RANK", "0")) != 0:
         return None
-    with explained_write(os.path.join(cfg["out_dir"], STATUS_NAME)):
-        return RunStatus(cfg["out_dir"], cfg["max_iters"])
+    return RunStatus(cfg["out_dir"], cfg["max_iters"])
 
 
 def run_training(cfg, status):
@@ -550,6 +553,8 @@ def run_training(cfg, status):
         if r.bar is not None:
             r.bar.update(1)
         r.iter_num += 1
+        if status is not None:  # the median step: an eval or a save inside one step does not skew the ETA
+            status.progress(r.iter_num, statistics.median(r.step_times), tokens_per_iter(cfg))
         stopped = stop.requested and r.iter_num < max_iters  # at max_iters the final eval saves anyway
         if stopped:
             save(r)

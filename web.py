@@ -33,7 +33,9 @@ import torch  # noqa: E402
 
 import charlevel  # noqa: E402  what every prepare.py runs
 from data.chinese import prepare as chinese_prepare  # noqa: E402  its built-in 红楼梦 writer
+from data.poetry import prepare as poetry_prepare  # noqa: E402  the 唐诗/宋词 corpus
 import sample  # noqa: E402
+import poetry  # noqa: E402
 import status  # noqa: E402
 import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
 from checkpoint import atomic_write, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
@@ -77,8 +79,10 @@ STRINGS = {
     "tab_runs.label": ("运行记录", "Runs"),
     "tab_sample.label": ("生成", "Sample"),
     "ds_source.label": ("文本", "Text"),
-    "ds_source.choices": ([("内置《红楼梦》", "builtin"), ("上传 .txt 文件", "upload")],
-                          [("built-in 红楼梦", "builtin"), ("upload .txt files", "upload")]),
+    "ds_source.choices": ([("内置《红楼梦》", "builtin"), ("唐诗与宋词（chinese-poetry）", "poetry"),
+                           ("上传 .txt 文件", "upload")],
+                          [("built-in 红楼梦", "builtin"), ("唐诗 and 宋词 (chinese-poetry)", "poetry"),
+                           ("upload .txt files", "upload")]),
     "ds_files.label": ("上传 .txt（UTF-8 或 GBK/GB18030，可多个）",
                        ".txt files (UTF-8 or GBK/GB18030, one or more)"),
     "ds_name.label": ("数据集名称", "Dataset name"),
@@ -92,9 +96,9 @@ STRINGS = {
     "ds_report.label": ("prepare 的报告", "prepare's report"),
     "tr_preset.label": ("建议的规模", "Suggested size"),
     "tr_preset.choices": ([("CPU 上约 1 分钟试跑", "look"), ("CPU 演示（约 2-3 分钟）", "cpu"),
-                           ("原始 GPU 配置", "gpu")],
+                           ("GPU 配置（config/train_chinese.py）", "gpu")],
                           [("~1-minute look on a CPU", "look"), ("the CPU demo (~2-3 min)", "cpu"),
-                           ("the seed's GPU run", "gpu")]),
+                           ("the GPU config (config/train_chinese.py)", "gpu")]),
     "tr_config.label": ("起始配置 config/", "Starting config (config/)"),
     "tr_dataset.label": ("数据集 --dataset", "--dataset"),
     "tr_out.label": ("运行目录 --out_dir（以 out 开头的普通名称）",
@@ -123,6 +127,10 @@ STRINGS = {
     "sm_topp.label": ("--top_p（1.0 关闭）", "--top_p (1.0: off)"),
     "sm_rep.label": ("--repetition_penalty（1.0 关闭）", "--repetition_penalty (1.0: off)"),
     "sm_seed.label": ("--seed", "--seed"),
+    "sm_poem.label": ("诗：格式、藏头、押韵（每个样本一首）", "Poems: form, acrostic, rhyme (one poem per sample)"),
+    "sm_form.label": ("格式 --form（五绝…七律，或数据中的词牌）", "--form (五绝 ... 七律, or a 词牌 of the data)"),
+    "sm_acrostic.label": ("藏头 --acrostic（4 或 8 个字）", "--acrostic (4 or 8 characters: 藏头诗)"),
+    "sm_rhyme.label": ("押韵 --rhyme", "--rhyme (the even lines rhyme)"),
     "sm_go.value": ("生成", "Generate"),
     "sm_cmd.label": ("对应的命令", "The same on the command line"),
     "sm_out.label": ("生成的文本", "Samples"),
@@ -230,7 +238,7 @@ def list_runs(base):
 
 
 # shipped with the code (in the repository, whatever --root is): sampled with no training at all
-SHIPPED_MODELS = ("pretrained/hlm",)
+SHIPPED_MODELS = ("pretrained/hlm", "pretrained/poetry")
 
 
 def sample_choices(base):
@@ -289,6 +297,18 @@ def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit
     return stats, prepare_command(arg_path(folder, base), arg_path(out, base), val_fraction, block_size, normalize)
 
 
+def prepare_poems(base, val_fraction, block_size, log):
+    """`python data/poetry/prepare.py --include=tang,ci`: the chinese-poetry package (npm pack fetches it once)."""
+    out = os.path.join(base, "data", "poetry")
+    os.makedirs(out, exist_ok=True)
+    stats = poetry_prepare.prepare_poetry(poetry_prepare.resolve_source(None, out, log), out, ("tang", "ci"),
+                                          val_fraction=val_fraction, block_size=block_size, log=log)
+    args = ["--include=tang,ci", *([f"--out_dir={arg_path(out, base)}"] if base != REPO else []),
+            *([f"--val_fraction={val_fraction}"] if val_fraction != 0.05 else []),
+            *([f"--block_size={block_size}"] if block_size != 256 else [])]
+    return stats, shlex.join(["python", "data/poetry/prepare.py", *args])
+
+
 def prepare_builtin(base, val_fraction, block_size, normalize, log):
     """`python data/chinese/prepare.py`: data/chinese/input.txt, else the built-in 红楼梦 written there."""
     charlevel.check_options(val_fraction, block_size)
@@ -318,7 +338,7 @@ def write_job(run_dir, job):
 
 def job_alive(job):
     """Is the train.py this page started still running (known by pid and process start time)?"""
-    return bool(job) and status.run_alive(job["pid"], job["process_start"])
+    return bool(job) and status.run_alive(job["pid"], job.get("process_start"))  # a page before status.json wrote none
 
 
 def run_going(job, st):
@@ -444,7 +464,7 @@ def run_summary(base, name):
 
 def sample_command(run_arg, cfg):
     keys = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-            "seed")
+            "seed", "form", "acrostic", "rhyme")
     args = [f"--{k}={cfg[k]}" for k in keys if cfg[k] != sample.DEFAULTS[k]]
     return shlex.join(["python", "sample.py", f"--out_dir={run_arg}", *args])
 
@@ -573,6 +593,11 @@ def sample_tab(lang):
             c["rep"] = gr.Slider(0.5, 2, value=sample.DEFAULTS["repetition_penalty"], step=0.05, elem_id="sm_rep",
                                  **texts("sm_rep", lang))
             c["seed"] = gr.Number(sample.DEFAULTS["seed"], precision=0, elem_id="sm_seed", **texts("sm_seed", lang))
+            with gr.Accordion(open=False, elem_id="sm_poem", **texts("sm_poem", lang)):
+                c["form"] = gr.Dropdown(["", *poetry.FORMS], value="", allow_custom_value=True, elem_id="sm_form",
+                                        **texts("sm_form", lang))
+                c["acrostic"] = gr.Textbox("", elem_id="sm_acrostic", **texts("sm_acrostic", lang))
+                c["rhyme"] = gr.Checkbox(False, elem_id="sm_rhyme", **texts("sm_rhyme", lang))
             c["go"] = gr.Button(variant="primary", elem_id="sm_go", **texts("sm_go", lang))
         with gr.Column(scale=2):
             c["notes"] = gr.Markdown(elem_id="sm_notes")
@@ -582,8 +607,9 @@ def sample_tab(lang):
 
 
 def wire(base, limit_mb, lang, data, tr, runs, sm):
-    """Bind each control to its handler; api_name is how tests/test_web_api.py calls it."""
-    data["source"].change(lambda s: gr.update(value="chinese" if s == "builtin" else "", interactive=s != "builtin"),
+    """Bind each control to its handler; an api_name makes it part of the page's API (gradio_client can call it)."""
+    named = {"builtin": "chinese", "poetry": "poetry"}  # the built-in corpora's folders under data/
+    data["source"].change(lambda s: gr.update(value=named.get(s, ""), interactive=s not in named),
                           data["source"], data["name"], api_name=False)
     data["go"].click(functools.partial(on_prepare, base, limit_mb),
                      [data[k] for k in ("source", "files", "name", "val", "block", "norm")] + [lang],
@@ -604,7 +630,9 @@ def wire(base, limit_mb, lang, data, tr, runs, sm):
                      show_progress="hidden")
     runs["refresh"].click(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name="runs")
     runs["pick"].change(functools.partial(on_curve, base), runs["pick"], runs["plot"], api_name="run_curve")
-    inputs = [sm[k] for k in ("run", "ckpt", "prompt", "n", "len", "temp", "topk", "topp", "rep", "seed")] + [lang]
+    inputs = [sm[k] for k in ("run", "ckpt", "prompt", "n", "len", "temp", "topk", "topp", "rep", "seed", "form",
+                              "acrostic", "rhyme")] + [lang]
+    sm["run"].change(functools.partial(on_sample_run, base), sm["run"], sm["form"], api_name=False)
     sm["go"].click(functools.partial(on_sample, base), inputs, [sm["out"], sm["notes"], sm["cmd"]], api_name="sample")
 
 
@@ -633,6 +661,9 @@ def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, no
         if source == "builtin":
             name = "chinese"
             stats, command = prepare_builtin(base, val_fraction, int(block_size), normalize, lines.append)
+        elif source == "poetry":
+            name = "poetry"
+            stats, command = prepare_poems(base, val_fraction, int(block_size), lines.append)
         else:
             stats, command = prepare_upload(base, files or [], name or "", val_fraction, int(block_size), normalize,
                                             limit_mb, lang, lines.append)
@@ -740,16 +771,32 @@ def runs_table(base):
     return pd.DataFrame(rows, columns=RUN_COLUMNS), pick_list(names, None)
 
 
-def on_sample(base, run, ckpt, prompt, n, length, temperature, top_k, top_p, penalty, seed, lang):
+def sample_dir(base, run, lang):
+    """The folder of a run (or a shipped model) picked on the Sample tab."""
+    if not run:
+        raise UserError(text("msg.no_run_picked", lang))
+    return os.path.join(REPO, run) if run in SHIPPED_MODELS else os.path.join(base, check_run_name(run, lang))
+
+
+def on_sample_run(base, run):
+    """The forms a run can write: the regular ones, and the 词牌 its data has (meta.pkl's ci_forms)."""
+    try:
+        meta = load_meta(os.path.join(sample_dir(base, run, "en"), checkpoint.META_NAME))
+    except UserError:  # no run yet, a GPT-2 run without meta.pkl
+        meta = {}
+    return gr.update(choices=["", *poetry.FORMS, *sorted(meta.get("ci_forms", {}))])
+
+
+def on_sample(base, run, ckpt, prompt, n, length, temperature, top_k, top_p, penalty, seed, form, acrostic, rhyme,
+              lang):
     """Stream the samples as they grow, through sample.py's own functions, then its copy report."""
     notes = []
     try:
-        if not run:
-            raise UserError(text("msg.no_run_picked", lang))
-        run_dir = os.path.join(REPO, run) if run in SHIPPED_MODELS else os.path.join(base, check_run_name(run, lang))
+        run_dir = sample_dir(base, run, lang)
         cfg = dict(sample.DEFAULTS, out_dir=run_dir, ckpt=ckpt or "", start=prompt or "", num_samples=int(n),
                    max_new_tokens=int(length), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                   repetition_penalty=float(penalty), seed=int(seed))
+                   repetition_penalty=float(penalty), seed=int(seed), form=(form or "").strip(),
+                   acrostic=(acrostic or "").strip(), rhyme=bool(rhyme))
         samples = sample.start_samples(cfg, warn=notes.append)
     except (UserError, ConfigError) as e:
         yield "", f"error: {shown(e, base)}", ""

@@ -1,13 +1,14 @@
 """
-Turn a finished run into the shipped pretrained model: pretrained/hlm/{ckpt.pt, meta.pkl, README.md}.
+Turn a finished run into a shipped pretrained model: pretrained/<name>/{ckpt.pt, meta.pkl, README.md}.
 
-    python train.py config/train_chinese_pretrained.py && python pretrained/export.py
-    python pretrained/export.py --out_dir=out-chinese-pretrained --to=pretrained/hlm
+    python train.py config/train_chinese_pretrained.py && python pretrained/export.py   # pretrained/hlm
+    python train.py config/train_poetry.py && python pretrained/export.py --out_dir=out-poetry --to=pretrained/poetry
 
 It takes the run's best.pt (lowest val loss), keeps the weights only, in float16 (half the bytes; a
 char-level model samples the same text from them), measures train and val loss over every window of
-each split, and writes the model card with three unedited samples from sample.py and their copy report.
-Run it again only when the model changes: the folder is committed to git.
+each split, and writes the model card with unedited samples from sample.py and their copy report (for
+the poetry model: poems in form, and bench.py --what=poems's figures). Run it again only when the model
+changes: the folder is committed to git.
 """
 
 import contextlib
@@ -34,9 +35,20 @@ to = "pretrained/hlm"               # the folder to write: ckpt.pt, meta.pkl, RE
 samples = 3                         # unedited samples on the model card
 sample_length = 300                 # characters per sample on the card
 note = ""                           # a line for the card: how the run differed from its config, if it did
+poems = 0                           # poems bench.py --what=poems writes for the card (poetry: 200); 0: none
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
 SIZE_LIMIT_MB = 15
+# per dataset: what the card calls the text, how it is prepared and trained, and the sample.py options of the
+# card's samples beyond --num_samples/--max_new_tokens (poems: one per sample, in the forms a user asks for)
+RECIPES = {
+    "chinese": {"text": "红楼梦", "prepare": "python data/chinese/prepare.py",
+                "config": "config/train_chinese_pretrained.py", "samples": [[]]},
+    "poetry": {"text": "唐诗 and 宋词", "prepare": "python data/poetry/prepare.py --include=tang,ci",
+               "config": "config/train_poetry.py",
+               "samples": [["--acrostic=春夏秋冬", "--rhyme=True"], ["--form=七律", "--start=秋夜"],
+                           ["--form=如梦令"], []]},
+}
 
 
 def half_weights(best):
@@ -53,19 +65,39 @@ def whole_split_losses(checkpoint):
     model = model_from_checkpoint({**checkpoint, "model": {k: v.float() for k, v in checkpoint["model"].items()}})
     cfg = checkpoint["config"]
     train_data, val_data, _, _ = load_dataset(dataset_dir(cfg["dataset"]), cfg["block_size"])
-    everything = max(len(train_data), len(val_data))  # windows asked for: more than either split holds
-    return estimate_loss(model, {"train": train_data, "val": val_data}, everything, 1, cfg["block_size"], "cpu",
+    batch = 32  # windows per forward pass: the same windows and mean as one at a time, several times faster
+    everything = max(len(train_data), len(val_data)) // batch + 1  # batches asked for: more than either split holds
+    return estimate_loss(model, {"train": train_data, "val": val_data}, everything, batch, cfg["block_size"], "cpu",
                          contextlib.nullcontext())
 
 
-def run_sample(folder, n, length):
-    """sample.py on the exported folder, as a user runs it: (stdout, stderr)."""
-    cmd = [sys.executable, os.path.join(ROOT, "sample.py"), f"--out_dir={folder}", f"--num_samples={n}",
-           f"--max_new_tokens={length}", "--device=cpu", "--dtype=float32"]
-    done = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8", cwd=ROOT)
+def run_script(script, *args):
+    """One of the repository's scripts, as a user runs it: (stdout, stderr)."""
+    done = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True,
+                          encoding="utf-8", cwd=ROOT)
     if done.returncode != 0:
-        raise UserError(f"sample.py failed on {folder}: {done.stderr.strip().splitlines()[-1:]}")
+        raise UserError(f"{script} {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:]}")
     return done.stdout, done.stderr
+
+
+def card_samples(export, options):
+    """The card's samples: one sample.py run per option list, each as the command and its output."""
+    parts = []
+    for extra in options:
+        args = [f"--out_dir={export['to']}", f"--num_samples={export['samples']}",
+                f"--max_new_tokens={export['sample_length']}", *extra]
+        stdout, stderr = run_script("sample.py", *args, "--device=cpu", "--dtype=float32")
+        parts += [f"`python sample.py {' '.join(args)}`", "", "```", stdout.rstrip(), "```", "",
+                  "Its copy report (sample.py's stderr):", "", "```", stderr.rstrip(), "```", ""]
+    return parts
+
+
+def poem_figures(export):
+    """bench.py --what=poems on the exported model: its table, as the card's section (poetry only)."""
+    args = [f"--run={export['to']}", f"--num_samples={export['poems']}", "--per_title=8"]
+    stdout, _ = run_script("bench.py", "--what=poems", *args)
+    return [f"## Poems, measured (`python bench.py --what=poems {' '.join(args)}`)", "", "```", stdout.rstrip(),
+            "```", ""]
 
 
 def git_commit():
@@ -76,10 +108,13 @@ def git_commit():
         return "unknown"
 
 
-def model_card(ckpt, losses, log, size_mb, stdout, stderr, export):
+def model_card(ckpt, losses, log, size_mb, export):
     """The README.md of the exported folder; every number in it measured here or read from the run.
     export: this script's settings (where it wrote, how many samples of what length, the note)."""
     cfg, args = ckpt["config"], ckpt["model_args"]
+    name = os.path.basename(os.path.normpath(str(cfg["dataset"])))
+    recipe = RECIPES.get(name, {"text": name, "prepare": f"python data/{name}/prepare.py", "samples": [[]],
+                                "config": "the run's config"})  # a model of your own text
     n_params = sum(v.numel() for k, v in ckpt["model"].items()
                    if k not in ("transformer.wpe.weight", "lm_head.weight"))  # lm_head is tied to wte
     row = next((r for r in log if r["iter"] == ckpt["iter_num"]), None)
@@ -87,14 +122,14 @@ def model_card(ckpt, losses, log, size_mb, stdout, stderr, export):
     keys = ("n_layer", "n_head", "n_embd", "block_size", "dropout", "weight_decay", "batch_size", "learning_rate",
             "max_iters", "lr_decay_iters", "min_lr", "beta2", "warmup_iters")
     return "\n".join([
-        "# 红楼梦 pretrained model",
+        f"# {recipe['text']} pretrained model",
         "",
-        "A character-level GPT trained by babygpt on the built-in 红楼梦. Sample it with no training:",
+        f"A character-level GPT trained by babygpt on the built-in {recipe['text']}. Sample it with no training:",
         "",
         f"    python sample.py --out_dir={export['to']}",
         "",
         "| | |", "|---|---|",
-        f"| config | `config/train_chinese_pretrained.py`: {', '.join(f'{k}={cfg[k]}' for k in keys)} |",
+        f"| config | `{recipe['config']}`: {', '.join(f'{k}={cfg[k]}' for k in keys)} |",
         f"| parameters | {n_params / 1e6:.2f}M (without position embeddings), float16: {size_mb:.1f} MB |",
         f"| iterations | best val loss at iteration {ckpt['iter_num']} of {cfg['max_iters']} |",
         f"| wall time, device | {wall}; {platform.processor() or platform.machine()}, "
@@ -103,15 +138,13 @@ def model_card(ckpt, losses, log, size_mb, stdout, stderr, export):
         f"| val loss | **{losses['val']:.4f}** (the whole val split, the same way) |",
         f"| commit | {git_commit()} (at export) |",
         "",
-        "Reproduce: `python data/chinese/prepare.py && python train.py config/train_chinese_pretrained.py "
-        "&& python pretrained/export.py`",
+        f"Reproduce: `{recipe['prepare']} && python train.py {recipe['config']} && python pretrained/export.py "
+        f"--out_dir={cfg['out_dir']} --to={export['to']}`",
         *(["", f"Note: {export['note']}"] if export["note"] else []),
         "",
-        f"## Samples (`python sample.py --out_dir={export['to']} --num_samples={export['samples']} "
-        f"--max_new_tokens={export['sample_length']}`, unedited)",
-        "", "```", stdout.rstrip(), "```", "",
-        "## Copy report of those samples (sample.py's stderr)",
-        "", "```", stderr.rstrip(), "```", ""])
+        *(poem_figures(export) if export["poems"] else []),
+        "## Samples (unedited)", "",
+        *card_samples(export, recipe["samples"])])
 
 
 def main():
@@ -135,8 +168,7 @@ def main():
         meta = f.read()
     atomic_write(os.path.join(cfg["to"], META_NAME), lambda f: f.write(meta))
     losses = whole_split_losses(ckpt)
-    stdout, stderr = run_sample(cfg["to"], cfg["samples"], cfg["sample_length"])
-    card = model_card(ckpt, losses, read_log(cfg["out_dir"]), size_mb, stdout, stderr, cfg)
+    card = model_card(ckpt, losses, read_log(cfg["out_dir"]), size_mb, cfg)
     atomic_write(os.path.join(cfg["to"], "README.md"), lambda f: f.write(card.encode("utf-8")))
     print(f"wrote {cfg['to']}: val loss {losses['val']:.4f}, train {losses['train']:.4f}, {size_mb:.1f} MB")
 

@@ -8,9 +8,11 @@ import re
 import subprocess
 import sys
 
-import pytest
 import torch
+import pytest
 from conftest import REPO, TINY, assert_user_error, run, write_dataset
+
+pytestmark = pytest.mark.slow  # make test-fast leaves this file out
 
 import checkpoint as ck
 import train
@@ -24,7 +26,6 @@ def torchrun(nproc, *args):
     return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, encoding="utf-8", timeout=600)
 
 
-@pytest.mark.slow
 def test_two_ranks_stay_in_sync_learn_and_save(tmp_path):
     data, out = str(tmp_path / "ds"), str(tmp_path / "out")
     write_dataset(data)
@@ -66,7 +67,6 @@ def test_accumulation_must_divide_over_ranks(tmp_path, tiny_data):
     assert not (tmp_path / "o").exists(), "a refused run should write nothing"
 
 
-@pytest.mark.slow
 def test_adaptive_head_trains_when_a_batch_has_no_rare_token(tmp_path):
     """With adaptive_head, a batch whose targets are all frequent leaves the rare-token part without a
     gradient; DDP must be told, or its next backward() stops with an error."""

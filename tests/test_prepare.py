@@ -151,6 +151,62 @@ def test_tiny_chunks_split_nothing(tmp_path, monkeypatch, encoding):
     assert text == SAMPLE, f"5-byte chunks of {encoding} changed the text"
 
 
+def nanogpt_bins(text, n_train, dtype):
+    """train.bin and val.bin bytes as nanoGPT's prepare makes them: sorted vocabulary, dict lookup."""
+    stoi = {ch: i for i, ch in enumerate(sorted(set(text)))}
+    ids = np.array([stoi[ch] for ch in text], dtype=dtype)
+    return ids[:n_train].tobytes(), ids[n_train:].tobytes()
+
+
+@pytest.mark.parametrize("vocab", ["small", "over_65536"])
+def test_ids_are_nanogpts_across_chunk_edges(tmp_path, monkeypatch, vocab):
+    """Pass 1 numbers characters in order of first appearance, pass 2 renumbers them in place:
+    the bytes must be nanoGPT's, with chunk edges on both passes and at the train/val split."""
+    monkeypatch.setattr(charlevel, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(charlevel, "CHUNK_IDS", 7)
+    if vocab == "small":  # late characters sort first: provisional and final ids differ
+        text = SAMPLE + "一丁" * 20 + "ABC"
+    else:  # pass 1 overflows uint16 ids and starts again with uint32
+        text = "".join(map(chr, [*range(0x4E00, 0xA000), *range(0x20000, 0x2A6E0), *range(0x3400, 0x4DC0)]))
+    src = tmp_path / "in.txt"
+    src.write_text(text, encoding="utf-8", newline="")
+    charlevel.prepare([str(src)], str(tmp_path), block_size=8, log=lambda *a: None)
+    meta = pickle.loads((tmp_path / "meta.pkl").read_bytes())
+    train, val = nanogpt_bins(text, meta["train_tokens"], meta["dtype"])
+    assert (tmp_path / "train.bin").read_bytes() == train, f"train.bin differs from nanoGPT's ({vocab})"
+    assert (tmp_path / "val.bin").read_bytes() == val, f"val.bin differs from nanoGPT's ({vocab})"
+
+
+def test_failed_utf8_attempt_leaves_no_ids(tmp_path, monkeypatch):
+    """UTF-8 for a while (é, ü, ñ), then a GBK byte: the file is read again as GB18030, and
+    what the UTF-8 attempt staged must not show in the ids or the vocabulary."""
+    monkeypatch.setattr(charlevel, "CHUNK_BYTES", 16)
+    raw = ("café ü ñ\n" * 30).encode("utf-8") + "乙丁\n".encode("gbk")
+    src = tmp_path / "in.txt"
+    src.write_bytes(raw)
+    charlevel.prepare([str(src)], str(tmp_path), block_size=8, log=lambda *a: None)
+    meta, text, (n_train, _) = load(tmp_path)
+    expected = raw.decode("gb18030")
+    assert text == expected and meta["vocab_size"] == len(set(expected)), \
+        f"GB18030 retry gave {text[:20]!r}, vocab {meta['vocab_size']} (expected {len(set(expected))})"
+    assert ((tmp_path / "train.bin").read_bytes(), (tmp_path / "val.bin").read_bytes()) == \
+        nanogpt_bins(expected, n_train, "uint16"), "ids differ from nanoGPT's after the retry"
+
+
+def test_pass_2_narrows_wide_provisional_ids_in_place(monkeypatch):
+    """A failed UTF-8 attempt can push pass 1 to uint32 ids for a vocabulary that fits uint16:
+    pass 2 then writes 2-byte ids over 4-byte ones, behind its read position."""
+    import io
+    staged = io.BytesIO(np.arange(20, dtype=np.uint32)[::-1].tobytes())
+    final = np.arange(20, dtype=np.uint16) * 3  # provisional id -> id
+    val = io.BytesIO()
+    monkeypatch.setattr(charlevel, "CHUNK_IDS", 3)  # several chunks
+    n = charlevel.encode_files(staged, np.uint32, final, 15, val)
+    ids = np.arange(20, dtype=np.uint16)[::-1] * 3
+    assert n == 20 and staged.getvalue() == ids[:15].tobytes() and val.getvalue() == ids[15:].tobytes(), \
+        f"narrowed ids: train {np.frombuffer(staged.getvalue(), np.uint16)}, val {np.frombuffer(val.getvalue(), np.uint16)}"
+
+
 def test_bad_byte_offset_is_exact_across_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(charlevel, "CHUNK_BYTES", 7)
     src = tmp_path / "in.txt"
@@ -315,19 +371,28 @@ def test_bad_input_leaves_dataset_untouched(tmp_path, good_dataset, name):
     assert snapshot(out_dir) == before, "a failed run changed or added files in the dataset folder"
 
 
+def test_bad_input_makes_no_out_dir(tmp_path):
+    """Pass 1 writes into out_dir, so prepare makes it first; a failure must take it back."""
+    src = tmp_path / "in.txt"
+    src.write_text(" \n", encoding="utf-8")
+    assert_one_line_error(run(f"--input={src}", f"--out_dir={tmp_path / 'new'}"), "only whitespace")
+    assert not (tmp_path / "new").exists(), "a failed run left the out_dir it made"
+
+
 @pytest.mark.parametrize("failure", [OSError("disk full"), KeyboardInterrupt()],
                          ids=["error", "ctrl-c"])
-def test_failure_mid_write_keeps_earlier_dataset(tmp_path, good_dataset, monkeypatch, failure):
+@pytest.mark.parametrize("step", ["stage_files", "encode_files"], ids=["pass1", "pass2"])
+def test_failure_mid_write_keeps_earlier_dataset(tmp_path, good_dataset, monkeypatch, failure, step):
     out_dir = tmp_path / "out"
     shutil.copytree(good_dataset, out_dir)
     before = snapshot(out_dir)
-    real_encode = charlevel.encode_files
+    real_step = getattr(charlevel, step)
 
-    def encode_then_fail(*args):
-        real_encode(*args)  # the temp .bin files are full when the failure hits
+    def step_then_fail(*args):
+        real_step(*args)  # the temp .bin files hold provisional ids (pass 1) or ids (pass 2)
         raise failure
 
-    monkeypatch.setattr(charlevel, "encode_files", encode_then_fail)
+    monkeypatch.setattr(charlevel, step, step_then_fail)
     src = tmp_path / "new.txt"
     src.write_text(SAMPLE * 2, encoding="utf-8")
     with pytest.raises(type(failure)):

@@ -14,14 +14,18 @@ import pytest
 import torch
 from conftest import REPO, TEXT, TINY, assert_user_error, run, web_page
 
+pytestmark = pytest.mark.slow  # make test-fast leaves this file out
+
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 import checkpoint  # noqa: E402
+import poetry  # noqa: E402
 from test_sample import samples  # noqa: E402
 import web  # noqa: E402
 from web import FIELD_KEYS  # noqa: E402  the order of the Train tab's boxes
 CONFIG = "train_chinese_cpu.py"
+NO_POEM = ("", "", False)  # the Sample tab's --form, --acrostic, --rhyme, left as they are
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +196,7 @@ def unescaped(notes):
 
 def test_sampling_streams_what_sample_py_writes(page, trained):
     client, root, _ = page
-    job = client.submit("out-tiny", "ckpt.pt", "宝Z玉", 2, 60, 1.0, 200, 1.0, 1.0, 7, "en", api_name="/sample")
+    job = client.submit("out-tiny", "ckpt.pt", "宝Z玉", 2, 60, 1.0, 200, 1.0, 1.0, 7, *NO_POEM, "en", api_name="/sample")
     job.result(timeout=120)
     outputs = [text for text, _, _ in job.outputs()]
     lengths = [len(t) for t in outputs]
@@ -218,7 +222,7 @@ def test_sampling_best_pt_is_sample_py_ckpt_best_pt(page, trained):
     torch.manual_seed(0)
     weights = {k: v + 0.5 * torch.randn_like(v) if ".mlp." in k else v for k, v in latest["model"].items()}
     checkpoint.save_checkpoint(run_dir, {**latest, "model": weights, "iter_num": 10}, name="best.pt")
-    args = ("宝玉", 1, 40, 0.8, 200, 1.0, 1.0, 3, "en")
+    args = ("宝玉", 1, 40, 0.8, 200, 1.0, 1.0, 3, *NO_POEM, "en")
     text, notes, command = client.predict("out-tiny-best", "best.pt", *args, api_name="/sample")
     assert "--ckpt=best.pt" in command, command
     proc = run("sample.py", f"--out_dir={run_dir}", "--ckpt=best.pt", "--start=宝玉", "--num_samples=1",
@@ -231,10 +235,30 @@ def test_sampling_best_pt_is_sample_py_ckpt_best_pt(page, trained):
     assert "has a lower val loss" in notes and "--ckpt=best.pt" in notes, f"sample.py's best.pt hint: {notes!r}"
 
 
+def test_a_tang_acrostic_from_the_page_is_sample_py_s(page, trained):
+    """The poem controls: the page writes the 藏头诗 sample.py writes with --acrostic (and --rhyme)."""
+    client, root, _ = page
+    poem = ("满一都谁", True)
+    text, notes, command = client.predict("out-tiny", "ckpt.pt", "\n", 2, 100, 1.0, 200, 1.0, 1.0, 4, "", *poem, "en",
+                                          api_name="/sample")
+    assert "--acrostic=满一都谁" in command and "--rhyme=True" in command, command
+    proc = run("sample.py", f"--out_dir={os.path.join(root, 'out-tiny')}", "--num_samples=2", "--max_new_tokens=100",
+               "--temperature=1.0", "--seed=4", "--acrostic=满一都谁", "--rhyme=True", "--device=cpu")
+    assert proc.returncode == 0, proc.stderr
+    poems = [t for t in text.split("\n---------------\n") if t]
+    assert [t for t, _ in samples(proc.stdout)] == poems, "the page should write sample.py's poems"
+    for p in poems:
+        lines = poetry.poem_lines(poetry.split_title(p)[1])
+        assert [line[0] for line in lines] == list("满一都谁"), f"a 藏头诗 on 满一都谁: {p!r}"
+    _, notes, _ = client.predict("out-tiny", "ckpt.pt", "\n", 1, 100, 1.0, 200, 1.0, 1.0, 4, "如梦令", "", False,
+                                 "en", api_name="/sample")
+    assert notes.startswith("error: unknown form '如梦令'") and "\n" not in notes, f"sample.py's one line: {notes!r}"
+
+
 def test_the_shipped_model_is_offered_and_sampled_with_no_training(page):
     client, root, _ = page
     assert "pretrained/hlm" in web.sample_choices(root), "the Sample tab should list the shipped model"
-    text, notes, command = client.predict("pretrained/hlm", "ckpt.pt", "宝玉", 1, 30, 0.8, 200, 1.0, 1.0, 5, "en",
+    text, notes, command = client.predict("pretrained/hlm", "ckpt.pt", "宝玉", 1, 30, 0.8, 200, 1.0, 1.0, 5, *NO_POEM, "en",
                                           api_name="/sample")
     proc = run("sample.py", "--out_dir=pretrained/hlm", "--start=宝玉", "--num_samples=1", "--max_new_tokens=30",
                "--seed=5", "--device=cpu")
@@ -256,7 +280,7 @@ def test_the_shipped_model_is_offered_and_sampled_with_no_training(page):
 ])
 def test_sampling_refusals_are_sample_py_lines(page, trained, run_name, prompt, top_k, words):
     client, _, _ = page
-    text, notes, _ = client.predict(run_name, "ckpt.pt", prompt, 1, 20, 0.8, top_k, 1.0, 1.0, 1, "en",
+    text, notes, _ = client.predict(run_name, "ckpt.pt", prompt, 1, 20, 0.8, top_k, 1.0, 1.0, 1, *NO_POEM, "en",
                                     api_name="/sample")
     assert text == "" and notes.startswith("error: ") and "\n" not in notes, f"one error line expected: {notes!r}"
     for w in words:
@@ -327,7 +351,6 @@ def stopped(page, dataset):
                 iter_num=ckpt["iter_num"], root=root)
 
 
-@pytest.mark.slow
 def test_one_run_at_a_time_and_a_second_tab_sees_it(stopped):
     assert stopped["running"][0].startswith("**running**") and "of 100000" in stopped["running"][0], stopped["running"]
     assert "a run is already going in out-stop" in stopped["second"], \
@@ -337,7 +360,6 @@ def test_one_run_at_a_time_and_a_second_tab_sees_it(stopped):
         f"a reopened page should show the running job: {stopped['reopened'][:2]}"
 
 
-@pytest.mark.slow
 def test_stop_ends_the_run_and_leaves_a_loadable_checkpoint(stopped):
     assert "sent Ctrl-C to train.py" in stopped["stop"], stopped["stop"]
     status, _, log, plot = stopped["ended"]
@@ -347,7 +369,6 @@ def test_stop_ends_the_run_and_leaves_a_loadable_checkpoint(stopped):
     assert len(plot["data"]) >= 4, "the plot should keep the evals made before the stop"
 
 
-@pytest.mark.slow
 def test_stop_saves_the_checkpoint_at_the_stopped_iteration(stopped):
     with open(os.path.join(stopped["root"], "out-stop", "train.log"), encoding="utf-8") as f:
         log = f.read()  # the one run so far in out-stop
@@ -357,7 +378,6 @@ def test_stop_saves_the_checkpoint_at_the_stopped_iteration(stopped):
         f"ckpt.pt is at iteration {stopped['iter_num']}, train.py stopped at {m.group(1)}"
 
 
-@pytest.mark.slow
 def test_resume_continues_from_the_checkpoint(page, stopped):
     client, root, _ = page
     args = form(client, "out-stop", max_iters=stopped["iter_num"] + 5, lr_decay_iters=100000, eval_interval=50)
@@ -378,7 +398,6 @@ def test_language_switch(page):
     assert chinese[0]["value"].startswith("## babygpt：准备数据"), chinese[0]
 
 
-@pytest.mark.slow
 def test_another_host_needs_a_login():
     proc = run("web.py", "--host=0.0.0.0")
     assert_user_error(proc, "--auth=user:password", "ssh -L 7860:127.0.0.1:7860")

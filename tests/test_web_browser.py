@@ -16,10 +16,11 @@ from conftest import TEXT, web_page
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
+import poetry  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = [pytest.mark.slow,
+pytestmark = [pytest.mark.slow,  # make test-fast leaves this file out
               pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
                                  reason="no chromium + chromedriver (as root: apt-get install chromium chromium-driver)")]
 
@@ -177,6 +178,24 @@ def test_samples_stream_into_the_page(browser):
     notes = wait_for(driver, "the copy report",
                      lambda d: "copy report" in text_of(d, "sm_notes") and text_of(d, "sm_notes"))
     assert notes.startswith("copy report, sample 1: longest copied passage"), f"sample.py's report, shown: {notes}"
+
+
+def test_a_tang_acrostic_is_written_on_the_page(browser):
+    """The poem controls, as a person uses them: open them, type the 藏头 characters, generate, read the poem."""
+    driver, _, shots = browser
+    open_tab(driver, "Sample")
+    wait_for(driver, "the run picked", lambda d: value_of(d, "sm_run") == "out-web")
+    type_into(driver, "sm_n", 1)
+    type_into(driver, "sm_len", 100)
+    driver.find_element(By.CSS_SELECTOR, "#sm_poem button, #sm_poem .label-wrap").click()
+    type_into(driver, "sm_acrostic", "满一都谁")
+    driver.find_element(By.ID, "sm_go").click()
+    out = wait_for(driver, "the poem", lambda d: "---------------" in value_of(d, "sm_out") and value_of(d, "sm_out"))
+    driver.save_screenshot(str(shots / "5-acrostic.png"))
+    poem = out.split("\n---------------")[0]
+    heads = [line[0] for line in poetry.poem_lines(poetry.split_title(poem)[1])]
+    assert heads == list("满一都谁"), f"the page should show a 藏头诗 whose lines start with 满一都谁:\n{poem}"
+    assert "--acrostic=满一都谁" in value_of(driver, "sm_cmd"), "the command line should carry --acrostic"
 
 
 def test_stop_a_long_run(browser):

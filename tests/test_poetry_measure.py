@@ -1,0 +1,58 @@
+"""
+poetry.py's measurements (bench.py --what=poems) on hand-made poems whose answers are known: form rate,
+rhyme rate (with the one rhyme_class the --rhyme mask uses), repeated characters, novelty against a corpus.
+Run: python -m pytest tests/test_poetry_measure.py
+"""
+
+import numpy as np
+
+import poetry
+
+JINGYESI = "静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"    # 霜 uang, 乡 iang: both ang
+CHUNXIAO = "春晓\n春眠不觉晓，处处闻啼鸟。\n夜来风雨声，花落知多少。"       # 鸟 iao, 少 ao; 处处 repeats
+OFF_RHYME = "白日依山尽，黄河入海流。\n欲穷千里目，更上一层山。"          # no title; 流 ou, 山 an: 1 of 2
+SHORT_LINE = "无题\n白日依山，黄河入海流。\n欲穷千里目，更上一层楼。"        # a 4-character line: not regular
+QILV = ("登高\n风急天高猿啸哀，渚清沙白鸟飞回。\n无边落木萧萧下，不尽长江滚滚来。\n"
+        "万里悲秋常作客，百年多病独登台。\n艰难苦恨繁霜鬓，潦倒新停浊酒杯。")  # 回 uei, 来 ai, 台 ai, 杯 ei: 2 of 4
+POEMS = [JINGYESI, CHUNXIAO, OFF_RHYME, SHORT_LINE, QILV]
+
+
+def test_rhyme_class_drops_medials_and_tones():
+    pairs = {"霜": "ang", "乡": "ang", "光": "ang", "流": "ou", "楼": "ou", "鸟": "ao", "少": "ao", "元": "an",
+             "月": "e", "过": "e", "云": "en", "林": "en", "听": "eng", "中": "eng", "穷": "eng", "，": None, "A": None}
+    got = {ch: poetry.rhyme_class(ch) for ch in pairs}
+    assert got == pairs, f"rhyme classes: got {got}"
+
+
+def test_form_of_and_form_rate():
+    forms = [poetry.form_of(poetry.split_title(p)[1]) for p in POEMS]
+    assert forms == ["五绝", "五绝", "五绝", None, "七律"], f"forms: {forms}"
+    assert poetry.form_rate(POEMS) == 4 / 5, f"form rate: {poetry.form_rate(POEMS)}"
+    assert poetry.form_of("床前明月光，疑是地上霜。") is None, "two lines are no 绝句"
+    assert poetry.form_of("床前明月光，疑是地上霜，举头望明月，低头思故乡") == "五绝", "marks other than 。 and an open end count"
+
+
+def test_rhyme_rate_counts_even_lines_of_regular_poems():
+    assert poetry.rhyme_hits(poetry.split_title(QILV)[1]) == (2, 4), "登高 by pinyin: 回 and 杯 (ei) miss 来, 台 (ai)"
+    assert poetry.rhyme_hits(OFF_RHYME) == (1, 2), "a tie goes to the first even line's rhyme"
+    rate = poetry.rhyme_rate(POEMS)  # 2 + 2 + 1 + 2 of 2 + 2 + 2 + 4; SHORT_LINE is not regular
+    assert rate == 7 / 10, f"rhyme rate: {rate}"
+    assert poetry.rhyme_rate([SHORT_LINE]) is None, "no regular poem: no rhyme rate"
+
+
+def test_repeat_rate():
+    assert poetry.repeat_rate([JINGYESI, CHUNXIAO]) == 1 / 8, "处处 is the one line of eight with a repeat"
+    assert poetry.repeat_rate(["风风风风风，雨雨雨雨雨。"]) == 1.0, "every line repeats"
+
+
+def test_novelty_against_the_training_text():
+    train = JINGYESI + "\n\n" + CHUNXIAO + "\n\n"
+    stoi = {c: i for i, c in enumerate(sorted(set(train)))}
+    corpus = np.array([stoi[c] for c in train], dtype=np.uint16)
+    sample = "床前明月光，疑是天上霜。\n举头望明月，低头思故乡。"  # one line changed
+    novel = "江水绿如蓝，孤帆远影来。\n举头望明月，天涯共此时。"  # characters the corpus lacks, one line copied
+    figures = poetry.measure([sample, novel], corpus, stoi)
+    assert figures["copied_lines"] == 4 / 8, f"3 lines of the first and 1 of the second are in train: {figures}"
+    assert figures["longest_copy_text"] == "上霜。\n举头望明月，低头思故乡。" and figures["longest_copy"] == 16, \
+        f"the longest copied passage runs from 地上霜's 上霜 to the end: {figures}"
+    assert figures["form_rate"] == 1.0 and figures["poems"] == 2, f"both are 五绝: {figures}"

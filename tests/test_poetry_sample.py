@@ -1,0 +1,75 @@
+"""
+sample.py's poem options end to end (--form, --acrostic, --rhyme, a title as --start) on a tiny model trained
+on a few 唐诗: every sample is one poem in its form, printed in sample.py's format; the bad inputs are one line.
+Run: python -m pytest tests/test_poetry_sample.py
+"""
+
+import pytest
+from conftest import TINY, assert_user_error, run, write_dataset
+
+import poetry
+from test_sample import samples
+
+POEMS = ("静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n\n"
+         "春晓\n春眠不觉晓，处处闻啼鸟。\n夜来风雨声，花落知多少。\n\n"
+         "登鹳雀楼\n白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。\n\n"
+         "黄鹤楼送孟浩然之广陵\n故人西辞黄鹤楼，烟花三月下扬州。\n孤帆远影碧空尽，唯见长江天际流。\n\n")
+
+
+@pytest.fixture(scope="module")
+def poet(tmp_path_factory):
+    """A 2-layer model after a few steps on the poems: enough to sample, far too little to know the forms."""
+    base = tmp_path_factory.mktemp("poet")
+    write_dataset(str(base / "ds"), text=POEMS * 30)
+    proc = run("train.py", f"--dataset={base / 'ds'}", f"--out_dir={base / 'out'}", *TINY, "--max_iters=10",
+               "--eval_interval=10")
+    assert proc.returncode == 0, proc.stderr
+    return str(base / "out")
+
+
+def poems_of(poet, *args):
+    proc = run("sample.py", f"--out_dir={poet}", "--device=cpu", "--num_samples=4", *args)
+    assert proc.returncode == 0, f"sample.py failed:\n{proc.stderr}"
+    got = samples(proc.stdout)
+    assert len(got) == 4, f"four samples in sample.py's format expected:\n{proc.stdout}"
+    for text, n in got:
+        assert n == len(text), f"torch.Size([1, N]) should count the poem's characters ({len(text)}): {n}"
+    return [text for text, _ in got]
+
+
+def test_acrostic_with_rhyme_is_a_regular_poem_every_time(poet):
+    for text in poems_of(poet, "--acrostic=春白故床", "--rhyme=True", "--temperature=1.5"):
+        title, body = poetry.split_title(text)
+        lines = poetry.poem_lines(body)
+        assert poetry.form_of(body) in ("五绝", "七绝"), f"four characters make a 绝句: {text!r}"
+        assert [line[0] for line in lines] == list("春白故床"), f"line i starts with character i: {text!r}"
+        hits, total = poetry.rhyme_hits(body)
+        assert hits == total == 2, f"both even lines should end on one rhyme: {text!r}"
+
+
+@pytest.mark.parametrize("form", ["五律", "qijue"])
+def test_form_and_a_title_prompt(poet, form):
+    for text in poems_of(poet, f"--form={form}", "--start=春晓", "--temperature=2.0"):
+        title, body = poetry.split_title(text)
+        assert title.startswith("春晓"), f"the prompt is the title: {text!r}"
+        assert poetry.form_of(body) == poetry.ALIASES.get(form, form), f"every sample should be a {form}: {text!r}"
+
+
+def test_stream_prints_the_same_poems(poet):
+    args = ["--form=七绝", "--num_samples=2", "--device=cpu"]
+    plain = run("sample.py", f"--out_dir={poet}", *args)
+    streamed = run("sample.py", f"--out_dir={poet}", *args, "--stream=True")
+    assert plain.returncode == streamed.returncode == 0, plain.stderr + streamed.stderr
+    assert streamed.stdout == plain.stdout, "streaming should print exactly what the plain run prints"
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--form=如梦令"], ["unknown form '如梦令'", "python data/poetry/prepare.py --include=tang,ci"]),
+    (["--form=haiku"], ["unknown form 'haiku'", "五绝, 七绝, 五律, 七律"]),
+    (["--acrostic=春白"], ["has 2 characters", "give 4"]),
+    (["--acrostic=猫狗鸡鸭"], ["never saw", "猫"]),
+    (["--form=七律", "--acrostic=春白故床"], ["七律", "8"]),
+    (["--form=七绝", "--start=春晓\n床前明月光，"], ["a title", "not the start of a poem"]),
+])
+def test_bad_poem_options_are_one_line(poet, args, words):
+    assert_user_error(run("sample.py", f"--out_dir={poet}", "--device=cpu", *args), *words)

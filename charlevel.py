@@ -419,12 +419,51 @@ def report_vocab(vocab, freq, dtype, log):
 
 
 # -----------------------------------------------------------------------------
+# a vocabulary that extends a model's: fine-tuning keeps the base model's ids
+
+def read_base_vocab(path):
+    """--vocab_from=PATH (a model folder, a run's out_dir, or a meta.pkl) -> (its meta.pkl's path, its
+    characters as code points in id order). Read with checkpoint's unpickler, which runs no code."""
+    meta_path = os.path.join(path, "meta.pkl") if os.path.isdir(path) else path
+    if not os.path.isfile(meta_path):
+        raise PrepareError(f"--vocab_from={path}: no meta.pkl there; give a model folder (pretrained/hlm), "
+                           "a run's out_dir or a meta.pkl")
+    from checkpoint import load_meta  # imports torch: only a prepare that extends a vocabulary pays for it
+    from runtime import UserError
+    try:
+        meta = load_meta(meta_path)
+    except UserError as e:
+        raise PrepareError(str(e)) from None
+    itos = [meta["itos"].get(i) for i in range(meta["vocab_size"])]
+    if not all(isinstance(c, str) and len(c) == 1 for c in itos):
+        raise PrepareError(f"--vocab_from={path}: {meta_path} is not a character vocabulary with ids "
+                           f"0..{meta['vocab_size'] - 1}; give a babygpt model's folder")
+    return meta_path, np.array([ord(c) for c in itos], dtype=np.int64)
+
+
+def extend_vocab(base, present):
+    """The base's code points in their id order, then those of present (sorted) that the base lacks."""
+    return np.concatenate([base, present[~np.isin(present, base)]])
+
+
+def report_extension(base_path, base, vocab, counts, log):
+    """How many characters the base lacked, and what share of the text they are."""
+    new = vocab[len(base):]
+    share = counts[new].sum() / counts.sum()
+    examples = " ".join(show_char(chr(cp)) for cp in new[np.argsort(-counts[new], kind="stable")][:10].tolist())
+    log(f"vocabulary: {len(vocab):,} ids, extending {base_path}: its {len(base):,} characters keep their ids, "
+        f"{len(new):,} new ones appended ({share:.1%} of the text)" + (f", most frequent: {examples}" if len(new) else ""))
+
+
+# -----------------------------------------------------------------------------
 # the whole preparation, and the command line around it
 
 def prepare(files, out_dir, label=None, val_fraction=0.1, block_size=256, normalize="none",
-            log=print):
-    """Text files -> out_dir/{train.bin, val.bin, meta.pkl}. Returns the numbers it printed."""
+            log=print, vocab_from=None):
+    """Text files -> out_dir/{train.bin, val.bin, meta.pkl}. Returns the numbers it printed.
+    vocab_from: a model folder or meta.pkl whose ids the vocabulary keeps (see read_base_vocab)."""
     label = label or files[0]
+    base_path, base = read_base_vocab(vocab_from) if vocab_from else (None, None)
     with staged_outputs(out_dir) as tmp, open(tmp["train.bin"], "w+b") as train_f:
         counts, encodings, prov = stage_chars(files, normalize, train_f)  # provisional ids
         report_source(label, files, encodings, log)
@@ -433,18 +472,24 @@ def prepare(files, out_dir, label=None, val_fraction=0.1, block_size=256, normal
         freq = counts[vocab]
         n = int(freq.sum())
         n_train, n_val = split_sizes(n, val_fraction, block_size)
-        dtype = np.uint16 if len(vocab) <= UINT16_LIMIT else np.uint32
+        ids_of = vocab if base is None else extend_vocab(base, vocab)  # the code point of each id
+        dtype = np.uint16 if len(ids_of) <= UINT16_LIMIT else np.uint32
         report_vocab(vocab, freq, dtype, log)
+        if base is not None:
+            report_extension(base_path, base, ids_of, counts, log)
 
-        final = np.zeros(prov.n, dtype=dtype)  # provisional id -> id in the sorted vocabulary
-        final[prov.of[vocab]] = np.arange(len(vocab), dtype=dtype)
+        lut = np.zeros(N_CODEPOINTS, dtype=dtype)  # code point -> id
+        lut[ids_of] = np.arange(len(ids_of), dtype=dtype)
+        final = np.zeros(prov.n, dtype=dtype)  # provisional id -> id
+        final[prov.of[vocab]] = lut[vocab]
         with open(tmp["val.bin"], "wb") as val_f:
             encode_files(train_f, prov.of.dtype, final, n_train, val_f)
-        write_meta(tmp["meta.pkl"], vocab, dtype, n_train, n_val)
+        write_meta(tmp["meta.pkl"], ids_of, dtype, n_train, n_val)
     log(f"train has {n_train:,} tokens, val has {n_val:,} tokens ({np.dtype(dtype).name})")
     log(f"wrote {', '.join(OUTPUTS)} to {out_dir}")
-    return {"chars": n, "vocab_size": len(vocab), "train_tokens": n_train,
-            "val_tokens": n_val, "dtype": np.dtype(dtype).name, "encodings": encodings}
+    return {"chars": n, "vocab_size": len(ids_of), "train_tokens": n_train, "val_tokens": n_val,
+            "dtype": np.dtype(dtype).name, "encodings": encodings,
+            "new_chars": None if base is None else len(ids_of) - len(base)}
 
 
 def prepare_texts(train_text, val_text, out_dir, block_size=256, extra_meta=None, log=print):
@@ -494,6 +539,9 @@ def build_parser(description, out_dir, default_text):
     p.add_argument("--block_size", metavar="N", type=int, default=256,
                    help="context length you will train with: each split must be longer "
                         "(default: 256)")
+    p.add_argument("--vocab_from", metavar="PATH",
+                   help="keep the ids of a model's vocabulary (a model folder such as pretrained/hlm, a run's "
+                        "out_dir, or a meta.pkl) and append the characters it lacks, to fine-tune that model")
     p.add_argument("--normalize", choices=["none", "halfwidth"], default="none",
                    help="halfwidth: map full-width ASCII (Ａ１！，) and the ideographic space "
                         "to their ASCII forms (default: none)")
@@ -529,12 +577,12 @@ def resolve_source(out_dir, default_source, offline_hint, input=None, url=None, 
     return default_source(input_txt)
 
 
-def prepare_input(path, out_dir, val_fraction=0.1, block_size=256, normalize="none", log=print):
+def prepare_input(path, out_dir, val_fraction=0.1, block_size=256, normalize="none", log=print, vocab_from=None):
     """What `prepare.py --input=PATH --out_dir=OUT_DIR` does once the source is known: check the
     options, list the text files (a file, or a folder's .txt files) and prepare them.
     The command line and the web page (web.py) both call it."""
     check_options(val_fraction, block_size)
-    return prepare(list_text_files(path), out_dir, path, val_fraction, block_size, normalize, log)
+    return prepare(list_text_files(path), out_dir, path, val_fraction, block_size, normalize, log, vocab_from)
 
 
 def main(description, out_dir, default_source, default_text, offline_hint, argv=None):
@@ -545,7 +593,7 @@ def main(description, out_dir, default_source, default_text, offline_hint, argv=
         args = build_parser(description, out_dir, default_text).parse_args(argv)
         check_args(args)
         path = resolve_source(args.out_dir, default_source, offline_hint, args.input, args.url)
-        prepare_input(path, args.out_dir, args.val_fraction, args.block_size, args.normalize)
+        prepare_input(path, args.out_dir, args.val_fraction, args.block_size, args.normalize, vocab_from=args.vocab_from)
     except PrepareError as e:
         sys.exit(f"error: {e}")
     except OSError as e:  # unreadable file, full disk: still one line

@@ -238,9 +238,15 @@ def codec(meta):
 GPT2_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 
 
+def is_model_folder(path):
+    """A folder with a model of ours (or nanoGPT's) and its vocabulary, ckpt.pt and meta.pkl: a shipped
+    model such as pretrained/hlm, or a run's out_dir. train.py --init_from=<it> fine-tunes it."""
+    return os.path.isfile(os.path.join(path, CKPT_NAME)) and os.path.isfile(os.path.join(path, META_NAME))
+
+
 def is_pretrained(init_from):
     """init_from names a GPT-2 (gpt2, gpt2-medium, ...) or a folder saved by transformers."""
-    return init_from in GPT2_NAMES or os.path.isdir(init_from)
+    return init_from in GPT2_NAMES or (os.path.isdir(init_from) and not is_model_folder(init_from))
 
 
 def load_pretrained(init_from, dropout=0.0):

@@ -7,7 +7,7 @@ Write continuations of a prompt with a trained model.
     python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"   # GPT-2 via transformers
     python sample.py --out_dir=out-chinese --stream=True --top_p=0.9 --repetition_penalty=1.2
     python sample.py --out_dir=out-chinese --ckpt=best.pt            # the run's lowest-val-loss model
-    python sample.py --out_dir=out-poetry --acrostic=春夏秋冬 --rhyme=True   # a 藏头诗 per sample
+    python sample.py --out_dir=pretrained/poetry --acrostic=春夏秋冬 --rhyme=True   # a 藏头诗 per sample
     python sample.py --out_dir=out-poetry --form=七律 --start=秋夜 --num_samples=3
     python sample.py --help
 
@@ -29,7 +29,7 @@ import copycheck
 import poetry
 from charlevel import PrepareError, read_text  # prompts are decoded as prepare.py decodes text
 from checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
-                        is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
+                        is_model_folder, is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure, settings
 from progress import progress_bar
 from runtime import UserError, run_main, setup
@@ -67,8 +67,9 @@ def check_settings(init_from, max_new_tokens, num_samples, temperature, top_k, t
                    out_file="", **_):
     """Refuse values that cannot work before any file is read (called with all the settings: **cfg)."""
     if init_from != "resume" and not is_pretrained(init_from):
+        hint = f" (a model folder is sampled with --out_dir={init_from})" if is_model_folder(init_from) else ""
         raise UserError(f"init_from must be 'resume', gpt2, gpt2-medium, gpt2-large, gpt2-xl "
-                        f"or a folder with a saved GPT-2, got '{init_from}'")
+                        f"or a folder with a saved GPT-2, got '{init_from}'{hint}")
     if max_new_tokens < 1 or num_samples < 1:
         raise UserError(f"max_new_tokens and num_samples must be at least 1, got {max_new_tokens} and {num_samples}")
     if temperature < 0:

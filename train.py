@@ -23,9 +23,9 @@ import time
 import numpy as np
 import torch
 
-from checkpoint import (BEST_NAME, CKPT_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_pretrained,
-                        load_checkpoint, load_meta, load_pretrained, model_from_checkpoint, read_model_args,
-                        rng_states, save_checkpoint, saved_model_args, set_rng_states, token_dtype)
+from checkpoint import (BEST_NAME, CKPT_NAME, META_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_model_folder,
+                        is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint,
+                        read_model_args, rng_states, save_checkpoint, saved_model_args, set_rng_states, token_dtype)
 from configurator import ConfigError, configure, settings
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
@@ -40,7 +40,8 @@ log_interval = 1                # iterations between log lines
 eval_iters = 200                # batches of fixed windows per loss estimate (a smaller split: all of it)
 eval_only = False               # estimate the losses once and exit
 always_save_checkpoint = True   # save at every eval, not only when val loss improved
-init_from = "scratch"           # 'scratch', 'resume' (out_dir/ckpt.pt), 'gpt2'...'gpt2-xl' or a saved GPT-2 folder
+init_from = "scratch"           # 'scratch', 'resume' (out_dir/ckpt.pt), a model folder to fine-tune (ckpt.pt +
+                                # meta.pkl: pretrained/hlm, a run's out_dir), 'gpt2'...'gpt2-xl' or a saved GPT-2
 # logging
 wandb_log = False               # log to Weights & Biases
 wandb_project = "babygpt"       # wandb project name
@@ -96,9 +97,11 @@ def check_config(cfg):
         raise UserError(f"adaptive_head must be 0 (off) or a number of tokens, got {cfg['adaptive_head']}")
     if cfg["adaptive_head"] and is_pretrained(cfg["init_from"]):
         raise UserError("GPT-2's head is a full softmax: fine-tune it with --adaptive_head=0")
-    if cfg["init_from"] not in ("scratch", "resume") and not is_pretrained(cfg["init_from"]):
-        raise UserError(f"init_from must be 'scratch', 'resume', gpt2, gpt2-medium, gpt2-large, gpt2-xl "
-                        f"or a folder with a saved GPT-2, got '{cfg['init_from']}'")
+    init_from = cfg["init_from"]
+    if init_from not in ("scratch", "resume") and not is_model_folder(init_from) and not is_pretrained(init_from):
+        raise UserError(f"init_from must be 'scratch', 'resume', a model folder (ckpt.pt and meta.pkl, such as "
+                        f"pretrained/hlm), gpt2, gpt2-medium, gpt2-large, gpt2-xl or a folder with a saved GPT-2, "
+                        f"got '{init_from}'")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun
     if cfg["gradient_accumulation_steps"] % world_size:
         raise UserError(f"gradient_accumulation_steps ({cfg['gradient_accumulation_steps']}) must be divisible by "
@@ -234,10 +237,39 @@ def model_args_for(cfg, vocab_size):
     return model_args
 
 
+SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "adaptive_head")  # what a checkpoint fixes
+
+
+def base_shape(cfg):
+    """cfg with the shape of the model it continues (resume) or fine-tunes (a model folder), so that a
+    fine-tune's config need not repeat it. A shape key left at its default takes the base's value; one set
+    to something else is refused, except a shorter block_size for a fine-tune (the context is cropped)."""
+    base = cfg["out_dir"] if cfg["init_from"] == "resume" else cfg["init_from"]
+    if cfg["init_from"] != "resume" and not is_model_folder(base):
+        return cfg  # scratch, or GPT-2, whose shape finetune_model checks
+    saved = read_model_args(load_checkpoint(base, mmap=True))  # mmap: the weights stay on disk
+    cfg = dict(cfg)
+    for key in SHAPE_KEYS:
+        if key == "adaptive_head" and cfg[key] >= saved["vocab_size"]:
+            cfg[key] = 0  # model_args_for turns it off on a vocabulary this small: the run it resumes did too
+        if cfg[key] == DEFAULTS[key] or cfg[key] == saved[key]:
+            cfg[key] = saved[key]
+        elif key == "block_size" and cfg["init_from"] != "resume" and cfg[key] < saved[key]:
+            pass  # fine-tuning on shorter windows: finetune_base crops the positions
+        else:
+            keep = "resume" if cfg["init_from"] == "resume" else "fine-tune"
+            raise UserError(f"{key} {cfg[key]} asked for, but {base}'s model has {saved[key]}; a {keep} keeps "
+                            f"its model's shape: drop --{key}" + (" or lower it" if key == "block_size" else ""))
+    return cfg
+
+
 def build_model(cfg, vocab_size, device, meta=None):
-    """A fresh GPT, the one in out_dir/ckpt.pt, or GPT-2. Returns (model, checkpoint or None).
-    meta: the dataset's vocabulary, which a pretrained character model must share."""
+    """A fresh GPT, the one in out_dir/ckpt.pt, a model folder's (its vocabulary grown to the dataset's), or
+    GPT-2. Returns (model, checkpoint or None). meta: the dataset's vocabulary, which a pretrained character
+    model must share or the dataset extend."""
     model_args = model_args_for(cfg, vocab_size)
+    if is_model_folder(cfg["init_from"]):
+        return finetune_base(cfg["init_from"], model_args, meta, cfg["dataset"]), None
     if is_pretrained(cfg["init_from"]):
         return finetune_model(cfg["init_from"], cfg["block_size"], cfg["dropout"], vocab_size, meta), None
     if cfg["init_from"] == "scratch":
@@ -249,6 +281,36 @@ def build_model(cfg, vocab_size, device, meta=None):
     if differ:
         raise UserError(f"cannot resume from {cfg['out_dir']}: " + "; ".join(differ))
     return model_from_checkpoint(checkpoint, dropout=cfg["dropout"]), checkpoint
+
+
+def finetune_base(folder, model_args, meta, dataset):
+    """The model in folder/ckpt.pt with its embedding (and the tied head) grown by the characters the
+    dataset's vocabulary appends to folder/meta.pkl's (prepare.py --vocab_from). The base's rows are kept as
+    they are, so every known character's logits start where the base's were; each new row starts as the mean
+    row, an average character the model has no reason to favour or avoid until it has seen the new one."""
+    base_meta = load_meta(os.path.join(folder, META_NAME))
+    n_base = base_meta["vocab_size"]
+    mismatch = next((i for i in range(n_base) if (meta or {}).get("itos", {}).get(i) != base_meta["itos"][i]), None)
+    if meta is None or meta["vocab_size"] < n_base or mismatch is not None:
+        raise UserError(f"dataset {dataset}'s vocabulary does not extend {folder}'s ({n_base:,} characters"
+                        + (f"; id {mismatch} is {base_meta['itos'][mismatch]!r} there" if mismatch is not None else "")
+                        + f"); prepare it with --vocab_from={folder}")
+    base = model_from_checkpoint(load_checkpoint(folder), dropout=model_args["dropout"])
+    n_new = meta["vocab_size"] - n_base
+    if n_new and base.config.adaptive_head:
+        raise UserError(f"{folder}'s model has an adaptive head, which cannot grow by the dataset's {n_new:,} new "
+                        f"characters; fine-tune a model with adaptive_head=0, or prepare text it fully covers")
+    if model_args["block_size"] < base.config.block_size:
+        base.crop_block_size(model_args["block_size"])
+    if not n_new:
+        return base
+    state = base.state_dict()
+    wte = state["transformer.wte.weight"]  # (n_base, n_embd), the same tensor as lm_head.weight
+    grown = torch.cat([wte, wte.mean(dim=0, keepdim=True).expand(n_new, -1)])  # (vocab_size, n_embd)
+    state["transformer.wte.weight"] = state["lm_head.weight"] = grown
+    model = GPT(GPTConfig(**model_args))
+    model.load_state_dict(state)
+    return model
 
 
 def finetune_model(init_from, block_size, dropout, vocab_size, meta=None):
@@ -328,7 +390,7 @@ def start_run(cfg, status=None):
         f"{tokens_per_iter(cfg):,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
 
     model, checkpoint = build_model(cfg, vocab_size, dev, meta)  # a refused resume opens no wandb run
-    if model.config.adaptive_head and checkpoint is None:  # a resumed model has its rank saved
+    if model.config.adaptive_head and cfg["init_from"] == "scratch":  # resumed and fine-tuned ones keep theirs
         model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
     wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written
     make_out_dir(cfg["out_dir"])  # before compiling and training, which can take minutes
@@ -529,6 +591,7 @@ def start_status(cfg):
 def run_training(cfg, status):
     """Evaluate, save and step until max_iters (or a Ctrl-C). Returns True when stopped early by Ctrl-C."""
     check_config(cfg)
+    cfg = base_shape(cfg)
     r = start_run(cfg, status)
     stop = StopRequest(install=r.master and not r.ddp and not cfg["eval_only"])
     accum_steps = cfg["gradient_accumulation_steps"] // int(os.environ.get("WORLD_SIZE", "1"))  # per rank

@@ -91,14 +91,20 @@ STRINGS = {
     "ds_val.label": ("验证集比例 --val_fraction", "--val_fraction (share kept for validation)"),
     "ds_block.label": ("--block_size（每部分须更长）", "--block_size (each split must be longer)"),
     "ds_norm.label": ("--normalize（全角转半角）", "--normalize (full-width to ASCII)"),
+    "ds_vocab.label": ("词表 --vocab_from（上传的文本）", "--vocab_from (for an upload)"),
+    "ds_vocab.info": ("空着：自己的词表。选一个模型：保留它的词表并追加新字，之后可在“训练”页从它微调",
+                      "empty: its own vocabulary. A model: keep its vocabulary and append the new characters, "
+                      "to fine-tune that model on the Train tab"),
     "ds_go.value": ("准备数据集", "Prepare dataset"),
     "ds_cmd.label": ("对应的命令", "The same on the command line"),
     "ds_report.label": ("prepare 的报告", "prepare's report"),
     "tr_preset.label": ("建议的规模", "Suggested size"),
     "tr_preset.choices": ([("CPU 上约 1 分钟试跑", "look"), ("CPU 演示（约 2-3 分钟）", "cpu"),
-                           ("GPU 配置（config/train_chinese.py）", "gpu")],
+                           ("GPU 配置（config/train_chinese.py）", "gpu"),
+                           ("从内置模型微调（config/finetune_chinese.py）", "finetune")],
                           [("~1-minute look on a CPU", "look"), ("the CPU demo (~2-3 min)", "cpu"),
-                           ("the GPU config (config/train_chinese.py)", "gpu")]),
+                           ("the GPU config (config/train_chinese.py)", "gpu"),
+                           ("fine-tune the shipped model (config/finetune_chinese.py)", "finetune")]),
     "tr_config.label": ("起始配置 config/", "Starting config (config/)"),
     "tr_dataset.label": ("数据集 --dataset", "--dataset"),
     "tr_out.label": ("运行目录 --out_dir（以 out 开头的普通名称）",
@@ -184,6 +190,8 @@ PRESETS = {
                                       "warmup_iters": 20, "log_interval": 10, "compile": False}),
     "cpu": ("train_chinese_cpu.py", {"max_iters": 3600, "lr_decay_iters": 3600}),  # as make demo: 2-3 minutes
     "gpu": ("train_chinese.py", {"device": "auto"}),
+    # on a dataset prepared with --vocab_from=pretrained/hlm (the Data tab's vocabulary choice)
+    "finetune": ("finetune_chinese.py", {}),
 }
 PASS_KEYS = ("batch_size", "block_size", "gradient_accumulation_steps", "max_iters")  # the note's passes over the corpus
 
@@ -260,8 +268,9 @@ def list_configs():
 # Data: prepare with charlevel.py, as data/chinese/prepare.py does
 
 
-def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize):
+def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize, vocab_arg=None):
     args = [f"--input={input_arg}"] if input_arg else []
+    args += [f"--vocab_from={vocab_arg}"] if vocab_arg else []
     args += [f"--out_dir={out_arg}"] if out_arg else []
     args += [f"--val_fraction={val_fraction}"] if val_fraction != 0.1 else []
     args += [f"--block_size={block_size}"] if block_size != 256 else []
@@ -269,11 +278,13 @@ def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize):
     return shlex.join(["python", "data/chinese/prepare.py", *args])
 
 
-def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit_mb, lang, log):
+def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit_mb, lang, log, vocab=""):
     """Copy the uploads to data/<name>/input/ and prepare them there, as
-    `prepare.py --input=data/<name>/input --out_dir=data/<name>` would. On any failure the folder,
-    which did not exist before, is removed: nothing on disk changes."""
+    `prepare.py --input=data/<name>/input --out_dir=data/<name> [--vocab_from=MODEL]` would. On any failure
+    the folder, which did not exist before, is removed: nothing on disk changes. vocab: a model on the
+    Sample tab's list (a shipped one or a run) whose vocabulary the dataset extends, or ''."""
     check_name(name, "dataset", lang)
+    vocab_dir = sample_dir(base, vocab, lang) if vocab else None
     if not files:
         raise UserError(text("msg.no_files", lang))
     size = sum(os.path.getsize(f) for f in files)
@@ -290,11 +301,13 @@ def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit
             stem = os.path.basename(f)
             dest = os.path.join(folder, stem if not os.path.exists(os.path.join(folder, stem)) else f"{i}-{stem}")
             shutil.copyfile(f, dest)
-        stats = charlevel.prepare_input(folder, out, val_fraction, block_size, normalize, log)
+        stats = charlevel.prepare_input(folder, out, val_fraction, block_size, normalize, log, vocab_dir)
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    return stats, prepare_command(arg_path(folder, base), arg_path(out, base), val_fraction, block_size, normalize)
+    vocab_arg = vocab if vocab in SHIPPED_MODELS else vocab_dir and arg_path(vocab_dir, base)
+    return stats, prepare_command(arg_path(folder, base), arg_path(out, base), val_fraction, block_size, normalize,
+                                  vocab_arg)
 
 
 def prepare_poems(base, val_fraction, block_size, log):
@@ -360,6 +373,8 @@ def train_argv(base, config, dataset, out_name, fields, resume):
     out_arg = arg_path(os.path.join(base, out_name), base)
     for key, value in [("dataset", data_arg), ("out_dir", out_arg), *zip(FIELD_KEYS, fields)]:
         value = str(value).strip()
+        if key == "init_from" and value.startswith("out") and os.path.isdir(os.path.join(base, value)):
+            value = arg_path(os.path.join(base, value), base)  # fine-tune a run of the page's: its folder
         if value != str(start[key]):
             argv.append(f"--{key}={value}")
     if resume:
@@ -487,7 +502,7 @@ def build_app(base=REPO, lang="zh", limit_mb=200):
                                 **texts("lang", lang))
         with gr.Tabs():
             with gr.Tab(elem_id="tab_data", **texts("tab_data", lang)):
-                data = data_tab(lang)
+                data = data_tab(base, lang)
             with gr.Tab(elem_id="tab_train", **texts("tab_train", lang)) as train_tab_:
                 tr = train_tab(base, lang)
             with gr.Tab(elem_id="tab_runs", **texts("tab_runs", lang)) as runs_tab_:
@@ -496,6 +511,7 @@ def build_app(base=REPO, lang="zh", limit_mb=200):
                 sm = sample_tab(lang)
         wire(base, limit_mb, lang_box, data, tr, runs, sm)
         train_tab_.select(lambda: gr.update(choices=list_datasets(base)), None, tr["dataset"], api_name=False)
+        app.load(lambda: gr.update(choices=["", *sample_choices(base)]), None, data["vocab"], api_name=False)
         runs_tab_.select(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name=False)
         # the Sample tab offers the last of its list (a run of yours, or the shipped model while you
         # have none) until you pick one yourself
@@ -511,7 +527,7 @@ def build_app(base=REPO, lang="zh", limit_mb=200):
     return app
 
 
-def data_tab(lang):
+def data_tab(base, lang):
     c = {}
     with gr.Row():
         with gr.Column():
@@ -523,6 +539,8 @@ def data_tab(lang):
                 c["val"] = gr.Number(0.1, elem_id="ds_val", **texts("ds_val", lang))
                 c["block"] = gr.Number(256, precision=0, elem_id="ds_block", **texts("ds_block", lang))
                 c["norm"] = gr.Radio(["none", "halfwidth"], value="none", elem_id="ds_norm", **texts("ds_norm", lang))
+            c["vocab"] = gr.Dropdown(["", *sample_choices(base)], value="", allow_custom_value=True,  # runs come later
+                                     elem_id="ds_vocab", **texts("ds_vocab", lang))
             c["go"] = gr.Button(variant="primary", elem_id="ds_go", **texts("ds_go", lang))
         with gr.Column():
             c["status"] = gr.Markdown(elem_id="ds_status")
@@ -612,7 +630,7 @@ def wire(base, limit_mb, lang, data, tr, runs, sm):
     data["source"].change(lambda s: gr.update(value=named.get(s, ""), interactive=s not in named),
                           data["source"], data["name"], api_name=False)
     data["go"].click(functools.partial(on_prepare, base, limit_mb),
-                     [data[k] for k in ("source", "files", "name", "val", "block", "norm")] + [lang],
+                     [data[k] for k in ("source", "files", "name", "val", "block", "norm", "vocab")] + [lang],
                      [data["status"], data["cmd"], data["report"], tr["dataset"]], api_name="prepare")
     fields = [tr["config"], *tr["fields"], tr["out"]]
     note = dict(fn=functools.partial(on_note, base), inputs=[tr["dataset"], *tr["fields"], lang], outputs=tr["note"],
@@ -655,7 +673,7 @@ def on_load(base):
     return out, job["command"] if job else "", pick_list(datasets, None), table, pick, samplable
 
 
-def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, normalize, lang):
+def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, normalize, vocab, lang):
     lines = []
     try:
         if source == "builtin":
@@ -666,7 +684,7 @@ def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, no
             stats, command = prepare_poems(base, val_fraction, int(block_size), lines.append)
         else:
             stats, command = prepare_upload(base, files or [], name or "", val_fraction, int(block_size), normalize,
-                                            limit_mb, lang, lines.append)
+                                            limit_mb, lang, lines.append, vocab or "")
     except (UserError, charlevel.PrepareError) as e:
         return f"error: {shown(e, base)}", "", shown("\n".join(lines), base), gr.update()
     except OSError as e:  # an unreadable upload, a full disk: one line too, as prepare.py says it

@@ -46,8 +46,8 @@ def tree(root):
     return out
 
 
-def prepare(client, files, name, block_size=16, source="upload"):
-    return client.predict(source, [handle_file(str(f)) for f in files], name, 0.1, block_size, "none", "en",
+def prepare(client, files, name, block_size=16, source="upload", vocab=""):
+    return client.predict(source, [handle_file(str(f)) for f in files], name, 0.1, block_size, "none", vocab, "en",
                           api_name="/prepare")
 
 
@@ -267,6 +267,30 @@ def test_the_shipped_model_is_offered_and_sampled_with_no_training(page):
     # a copy report against data/chinese/train.bin, or the note that it is not prepared yet: as sample.py says
     assert unescaped(notes)[-1] == proc.stderr.strip().splitlines()[-1], notes
     assert "pretrained/hlm" in command, command
+
+
+def test_a_fine_tune_of_the_shipped_model_from_the_page(page, tmp_path):
+    """Data: an upload that extends pretrained/hlm's vocabulary; Train: the fine-tune preset on it, to the end."""
+    client, root, _ = page
+    src = tmp_path / "mine.txt"
+    src.write_text((TEXT + "咖啡馆里，她打开电脑。\n") * 30, encoding="utf-8")
+    status, command, report, _ = prepare(client, [src], "mine", vocab="pretrained/hlm")
+    assert status.startswith("prepared mine"), status
+    assert "--vocab_from=pretrained/hlm" in command, command
+    base = checkpoint.load_meta(os.path.join(REPO, "pretrained", "hlm", "meta.pkl"))
+    meta = checkpoint.load_meta(os.path.join(root, "data", "mine", "meta.pkl"))
+    assert all(meta["itos"][i] == c for i, c in base["itos"].items()), "the base's ids should be kept"
+    assert meta["vocab_size"] > base["vocab_size"] and "new ones appended" in report, report
+    config = client.predict("finetune", api_name="/pick_preset")[0]
+    values = dict(zip(FIELD_KEYS, client.predict(config, api_name="/pick_config")))
+    values.update(max_iters="2", eval_interval="2", eval_iters="1", batch_size="2", block_size="16")
+    started = client.predict(config, "mine", "out-ft", *(values[k] for k in FIELD_KEYS), "en", api_name="/start")
+    assert started[0].startswith("started"), started
+    assert "config/finetune_chinese.py" in started[1] and "--init_from" not in started[1], started[1]
+    status = wait_until(client, "out-ft", lambda s: "running" not in s and "starting" not in s)[0]
+    assert status.startswith("**finished**"), status
+    saved = checkpoint.load_checkpoint(os.path.join(root, "out-ft"))
+    assert saved["model_args"]["vocab_size"] == meta["vocab_size"] and saved["config"]["init_from"] == "pretrained/hlm"
 
 
 @pytest.mark.parametrize("run_name, prompt, top_k, words", [

@@ -330,28 +330,34 @@ EVAL_TOKENS = 192_000  # tokens trained between evals, alike for both runs (nano
 def run_to_loss(label, config, overrides):
     """train.py (with a config file, or None: train.py's defaults) from process start to its end;
     returns [(seconds since start, iteration, val loss)] per eval, read from its log.csv."""
-    from progress import read_log
     config = [config] if config else []
     cfg = train_config(config, overrides)
     tokens = cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
     evals = [f"--eval_iters={max(1, round(EVAL_WINDOWS / cfg['batch_size']))}",
              f"--eval_interval={max(1, EVAL_TOKENS // tokens)}", "--log_interval=100000"]
     with tempfile.TemporaryDirectory() as out_dir:
-        cmd = [sys.executable, os.path.join(ROOT, "train.py"), *config, *overrides, *evals, f"--out_dir={out_dir}"]
-        print(f"{label}: {' '.join(cmd[1:-1])}", flush=True)
-        points, start = [], time.time()
+        return timed_train(label, [*config, *overrides, *evals], out_dir)
 
-        def new_evals():  # each eval is timed when its row appears in log.csv (polled every 50 ms)
-            return [(time.time() - start, row["iter"], row["val_loss"]) for row in read_log(out_dir)[len(points):]]
-        with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-            while proc.poll() is None:
-                points += new_evals()
-                time.sleep(0.05)
+
+def timed_train(label, argv, out_dir, env=None):
+    """python train.py argv --out_dir=out_dir from process start to its end; returns
+    [(seconds since start, iteration, val loss)] per eval, each timed when its row appears in log.csv."""
+    from progress import read_log
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *argv, f"--out_dir={out_dir}"]
+    print(f"{label}: {' '.join(cmd[1:])}", flush=True)
+    points, start = [], time.time()
+
+    def new_evals():  # polled every 50 ms
+        return [(time.time() - start, row["iter"], row["val_loss"]) for row in read_log(out_dir)[len(points):]]
+    with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
+        while proc.poll() is None:
             points += new_evals()
-            if proc.returncode != 0:
-                err.seek(0)
-                sys.exit(f"error: train.py failed ({' '.join(cmd[1:])}):\n{err.read()[-2000:]}")
+            time.sleep(0.05)
+        points += new_evals()
+        if proc.returncode != 0:
+            err.seek(0)
+            sys.exit(f"error: train.py failed ({' '.join(cmd[1:])}):\n{err.read()[-2000:]}")
     return points
 
 
@@ -412,6 +418,107 @@ def bench_time_to_loss(args):
     if same_time:
         print(f"  in the {base_name}'s {end_s:.1f} s (its end, val {end_loss:.4f}): babygpt's last eval, "
               f"{same_time[0]:.1f} s (step {same_time[1]}), val {same_time[2]:.4f}")
+
+
+# -----------------------------------------------------------------------------
+# finetune
+
+FINETUNE_POET = "蘇軾"  # 苏轼, as the dataset writes him: his 宋诗 are in neither shipped model's training text
+FINETUNE_BASES = ("pretrained/hlm", "pretrained/poetry")
+
+
+def poet_text(tarball, poet):
+    """One poet's 宋诗 from the chinese-poetry tarball, as data/poetry writes poems (title row, the poem's rows,
+    a blank row), in simplified characters: a user's own .txt of some 200k characters."""
+    import collections
+    from data.poetry import prepare as poems
+    convert, removed, seen, out = poems.converter("simplified"), collections.Counter(), set(), []
+    for _, _, records in poems.source_files(tarball, ["song"]):
+        for rec in records:
+            cleaned = rec.get("author") == poet and poems.clean_poem(rec, "song", removed)
+            if cleaned and cleaned[1] not in seen:
+                seen.add(cleaned[1])
+                out.append(poems.record(*convert("\n".join(cleaned)).split("\n")))
+    return "".join(out)
+
+
+def steps_per_second(argv, out_dir, env):
+    """train.py's speed for argv on one core, from the status.json of a 30-step run (tokens/s over its
+    last steps, so start-up is not counted)."""
+    from status import read_status
+    cfg = train_config([a for a in argv if not a.startswith("--")], [a for a in argv if a.startswith("--")])
+    subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv, "--max_iters=30", "--eval_interval=1000",
+                    f"--out_dir={out_dir}"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return read_status(out_dir)["tokens_per_s"] / (cfg["batch_size"] * cfg["block_size"])
+
+
+def budget_run(label, argv, seconds, work, env, evals=10):
+    """argv trained for about `seconds` on one core: max_iters (and the cosine's end) from a speed probe,
+    about `evals` evals over the whole val split. Returns [(seconds, iter, val loss)] per eval."""
+    folder = os.path.join(work, label)
+    speed = steps_per_second(argv, folder + "-probe", env)
+    iters = max(10, int(seconds * speed))
+    cfg = train_config([a for a in argv if not a.startswith("--")], [a for a in argv if a.startswith("--")])
+    every = ["--eval_iters=1000", f"--eval_interval={max(1, iters // evals)}", "--log_interval=100000"]
+    return timed_train(label, [*argv, f"--max_iters={iters}", f"--lr_decay_iters={iters}", *every], folder, env)
+
+
+def bench_finetune(args):
+    """Fine-tuning each shipped model on one poet's 宋诗 against training from scratch on it, one core each:
+    lane 1 trains from scratch for 4x the budget while lane 2 trains from scratch, then fine-tunes each base,
+    for the budget each."""
+    import threading
+    import charlevel
+    from data.poetry import prepare as poems
+    tarball = os.path.join(ROOT, "data", "poetry", poems.TARBALL)
+    bases = [b for b in FINETUNE_BASES if os.path.isfile(os.path.join(ROOT, b, "ckpt.pt"))]
+    if not os.path.isfile(tarball) or not bases:
+        sys.exit("error: the benchmark needs data/poetry's tarball and a shipped model; run make setup first")
+    work = tempfile.mkdtemp(prefix="babygpt-finetune-")
+    text_path = os.path.join(work, "poet.txt")
+    with open(text_path, "w", encoding="utf-8") as f:
+        f.write(poet_text(tarball, FINETUNE_POET))
+    stats = charlevel.prepare([text_path], os.path.join(work, "scratch-data"), block_size=128, log=lambda *a: None)
+    print(f"text: 苏轼's 宋诗, {stats['chars']:,} characters, the last 10 % val; "
+          f"budget {args.budget:.0f} s per run, one core each", flush=True)
+    for base in bases:  # prepare's own line on what the base's vocabulary lacked
+        charlevel.prepare([text_path], os.path.join(work, base.replace("/", "-") + "-data"), block_size=128,
+                          log=lambda line: line.startswith("vocabulary:") and print(line, flush=True),
+                          vocab_from=os.path.join(ROOT, base))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    scratch = [args.scratch_config, f"--dataset={os.path.join(work, 'scratch-data')}"]
+    finetune = lambda base: [args.config, f"--dataset={os.path.join(work, base.replace('/', '-') + '-data')}",
+                             f"--init_from={os.path.join(ROOT, base)}", *args.overrides]
+    runs, failures = {}, []
+    lanes = [[("scratch 4x", scratch, 4 * args.budget)],
+             [("scratch", scratch, args.budget)] + [(base, finetune(base), args.budget) for base in bases]]
+
+    def lane(jobs):
+        try:
+            for label, argv, seconds in jobs:
+                runs[label] = budget_run(label.replace(" ", "-").replace("/", "-"), argv, seconds, work, env,
+                                         evals=round(6 * seconds / args.budget))
+        except (SystemExit, subprocess.CalledProcessError) as e:  # a thread would swallow the exit
+            failures.append(e)
+    threads = [threading.Thread(target=lane, args=(jobs,)) for jobs in lanes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        sys.exit(f"error: a run failed ({failures[0]}); runs kept in {work}")
+    best = lambda points, seconds: min((v for s, _, v in points if s <= seconds), default=float("nan"))
+    print(f"\nbest val loss so far (what best.pt holds) after ... seconds, one core each")
+    marks = [args.budget / 2, args.budget, 2 * args.budget, 4 * args.budget]
+    print(f"{'run':<22}" + "".join(f"{m:>9.0f}" for m in marks))
+    for label, points in runs.items():
+        print(f"{label:<22}" + "".join(f"{best(points, m):>9.3f}" for m in marks))
+    at_budget = best(runs["scratch"], args.budget * 1.05)  # a run's last eval lands a little after its budget
+    for base in bases:
+        ours = best(runs[base], args.budget * 1.05)
+        print(f"{base}: {at_budget - ours:+.3f} below scratch at equal time, "
+              f"{best(runs['scratch 4x'], 4.2 * args.budget) - ours:+.3f} below scratch given 4x the time")
+    print(f"runs kept in {work}: sample them with python sample.py --out_dir={work}/<run>")
 
 
 # -----------------------------------------------------------------------------
@@ -503,6 +610,7 @@ def poem_settings(title, body, setting):
 def write_poems(cfg, titles, bodies, setting, per_title):
     """[(title, poem)]: per_title samples for each title (the prompt: the title and its newline), each cut
     where its poem ends and without its title row."""
+    import poetry
     import sample
     poems = []
     for title, body in zip(titles, bodies):
@@ -513,11 +621,12 @@ def write_poems(cfg, titles, bodies, setting, per_title):
                                        warn=lambda line: None)
         for _ in samples.steps():
             pass
-        poems += [(title, text.partition("\n")[2]) for text in samples.texts()]
+        # without a poem option a sample runs on past its poem's end: cut it there, as sample.py cuts a poem
+        poems += [(title, poetry.cut_poem(text, len(title) + 1).partition("\n")[2]) for text in samples.texts()]
     return poems
 
 
-SETTINGS = {"": "no option", "rhyme": "--rhyme=True", "form": "--form=七绝", "acrostic": "--acrostic (the real heads)"}
+SETTINGS = {"": "no option", "rhyme": "--rhyme=True", "form": "--form=七绝", "acrostic": "--acrostic=<real heads>"}
 
 
 def bench_poems(args):
@@ -541,7 +650,8 @@ def bench_poems(args):
     if args.json:
         print(json.dumps(figures, ensure_ascii=False))
         return
-    print(f"poems for {len(titles)} val titles of {dataset_path}, {args.per_title} each, from {run_dir}")
+    print(f"poems for {len(titles)} val titles of {os.path.relpath(dataset_path, ROOT)}, {args.per_title} each, "
+          f"from {run_dir}")
     print(f"{'':<22}" + "".join(f"{label[:24]:>26}" for label in columns))
     for key, fmt in [("poems", "{:.0f}"), ("form_rate", "{:.3f}"), ("rhyme_rate", "{:.3f}"), ("repeat_rate", "{:.3f}"),
                      ("copied_lines", "{:.3f}"), ("longest_copy", "{:.0f}")]:
@@ -601,7 +711,7 @@ def bench_hf_sample(args):
 
 # -----------------------------------------------------------------------------
 
-BENCHMARKS = {"copy": bench_copy, "hf_sample": bench_hf_sample, "poems": bench_poems, "prepare": bench_prepare,
+BENCHMARKS = {"copy": bench_copy, "finetune": bench_finetune, "hf_sample": bench_hf_sample, "poems": bench_poems, "prepare": bench_prepare,
               "sample": bench_sample, "time_to_loss": bench_time_to_loss, "train": bench_train}
 
 
@@ -622,7 +732,10 @@ def main():
     p.add_argument("--threads", type=int, default=0,
                    help="sample, hf_sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
-    p.add_argument("--config", default="config/train_chinese_cpu.py", help="train: the config to time")
+    p.add_argument("--config", default=None, help="train: the config to time (default config/train_chinese_cpu.py); "
+                   "finetune: the fine-tune's (default config/finetune_chinese.py)")
+    p.add_argument("--scratch_config", default="config/train_chinese_cpu.py", help="finetune: the from-scratch recipe")
+    p.add_argument("--budget", type=float, default=300, help="finetune: seconds of training per run")
     p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
     p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")
@@ -635,7 +748,8 @@ def main():
     p.add_argument("--out_dir", help=argparse.SUPPRESS)
     # train: any --key=value that bench.py does not know goes on to train.py (--batch_size=8)
     args, args.overrides = p.parse_known_args()
-    unknown = [o for o in args.overrides if not (args.what in ("train", "time_to_loss") and o.startswith("--"))]
+    unknown = [o for o in args.overrides if not (args.what in ("train", "time_to_loss", "finetune") and o.startswith("--"))]
+    args.config = args.config or ("config/finetune_chinese.py" if args.what == "finetune" else "config/train_chinese_cpu.py")
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.child:

@@ -1,5 +1,5 @@
 """
-Poems in exact form (issue 20): what a line of a poem is, the rhyme classes, a decode-time constraint that
+Poems in exact form: what a line of a poem is, the rhyme classes, a decode-time constraint that
 masks the logits so that every sample is a 五绝/七绝/五律/七律 or follows a 词牌's pattern (with 藏头 acrostics
 and rhyme), and the measurements of a list of poems (form rate, rhyme rate, repeats, novelty).
 Importing it runs nothing; sample.py and bench.py call it, data/poetry/prepare.py shares its text rules.

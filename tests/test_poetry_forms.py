@@ -185,7 +185,7 @@ def test_batched_rows_keep_their_own_state(model, meta):
 
 
 def reference_tokens(model, idx, steps, temperature, top_k, top_p, penalty, generators, kv_cache):
-    """generate_tokens as it was before constraints (issue 20): the loop unmodified generation must still be."""
+    """generate_tokens as it was before the poem constraints: the loop unmodified generation must still be."""
     cache, out = None, []
     for _ in range(steps):
         logits, cache = model._next_logits(idx, cache, kv_cache)

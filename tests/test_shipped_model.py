@@ -1,5 +1,5 @@
 """
-The shipped pretrained model (pretrained/hlm) and the script that makes it (pretrained/export.py).
+The shipped pretrained models (pretrained/hlm, pretrained/poetry) and the script that makes them (pretrained/export.py).
 Run: python -m pytest tests/test_shipped_model.py
 """
 
@@ -12,6 +12,7 @@ import torch
 from conftest import REPO, TINY, assert_user_error, run
 
 import checkpoint as ck
+import poetry
 import train
 
 SHIPPED = os.path.join(REPO, "pretrained", "hlm")
@@ -90,3 +91,24 @@ def test_export_refuses_an_adaptive_head_and_writes_nothing(tmp_path, tiny_data)
     assert (to / "ckpt.pt").read_bytes() == b"the model shipped before", "a refused export overwrote the shipped model"
     assert sorted(os.listdir(to)) == ["ckpt.pt"], "a refused export should write nothing"
 
+
+POETRY = os.path.join(REPO, "pretrained", "poetry")
+
+
+def test_the_poetry_model_writes_a_rhyming_acrostic_right_after_setup():
+    """What a newcomer runs first: four lines of five or seven characters starting with 春夏秋冬, the even
+    lines on one rhyme; the copy report compares with data/poetry/train.bin, which make setup prepares."""
+    assert os.path.getsize(os.path.join(POETRY, "ckpt.pt")) < 15e6, "the poetry model should be under 15 MB"
+    ckpt = ck.load_checkpoint(POETRY)
+    assert {v.dtype for v in ckpt["model"].values()} == {torch.float16}, "weights are stored in float16"
+    proc = run("sample.py", f"--out_dir={POETRY}", "--acrostic=春夏秋冬", "--rhyme=True", "--num_samples=3")
+    assert proc.returncode == 0, proc.stderr
+    poems = re.findall(r"(.*?)\n---------------\ntorch\.Size\(\[1, \d+\]\)\n", proc.stdout, re.S)
+    assert len(poems) == 3, f"three samples in sample.py's format:\n{proc.stdout}"
+    for text in poems:
+        body = poetry.split_title(text)[1]
+        assert poetry.form_of(body) in ("五绝", "七绝"), f"a 绝句: {text!r}"
+        assert [line[0] for line in poetry.poem_lines(body)] == list("春夏秋冬"), f"a 藏头诗: {text!r}"
+        assert poetry.rhyme_hits(body) == (2, 2), f"the even lines should rhyme: {text!r}"
+    reports = [line for line in proc.stderr.splitlines() if line.startswith("copy report, sample ")]
+    assert len(reports) == 3, f"right after make setup, a copy report per poem:\n{proc.stderr}"

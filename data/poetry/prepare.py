@@ -1,5 +1,5 @@
 """
-Prepare the poetry corpus (issue 20): 唐诗, and on request 宋词 and 宋诗 -> meta.pkl, train.bin, val.bin.
+Prepare the poetry corpus: 唐诗, and on request 宋词 and 宋诗 -> meta.pkl, train.bin, val.bin.
 
     python data/poetry/prepare.py                          # 全唐诗 (57,607 poems), simplified characters
     python data/poetry/prepare.py --include=tang,ci        # and the 宋词, with their 词牌 patterns in meta.pkl

@@ -12,6 +12,8 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
         --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
     python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
+    python bench.py --what=finetune                   # fine-tuning the shipped models vs from scratch, ~22 min
+    python bench.py --what=finetune --budget=120 --scratch_args="--dropout=0.2" --learning_rate=5e-4
 
 prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
@@ -46,6 +48,14 @@ lines shuffled (every passage ~94 times), both page-cached. Half the samples are
 characters cut from the training text and pasted together (an overfit model), half are shuffled
 training text (a model that copies nothing, whose longest copies are short: the slower path).
 The median of --repeat runs is shown.
+finetune: a text in neither shipped model's training data, 苏轼's 宋诗 from the chinese-poetry tarball (261k
+characters as data/poetry lays poems out; the last 10 % is val), prepared as a user would: once on its own
+vocabulary, once per shipped model with --vocab_from. On one core each, two lanes run side by side: one trains
+from scratch (--scratch_config, default config/train_chinese_cpu.py, plus --scratch_args) for 4x --budget
+seconds; the other trains from scratch for --budget, then fine-tunes each shipped model (--config, default
+config/finetune_chinese.py, plus any --key=value) for --budget. Each run's max_iters (and its cosine's end) come
+from a 30-step speed probe; 5 evals per budget over 8,192 val tokens in fixed windows. The table gives the best
+val loss so far (what best.pt holds) at fractions of the budget.
 hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 samples, then 1, of block_size minus
 the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
 (sample.py's generator: KV cache, one batch) and by transformers' generate (its own KV cache, one batch), on the
@@ -442,25 +452,52 @@ def poet_text(tarball, poet):
     return "".join(out)
 
 
+def run_config(argv):
+    """train.py's settings for argv (a config file and --key=value), with a fine-tune's shape from its base."""
+    import train
+    return train.base_shape(train_config([a for a in argv if not a.startswith("--")],
+                                         [a for a in argv if a.startswith("--")]))
+
+
 def steps_per_second(argv, out_dir, env):
     """train.py's speed for argv on one core, from the status.json of a 30-step run (tokens/s over its
     last steps, so start-up is not counted)."""
     from status import read_status
-    cfg = train_config([a for a in argv if not a.startswith("--")], [a for a in argv if a.startswith("--")])
+    cfg = run_config(argv)
     subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv, "--max_iters=30", "--eval_interval=1000",
                     f"--out_dir={out_dir}"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return read_status(out_dir)["tokens_per_s"] / (cfg["batch_size"] * cfg["block_size"])
 
 
-def budget_run(label, argv, seconds, work, env, evals=10):
+FINETUNE_EVAL_TOKENS = 8192  # val tokens per eval, in fixed windows spread over the split: a whole-split eval
+                             # would take a tenth of a fine-tune's budget on one core
+
+
+def budget_run(label, argv, seconds, work, env, evals=6):
     """argv trained for about `seconds` on one core: max_iters (and the cosine's end) from a speed probe,
-    about `evals` evals over the whole val split. Returns [(seconds, iter, val loss)] per eval."""
+    `evals` evals. Returns [(seconds, iter, val loss)] per eval."""
     folder = os.path.join(work, label)
     speed = steps_per_second(argv, folder + "-probe", env)
     iters = max(10, int(seconds * speed))
-    cfg = train_config([a for a in argv if not a.startswith("--")], [a for a in argv if a.startswith("--")])
-    every = ["--eval_iters=1000", f"--eval_interval={max(1, iters // evals)}", "--log_interval=100000"]
+    cfg = run_config(argv)
+    batches = -(-FINETUNE_EVAL_TOKENS // (cfg["batch_size"] * cfg["block_size"]))
+    every = [f"--eval_iters={batches}", f"--eval_interval={max(1, iters // evals)}", "--log_interval=100000"]
     return timed_train(label, [*argv, f"--max_iters={iters}", f"--lr_decay_iters={iters}", *every], folder, env)
+
+
+def finetune_samples(work, labels, n=3, length=120):
+    """Unedited samples of each run's best.pt, with their copy report against the run's train.bin."""
+    import sample
+    for label in labels:
+        folder = os.path.join(work, label.replace(" ", "-").replace("/", "-"))
+        cfg = dict(sample.DEFAULTS, out_dir=folder, ckpt="best.pt", device="cpu", num_samples=n, max_new_tokens=length)
+        samples = sample.start_samples(cfg, warn=lambda line: None)
+        for _ in samples.steps():
+            pass
+        print(f"\n{label}: python sample.py --out_dir={folder} --ckpt=best.pt --num_samples={n} "
+              f"--max_new_tokens={length}")
+        print("".join(f"{text}\n{sample.SEPARATOR}\n" for text in samples.texts()), end="")
+        print("\n".join(samples.copy_report()))
 
 
 def bench_finetune(args):
@@ -486,7 +523,7 @@ def bench_finetune(args):
                           log=lambda line: line.startswith("vocabulary:") and print(line, flush=True),
                           vocab_from=os.path.join(ROOT, base))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    scratch = [args.scratch_config, f"--dataset={os.path.join(work, 'scratch-data')}"]
+    scratch = [args.scratch_config, f"--dataset={os.path.join(work, 'scratch-data')}", *args.scratch_args.split()]
     finetune = lambda base: [args.config, f"--dataset={os.path.join(work, base.replace('/', '-') + '-data')}",
                              f"--init_from={os.path.join(ROOT, base)}", *args.overrides]
     runs, failures = {}, []
@@ -497,7 +534,7 @@ def bench_finetune(args):
         try:
             for label, argv, seconds in jobs:
                 runs[label] = budget_run(label.replace(" ", "-").replace("/", "-"), argv, seconds, work, env,
-                                         evals=round(6 * seconds / args.budget))
+                                         evals=round(5 * seconds / args.budget))
         except (SystemExit, subprocess.CalledProcessError) as e:  # a thread would swallow the exit
             failures.append(e)
     threads = [threading.Thread(target=lane, args=(jobs,)) for jobs in lanes]
@@ -518,6 +555,7 @@ def bench_finetune(args):
         ours = best(runs[base], args.budget * 1.05)
         print(f"{base}: {at_budget - ours:+.3f} below scratch at equal time, "
               f"{best(runs['scratch 4x'], 4.2 * args.budget) - ours:+.3f} below scratch given 4x the time")
+    finetune_samples(work, list(runs))
     print(f"runs kept in {work}: sample them with python sample.py --out_dir={work}/<run>")
 
 
@@ -735,6 +773,7 @@ def main():
     p.add_argument("--config", default=None, help="train: the config to time (default config/train_chinese_cpu.py); "
                    "finetune: the fine-tune's (default config/finetune_chinese.py)")
     p.add_argument("--scratch_config", default="config/train_chinese_cpu.py", help="finetune: the from-scratch recipe")
+    p.add_argument("--scratch_args", default="", help="finetune: --key=value settings for the from-scratch runs")
     p.add_argument("--budget", type=float, default=300, help="finetune: seconds of training per run")
     p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")

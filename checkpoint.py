@@ -69,6 +69,8 @@ def explained_write(path, fix="free disk space or choose another --out_dir"):
     try:
         yield
     except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
+        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt) or "KeyboardInterrupt" in str(e):
+            raise KeyboardInterrupt from None  # a second Ctrl-C inside torch.save's writer: quit, not a disk error
         raise UserError(f"could not write {path} ({first_line(e, 160)}); {fix} "
                         "(the previous file, if any, is unchanged)") from None
 

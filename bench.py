@@ -13,7 +13,8 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
     python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
     python bench.py --what=finetune                   # fine-tuning the shipped models vs from scratch, ~22 min
-    python bench.py --what=finetune --budget=120 --scratch_args="--dropout=0.2" --learning_rate=5e-4
+    python bench.py --what=finetune --text=guwen      # the same on prose: 古文观止
+    python bench.py --what=finetune --budget=120 --scratch_args="--dropout=0.1" --batch_size=16
 
 prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
@@ -48,13 +49,14 @@ lines shuffled (every passage ~94 times), both page-cached. Half the samples are
 characters cut from the training text and pasted together (an overfit model), half are shuffled
 training text (a model that copies nothing, whose longest copies are short: the slower path).
 The median of --repeat runs is shown.
-finetune: a text in neither shipped model's training data, 苏轼's 宋诗 from the chinese-poetry tarball (261k
-characters as data/poetry lays poems out; the last 10 % is val), prepared as a user would: once on its own
-vocabulary, once per shipped model with --vocab_from. On one core each, two lanes run side by side: one trains
-from scratch (--scratch_config, default config/train_chinese_cpu.py, plus --scratch_args) for 4x --budget
-seconds; the other trains from scratch for --budget, then fine-tunes each shipped model (--config, default
-config/finetune_chinese.py, plus any --key=value) for --budget. Each run's max_iters (and its cosine's end) come
-from a 30-step speed probe; 5 evals per budget over 8,192 val tokens in fixed windows. The table gives the best
+finetune: a text in neither shipped model's training data, from the chinese-poetry tarball: 苏轼's 宋诗 (261k
+characters as data/poetry lays poems out) or, with --text=guwen, 古文观止's essays (143k characters); the last
+10 % is val. It is prepared as a user would: once on its own vocabulary, once per shipped model with
+--vocab_from. On one core each, two lanes run side by side: one trains from scratch (--scratch_config, default
+config/train_chinese_cpu.py, plus --scratch_args) for 4x --budget seconds; the other trains from scratch for
+--budget, then fine-tunes each shipped model (--config, default config/finetune_chinese.py, the poetry model at
+learning rate 3e-4, plus any --key=value) for --budget. Each run's max_iters (and its cosine's end) come from a
+30-step speed probe; 5 evals per budget over 8,192 val tokens in fixed windows. The table gives the best
 val loss so far (what best.pt holds) at fractions of the budget.
 hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 samples, then 1, of block_size minus
 the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
@@ -433,13 +435,14 @@ def bench_time_to_loss(args):
 # -----------------------------------------------------------------------------
 # finetune
 
-FINETUNE_POET = "蘇軾"  # 苏轼, as the dataset writes him: his 宋诗 are in neither shipped model's training text
-FINETUNE_BASES = ("pretrained/hlm", "pretrained/poetry")
+# each shipped model with its recipe's changes to config/finetune_chinese.py: the poetry model already writes this
+# kind of poem, and 2e-3 first undoes what it knows (docs/experiments.md), so it takes smaller steps
+FINETUNE_BASES = {"pretrained/hlm": [], "pretrained/poetry": ["--learning_rate=3e-4", "--min_lr=3e-5"]}
 
 
-def poet_text(tarball, poet):
-    """One poet's 宋诗 from the chinese-poetry tarball, as data/poetry writes poems (title row, the poem's rows,
-    a blank row), in simplified characters: a user's own .txt of some 200k characters."""
+def songshi_text(tarball, poet="蘇軾"):
+    """苏轼's 宋诗 (the dataset writes him 蘇軾) from the chinese-poetry tarball, as data/poetry writes poems (title
+    row, the poem's rows, a blank row), in simplified characters: a user's own .txt of some 260k characters."""
     import collections
     from data.poetry import prepare as poems
     convert, removed, seen, out = poems.converter("simplified"), collections.Counter(), set(), []
@@ -450,6 +453,22 @@ def poet_text(tarball, poet):
                 seen.add(cleaned[1])
                 out.append(poems.record(*convert("\n".join(cleaned)).split("\n")))
     return "".join(out)
+
+
+def guwen_text(tarball):
+    """古文观止, the anthology of 222 prose essays (左传 to 明), from the same tarball: each essay's title row, its
+    paragraphs a row each, a blank row, in simplified characters; some 140k characters of prose."""
+    import json
+    import tarfile
+    from data.poetry import prepare as poems
+    with tarfile.open(tarball) as tar:
+        book = json.load(tar.extractfile("package/dist/mengxue/guwenguanzhi.json"))
+    essays = [e["chapter"] + "\n" + "\n".join(e["paragraphs"]) + "\n\n" for part in book["content"] for e in part["content"]]
+    return poems.converter("simplified")("".join(essays))
+
+
+# texts in neither shipped model's training data, each the size of a user's own text: a poet's poems, and prose
+FINETUNE_TEXTS = {"songshi": ("苏轼's 宋诗", songshi_text), "guwen": ("古文观止's prose", guwen_text)}
 
 
 def run_config(argv):
@@ -501,7 +520,7 @@ def finetune_samples(work, labels, n=3, length=120):
 
 
 def bench_finetune(args):
-    """Fine-tuning each shipped model on one poet's 宋诗 against training from scratch on it, one core each:
+    """Fine-tuning each shipped model on a text of --text against training from scratch on it, one core each:
     lane 1 trains from scratch for 4x the budget while lane 2 trains from scratch, then fine-tunes each base,
     for the budget each."""
     import threading
@@ -512,11 +531,11 @@ def bench_finetune(args):
     if not os.path.isfile(tarball) or not bases:
         sys.exit("error: the benchmark needs data/poetry's tarball and a shipped model; run make setup first")
     work = tempfile.mkdtemp(prefix="babygpt-finetune-")
-    text_path = os.path.join(work, "poet.txt")
+    text_path = os.path.join(work, "text.txt")
     with open(text_path, "w", encoding="utf-8") as f:
-        f.write(poet_text(tarball, FINETUNE_POET))
+        f.write(FINETUNE_TEXTS[args.text][1](tarball))
     stats = charlevel.prepare([text_path], os.path.join(work, "scratch-data"), block_size=128, log=lambda *a: None)
-    print(f"text: 苏轼's 宋诗, {stats['chars']:,} characters, the last 10 % val; "
+    print(f"text: {FINETUNE_TEXTS[args.text][0]}, {stats['chars']:,} characters, the last 10 % val; "
           f"budget {args.budget:.0f} s per run, one core each", flush=True)
     for base in bases:  # prepare's own line on what the base's vocabulary lacked
         charlevel.prepare([text_path], os.path.join(work, base.replace("/", "-") + "-data"), block_size=128,
@@ -525,7 +544,7 @@ def bench_finetune(args):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     scratch = [args.scratch_config, f"--dataset={os.path.join(work, 'scratch-data')}", *args.scratch_args.split()]
     finetune = lambda base: [args.config, f"--dataset={os.path.join(work, base.replace('/', '-') + '-data')}",
-                             f"--init_from={os.path.join(ROOT, base)}", *args.overrides]
+                             f"--init_from={os.path.join(ROOT, base)}", *FINETUNE_BASES[base], *args.overrides]
     runs, failures = {}, []
     lanes = [[("scratch 4x", scratch, 4 * args.budget)],
              [("scratch", scratch, args.budget)] + [(base, finetune(base), args.budget) for base in bases]]
@@ -773,8 +792,11 @@ def main():
     p.add_argument("--config", default=None, help="train: the config to time (default config/train_chinese_cpu.py); "
                    "finetune: the fine-tune's (default config/finetune_chinese.py)")
     p.add_argument("--scratch_config", default="config/train_chinese_cpu.py", help="finetune: the from-scratch recipe")
-    p.add_argument("--scratch_args", default="", help="finetune: --key=value settings for the from-scratch runs")
+    p.add_argument("--scratch_args", default="--dropout=0.2",
+                   help="finetune: --key=value settings for the from-scratch runs (without dropout they overfit)")
     p.add_argument("--budget", type=float, default=300, help="finetune: seconds of training per run")
+    p.add_argument("--text", default="songshi", choices=sorted(FINETUNE_TEXTS),
+                   help="finetune: songshi (苏轼's 宋诗, the default) or guwen (古文观止's prose essays)")
     p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
     p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")

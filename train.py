@@ -541,8 +541,8 @@ def log_step(r, loss, lr, dt):
         world_size = int(os.environ.get("WORLD_SIZE", "1"))
         mfu = r.raw_model.estimate_mfu(tokens_per_iter(r.cfg) // world_size, dt)  # one GPU's share
         r.running_mfu = mfu if r.running_mfu < 0 else 0.9 * r.running_mfu + 0.1 * mfu
-    mfu = f", mfu {r.running_mfu * 100:.2f}%" if r.running_mfu >= 0 else ""  # none measured before iteration 5
-    r.log(f"iter {r.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms{mfu}")
+    mfu_note = f", mfu {r.running_mfu * 100:.2f}%" if r.running_mfu >= 0 else ""  # none measured before iteration 5
+    r.log(f"iter {r.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms{mfu_note}")
     if r.status is not None:
         r.status.update(train_loss=lossf)
 

@@ -159,3 +159,19 @@ def test_a_shorter_context_is_cropped(trained_run, tmp_path):
 def test_sample_points_a_model_folder_to_out_dir(trained_run):
     proc = run("sample.py", f"--init_from={trained_run['out']}", "--device=cpu")
     assert_user_error(proc, f"--out_dir={trained_run['out']}")
+
+
+def test_eval_only_gives_a_base_its_loss_on_your_text_and_writes_nothing(trained_run, tmp_path):
+    """The README's way to pick a base: --eval_only=True prints the base's val loss on your text before any
+    step (not a fresh model's) and stops without a checkpoint."""
+    _, mine = prepare_mine(tmp_path, trained_run["out"])
+    losses = {}
+    for init_from in (trained_run["out"], "scratch"):
+        out = tmp_path / f"out-{os.path.basename(init_from)}"
+        proc = run("train.py", f"--init_from={init_from}", f"--dataset={mine}", f"--out_dir={out}", "--eval_only=True",
+                   *TINY)
+        assert proc.returncode == 0, proc.stderr
+        line = next(l for l in proc.stdout.splitlines() if l.startswith("step 0:"))
+        losses[init_from] = float(line.rsplit("val loss", 1)[1])
+        assert not os.path.exists(out / "ckpt.pt") and not os.path.exists(out / "best.pt"), "eval_only saves nothing"
+    assert losses[trained_run["out"]] < losses["scratch"], f"the base (20 steps on TEXT) should know it a little: {losses}"

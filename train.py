@@ -62,6 +62,8 @@ adaptive_head = 0               # 0: GPT-2's full softmax; N: adaptive softmax, 
 learning_rate = 6e-4            # peak learning rate
 max_iters = 5000                # total optimizer steps
 weight_decay = 1e-1             # AdamW weight decay, matrices only
+decay_to_start = False          # a fine-tune's weight decay pulls each matrix toward its value at step 0 (the
+                                # base's; grown rows toward the mean row) instead of toward zero
 beta1 = 0.9                     # AdamW beta1
 beta2 = 0.95                    # AdamW beta2; 0.99 for small batches
 grad_clip = 1.0                 # clip gradient norm to this; 0 disables
@@ -95,6 +97,9 @@ def check_config(cfg):
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
     if cfg["adaptive_head"] < 0:
         raise UserError(f"adaptive_head must be 0 (off) or a number of tokens, got {cfg['adaptive_head']}")
+    if cfg["decay_to_start"] and cfg["init_from"] == "scratch":
+        raise UserError("decay_to_start pulls a fine-tune toward the model it starts from; with init_from=scratch "
+                        "there is none: leave it False, or start from a model folder (--init_from=pretrained/hlm)")
     if cfg["adaptive_head"] and is_pretrained(cfg["init_from"]):
         raise UserError("GPT-2's head is a full softmax: fine-tune it with --adaptive_head=0")
     init_from = cfg["init_from"]
@@ -375,6 +380,7 @@ class Run:
     bar: object = None
     status: RunStatus = None     # out_dir/status.json (rank 0 only)
     step_times: list = dataclasses.field(default_factory=list)  # recent steps' seconds, for speed and ETA
+    start: dict = None           # decay_to_start: {name: the matrix at step 0}, saved in ckpt.pt for a resume
 
 
 def start_run(cfg, status=None):
@@ -405,6 +411,9 @@ def start_run(cfg, status=None):
     r = Run(cfg, model, model, model, optimizer, scaler, {"train": train_data, "val": val_data}, dev, ctx,
             meta_path, rank, master, ddp, log, wandb_run, status=status)
     saved_rng = restore(r, checkpoint) if checkpoint is not None else None
+    if cfg["decay_to_start"]:  # a resume keeps its fine-tune's step 0 (a run saved without one: from here)
+        r.start = (checkpoint or {}).get("start") or {n: p.detach().clone() for n, p in model.named_parameters()
+                                                     if p.dim() >= 2}  # the matrices AdamW decays
     checkpoint = None  # free the memory
 
     if cfg["compile"]:
@@ -458,6 +467,7 @@ def save(r):
         "optimizer": r.optimizer.state_dict(),
         "rng": rng_states(),  # exact resume: the next dropout masks
         "scaler": r.scaler.state_dict(),
+        **({"start": r.start} if r.start else {}),
     })
     if r.meta_path:
         copy_meta(r.meta_path, r.cfg["out_dir"])
@@ -529,6 +539,16 @@ def train_step(model, optimizer, scaler, next_batch, accum_steps, ctx, grad_clip
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return loss.detach() * accum_steps, norm
+
+
+def decay_to_start(model, start, lr, weight_decay):
+    """After an AdamW step, which shrank each decayed matrix p by lr * weight_decay * p, give back
+    lr * weight_decay * p0 (p0: start[name], its value at step 0): the decay pulls toward p0, not zero
+    (L2-SP). A fine-tune on a small text then keeps what the base knew where the text does not disagree."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in start:
+                p.add_(start[name], alpha=lr * weight_decay)
 
 
 def log_step(r, loss, lr, dt):
@@ -606,10 +626,13 @@ def run_training(cfg, status):
         if cfg["eval_only"] or r.iter_num >= max_iters:
             break
         generator = batch_generator(cfg["seed"], r.iter_num, r.rank)
+        scale = r.scaler.get_scale() if r.start else None  # read only when needed: it waits for the GPU
         loss, _ = train_step(r.model, r.optimizer, r.scaler,
                              lambda: get_batch(r.splits["train"], cfg["batch_size"], cfg["block_size"], generator,
                                                r.dev),
                              accum_steps, r.ctx, cfg["grad_clip"], r.ddp)
+        if r.start and r.scaler.get_scale() >= scale:  # a lower scale: float16 overflowed, the step was skipped
+            decay_to_start(r.raw_model, r.start, lr, cfg["weight_decay"])
         t1 = time.time()
         dt, t0 = t1 - t0, t1
         r.step_times = (r.step_times + [dt])[-11:]  # recent steps only: the ETA follows speed changes

@@ -119,6 +119,49 @@ def test_best_pt_of_a_fine_tune_that_only_got_worse_is_its_base(trained_run, tmp
     assert best["iter_num"] == 0 and abs(best["best_val_loss"] - float(rows[0][2])) < 1e-5, "best.pt should be the base"
 
 
+def test_decay_to_start_pulls_toward_the_start_not_zero():
+    """An AdamW step with no gradient only decays: toward zero by default, back to step 0's value with it."""
+    start = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    for pull, want in [(False, start * (1 - 0.1 * 2.0)), (True, start)]:
+        model = torch.nn.Linear(3, 4, bias=False)
+        with torch.no_grad():
+            model.weight.copy_(start)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=2.0)
+        model.weight.grad = torch.zeros_like(start)
+        optimizer.step()
+        if pull:
+            train.decay_to_start(model, {"weight": start}, lr=0.1, weight_decay=2.0)
+        assert torch.allclose(model.weight, want, atol=1e-6), f"decay_to_start={pull}: {model.weight}"
+
+
+def test_decay_to_start_keeps_a_fine_tune_near_its_base_and_resumes_exactly(trained_run, tmp_path):
+    _, mine = prepare_mine(tmp_path, trained_run["out"])
+    strong = ["--weight_decay=100", "--learning_rate=0.005", "--decay_lr=False"]  # each step decays by half
+    for out, args in [("zero", []), ("start", ["--decay_to_start=True"])]:
+        proc = finetune(mine, tmp_path / out, trained_run["out"], "--max_iters=8", *strong, *args)
+        assert proc.returncode == 0, proc.stderr
+    first = finetune(mine, tmp_path / "resumed", trained_run["out"], "--max_iters=4", *strong, "--decay_to_start=True")
+    assert first.returncode == 0, first.stderr
+    second = finetune(mine, tmp_path / "resumed", "resume", "--max_iters=8", *strong, "--decay_to_start=True")
+    assert second.returncode == 0, second.stderr
+    base = ck.load_checkpoint(trained_run["out"])["model"]
+    runs = {out: ck.load_checkpoint(str(tmp_path / out)) for out in ("zero", "start", "resumed")}
+    for name, tensor in runs["start"]["model"].items():
+        assert torch.equal(tensor, runs["resumed"]["model"][name]), f"{name}: the resume lost its step-0 weights"
+    block = "transformer.h.0.mlp.c_fc.weight"  # a matrix the base already had
+    far = {out: (runs[out]["model"][block] - base[block]).norm().item() for out in ("zero", "start")}
+    assert far["start"] < far["zero"] / 2, f"distance from the base's {block}: {far}"
+    assert "start" in runs["start"] and "start" not in runs["zero"], "only a decay_to_start run keeps step 0"
+
+
+def test_decay_to_start_needs_a_model_to_start_from(tmp_path):
+    write_dataset(str(tmp_path / "ds"))
+    proc = run("train.py", f"--dataset={tmp_path / 'ds'}", f"--out_dir={tmp_path / 'out'}", *TINY, "--max_iters=2",
+               "--decay_to_start=True")
+    assert_user_error(proc, "decay_to_start", "init_from=scratch")
+    assert not os.path.exists(tmp_path / "out")
+
+
 @pytest.fixture(scope="module")
 def adaptive_base(tmp_path_factory):
     base = tmp_path_factory.mktemp("adaptive")

@@ -412,8 +412,9 @@ def start_run(cfg, status=None):
             meta_path, rank, master, ddp, log, wandb_run, status=status)
     saved_rng = restore(r, checkpoint) if checkpoint is not None else None
     if cfg["decay_to_start"]:  # a resume keeps its fine-tune's step 0 (a run saved without one: from here)
+        decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] for p in group["params"]}
         r.start = (checkpoint or {}).get("start") or {n: p.detach().clone() for n, p in model.named_parameters()
-                                                     if p.dim() >= 2}  # the matrices AdamW decays
+                                                     if id(p) in decayed}
     checkpoint = None  # free the memory
 
     if cfg["compile"]:

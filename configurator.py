@@ -66,7 +66,12 @@ def documented_keys(script_path):
             except (ValueError, TypeError, SyntaxError):  # not a plain value (DEFAULTS = {...comprehension...}): not a setting
                 continue
             rest = lines[node.end_lineno - 1][node.end_col_offset:]
-            keys[node.targets[0].id] = (default, rest.split("#", 1)[1].strip() if "#" in rest else "")
+            comment = [rest.split("#", 1)[1].strip()] if "#" in rest else []
+            for line in lines[node.end_lineno:]:  # indented comment-only lines below continue it
+                if not (comment and line[:1].isspace() and line.lstrip().startswith("#")):
+                    break
+                comment.append(line.lstrip()[1:].strip())
+            keys[node.targets[0].id] = (default, " ".join(comment))
     return keys
 
 

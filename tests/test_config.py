@@ -100,3 +100,5 @@ def test_documented_keys_are_train_py_settings_with_their_comments():
         assert key in documented, f"train.py's {key} is missing from documented_keys"
         assert documented[key][0] == default, f"{key}: documented default {documented[key][0]!r} vs {default!r}"
         assert documented[key][1], f"train.py's {key} has no comment beside it for --help and the web page"
+    assert documented["init_from"][1].endswith("or a saved GPT-2"), "a comment's indented next line continues it"
+    assert documented["grad_clip"][1] == "clip gradient norm to this; 0 disables", "a section heading is not part of it"

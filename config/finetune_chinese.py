@@ -28,7 +28,8 @@ beta2 = 0.99  # small batches: average the second moment over more steps
 warmup_iters = 20
 decay_to_start = True  # the decay pulls toward the base's weights, not toward zero: what the text does not
 weight_decay = 3.0     # contradict stays as the base had it. With dropout 0, 3.0 was lower than 1.0 with
-                       # dropout 0.1 on both texts; plain decay toward zero did worse (docs/experiments.md)
+                       # dropout 0.1 on both texts, and the lowest of 2-5 on the two together; plain decay
+                       # toward zero did worse (docs/experiments.md)
 
 device = 'cpu'
 dtype = 'float32'

@@ -56,8 +56,9 @@ characters as data/poetry lays poems out) or, with --text=guwen, 古文观止's 
 config/train_chinese_cpu.py, plus --scratch_args) for 4x --budget seconds; the other trains from scratch for
 --budget, then fine-tunes each shipped model (--config, default config/finetune_chinese.py, the poetry model at
 learning rate 3e-4, plus any --key=value) for --budget. Each run's max_iters (and its cosine's end) come from a
-30-step speed probe; 5 evals per budget over 8,192 val tokens in fixed windows. The table gives the best
-val loss so far (what best.pt holds) at fractions of the budget.
+30-step speed probe, or from the config's passes over the text when those end sooner; 5 evals per run over
+8,192 val tokens in fixed windows. The table gives the best val loss so far (what best.pt holds) at fractions of
+the budget.
 hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 samples, then 1, of block_size minus
 the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
 (sample.py's generator: KV cache, one batch) and by transformers' generate (its own KV cache, one batch), on the
@@ -483,8 +484,9 @@ def steps_per_second(argv, out_dir, env):
     last steps, so start-up is not counted)."""
     from status import read_status
     cfg = run_config(argv)
-    subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv, "--max_iters=30", "--eval_interval=1000",
-                    f"--out_dir={out_dir}"], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv, "--passes=0", "--max_iters=30",
+                    "--eval_interval=1000", f"--out_dir={out_dir}"], env=env, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
     return read_status(out_dir)["tokens_per_s"] / (cfg["batch_size"] * cfg["block_size"])
 
 
@@ -493,15 +495,21 @@ FINETUNE_EVAL_TOKENS = 8192  # val tokens per eval, in fixed windows spread over
 
 
 def budget_run(label, argv, seconds, work, env, evals=6):
-    """argv trained for about `seconds` on one core: max_iters (and the cosine's end) from a speed probe,
-    `evals` evals. Returns [(seconds, iter, val loss)] per eval."""
+    """argv trained for about `seconds` on one core: max_iters (and the cosine's end) from a speed probe, or
+    fewer where its config's passes over the text end sooner (a fine-tune as a user runs it), `evals` evals.
+    Returns [(seconds, iter, val loss)] per eval."""
+    import train
     folder = os.path.join(work, label)
     speed = steps_per_second(argv, folder + "-probe", env)
     iters = max(10, int(seconds * speed))
     cfg = run_config(argv)
+    if cfg["passes"]:
+        n_train = len(train.load_dataset(train.dataset_dir(cfg["dataset"]), cfg["block_size"])[0])
+        iters = min(iters, max(1, round(cfg["passes"] * n_train / train.tokens_per_iter(cfg))))
     batches = -(-FINETUNE_EVAL_TOKENS // (cfg["batch_size"] * cfg["block_size"]))
     every = [f"--eval_iters={batches}", f"--eval_interval={max(1, iters // evals)}", "--log_interval=100000"]
-    return timed_train(label, [*argv, f"--max_iters={iters}", f"--lr_decay_iters={iters}", *every], folder, env)
+    return timed_train(label, [*argv, "--passes=0", f"--max_iters={iters}", f"--lr_decay_iters={iters}", *every],
+                       folder, env)
 
 
 def finetune_samples(work, labels, n=3, length=120):

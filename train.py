@@ -61,6 +61,8 @@ adaptive_head = 0               # 0: GPT-2's full softmax; N: adaptive softmax, 
 # AdamW optimizer
 learning_rate = 6e-4            # peak learning rate
 max_iters = 5000                # total optimizer steps
+passes = 0.0                    # > 0: max_iters and lr_decay_iters become this many passes over train.bin, so a
+                                # fine-tune's length follows the size of your text (then leave both unset)
 weight_decay = 1e-1             # AdamW weight decay, matrices only
 decay_to_start = False          # a fine-tune's weight decay pulls each matrix toward its value at step 0 (the
                                 # base's; grown rows toward the mean row) instead of toward zero
@@ -95,6 +97,11 @@ def check_config(cfg):
         raise UserError(f"dropout must be in [0, 1), got {cfg['dropout']}")
     if cfg["learning_rate"] <= 0 or cfg["min_lr"] < 0:
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
+    if cfg["passes"] < 0:
+        raise UserError(f"passes must be 0 (off) or more, got {cfg['passes']}")
+    if cfg["passes"] and any(cfg[key] != DEFAULTS[key] for key in ("max_iters", "lr_decay_iters")):
+        raise UserError(f"passes={cfg['passes']} sets max_iters and lr_decay_iters from the size of train.bin; "
+                        "to give them yourself add --passes=0")
     if cfg["adaptive_head"] < 0:
         raise UserError(f"adaptive_head must be 0 (off) or a number of tokens, got {cfg['adaptive_head']}")
     if cfg["decay_to_start"] and cfg["init_from"] == "scratch":
@@ -392,6 +399,12 @@ def start_run(cfg, status=None):
     log = say if master else (lambda *a: None)
     dev, device_type, run_dtype, ctx = setup(run_device, cfg["dtype"], cfg["seed"])
     vocab_size = meta["vocab_size"] if meta else None  # None: GPT-2 BPE
+    if cfg["passes"]:  # the same steps on a resume: train.bin is the same
+        steps = max(1, round(cfg["passes"] * len(train_data) / tokens_per_iter(cfg)))
+        cfg = dict(cfg, max_iters=steps, lr_decay_iters=steps)
+        log(f"{cfg['passes']:g} passes over {len(train_data):,} train tokens: max_iters {steps:,}")
+        if status is not None:
+            status.update(max_iters=steps)
     log(f"dataset {cfg['dataset']}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
         f"{tokens_per_iter(cfg):,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
 
@@ -615,6 +628,7 @@ def run_training(cfg, status):
     check_config(cfg)
     cfg = base_shape(cfg)
     r = start_run(cfg, status)
+    cfg = r.cfg  # with max_iters from passes
     stop = StopRequest(install=r.master and not r.ddp and not cfg["eval_only"])
     accum_steps = cfg["gradient_accumulation_steps"] // int(os.environ.get("WORLD_SIZE", "1"))  # per rank
     max_iters, t0, stopped = cfg["max_iters"], time.time(), False

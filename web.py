@@ -193,7 +193,8 @@ PRESETS = {
     # on a dataset prepared with --vocab_from=pretrained/hlm (the Data tab's vocabulary choice)
     "finetune": ("finetune_chinese.py", {}),
 }
-PASS_KEYS = ("batch_size", "block_size", "gradient_accumulation_steps", "max_iters")  # the note's passes over the corpus
+# the boxes the note's passes over the corpus come from
+PASS_KEYS = ("batch_size", "block_size", "gradient_accumulation_steps", "max_iters", "passes")
 
 
 def text(key, lang):
@@ -724,7 +725,8 @@ def plan_note(base, dataset, values, lang):
     try:
         n = load_meta(os.path.join(base, "data", dataset, "meta.pkl")).get("train_tokens")
         tokens = int(values["batch_size"]) * int(values["block_size"]) * int(values["gradient_accumulation_steps"])
-        corpus = text("msg.corpus", lang).format(name=dataset, train=n, passes=tokens * int(values["max_iters"]) / n)
+        passes = float(values["passes"]) or tokens * int(values["max_iters"]) / n  # passes > 0 sets max_iters
+        corpus = text("msg.corpus", lang).format(name=dataset, train=n, passes=passes)
     except (UserError, ValueError, TypeError):  # no such dataset (yet), a box that is not a number
         pass
     return text("msg.suggest", lang).format(device=device, preset=suggested, corpus=corpus)

@@ -21,8 +21,9 @@ dropout = 0.0  # the decay toward the base below holds a fine-tune back instead:
 learning_rate = 2e-3  # the base models' own peak: a new kind of text and new characters need large steps;
                       # from a model that already writes your kind of text (pretrained/poetry for poems) add
                       # --learning_rate=3e-4 --min_lr=3e-5: at 2e-3 it first unlearns what it knows
-max_iters = 600  # 2.6 passes over 235k training characters: prepare, train, sample in ~3.5 min on a 2-core CPU
-lr_decay_iters = 600
+passes = 2.5  # the length follows your text: ~2.5 passes over it (550 steps for 250k characters: prepare, train,
+              # sample in ~3.5 min on a 2-core CPU). On 古文观止's 128k, 300 steps beat 600 and 1,100
+              # (docs/experiments.md). To give the steps yourself: --passes=0 --max_iters=N --lr_decay_iters=N
 min_lr = 1e-4
 beta2 = 0.99  # small batches: average the second moment over more steps
 warmup_iters = 20

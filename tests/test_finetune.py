@@ -162,6 +162,31 @@ def test_decay_to_start_needs_a_model_to_start_from(tmp_path):
     assert not os.path.exists(tmp_path / "out")
 
 
+
+def test_passes_set_the_length_from_the_text(trained_run, tmp_path):
+    """--passes makes max_iters (and the cosine's end) that many passes over train.bin, whatever its size."""
+    import status
+    steps = {}
+    for name, copies in [("short", 10), ("long", 30)]:
+        _, mine = prepare_mine(tmp_path, trained_run["out"], text=(TEXT + NEW_TEXT) * copies, name=name)
+        n_train = len(np.fromfile(os.path.join(mine, "train.bin"), dtype=np.uint16))
+        proc = finetune(mine, tmp_path / f"out-{name}", trained_run["out"], "--passes=1.5", "--eval_interval=1000")
+        assert proc.returncode == 0, proc.stderr
+        steps[name] = round(1.5 * n_train / (4 * 16))  # TINY: batch 4 x 16 characters
+        st = status.read_status(str(tmp_path / f"out-{name}"))
+        assert (st["state"], st["iter"], st["max_iters"]) == ("finished", steps[name], steps[name]), st
+        cfg = ck.load_checkpoint(str(tmp_path / f"out-{name}"))["config"]
+        assert cfg["max_iters"] == cfg["lr_decay_iters"] == steps[name], "the cosine should end with the run"
+    assert steps["long"] > 2 * steps["short"], f"three times the text should take about three times the steps: {steps}"
+
+
+def test_passes_and_max_iters_together_are_refused(trained_run, tmp_path):
+    _, mine = prepare_mine(tmp_path, trained_run["out"])
+    proc = finetune(mine, tmp_path / "out", trained_run["out"], "--passes=2", "--max_iters=8")
+    assert_user_error(proc, "passes=2", "--passes=0")
+    assert not os.path.exists(tmp_path / "out"), "a refused run should leave no out_dir"
+
+
 @pytest.fixture(scope="module")
 def adaptive_base(tmp_path_factory):
     base = tmp_path_factory.mktemp("adaptive")

@@ -287,7 +287,8 @@ def test_a_fine_tune_of_the_shipped_model_from_the_page(page, tmp_path):
     assert meta["vocab_size"] > base["vocab_size"] and "new ones appended" in report, report
     config = client.predict("finetune", api_name="/pick_preset")[0]
     values = dict(zip(FIELD_KEYS, client.predict(config, api_name="/pick_config")))
-    values.update(max_iters="2", eval_interval="2", eval_iters="1", batch_size="2", block_size="16")
+    # the config sets the length in passes over the text (max_iters follows): a tenth of one here
+    values.update(passes="0.1", eval_interval="2", eval_iters="1", batch_size="2", block_size="16")
     started = client.predict(config, "mine", "out-ft", *(values[k] for k in FIELD_KEYS), "en", api_name="/start")
     assert started[0].startswith("started"), started
     assert "config/finetune_chinese.py" in started[1] and "--init_from" not in started[1], started[1]
@@ -295,6 +296,8 @@ def test_a_fine_tune_of_the_shipped_model_from_the_page(page, tmp_path):
     assert status.startswith("**finished**"), status
     saved = checkpoint.load_checkpoint(os.path.join(root, "out-ft"))
     assert saved["model_args"]["vocab_size"] == meta["vocab_size"] and saved["config"]["init_from"] == "pretrained/hlm"
+    n_train = os.path.getsize(os.path.join(root, "data", "mine", "train.bin")) // 2  # uint16 ids
+    assert saved["iter_num"] == round(0.1 * n_train / (2 * 16)) > 1, (saved["iter_num"], n_train)
 
 
 @pytest.mark.parametrize("run_name, prompt, top_k, words", [

@@ -254,8 +254,7 @@ def test_fine_tune_the_shipped_model_on_an_upload(browser, tmp_path):
     wait_for(driver, "the fine-tune config", lambda d: value_of(d, "tr_config") == "finetune_chinese.py")
     wait_for(driver, "the dataset picked", lambda d: value_of(d, "tr_dataset") == "mine")
     type_into(driver, "tr_out", "out-web-ft")
-    set_keys(driver, {"max_iters": 2, "lr_decay_iters": 2, "eval_interval": 2, "eval_iters": 1, "batch_size": 2,
-                      "block_size": 16})
+    set_keys(driver, {"passes": 0.1, "eval_interval": 2, "eval_iters": 1, "batch_size": 2, "block_size": 16})
     driver.find_element(By.ID, "tr_start").click()
     wait_for(driver, "the fine-tune to finish", lambda d: "finished" in text_of(d, "tr_status"))
     driver.save_screenshot(str(shots / "8-fine-tuned.png"))

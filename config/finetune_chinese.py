@@ -22,7 +22,7 @@ learning_rate = 2e-3  # the base models' own peak: a new kind of text and new ch
                       # from a model that already writes your kind of text (pretrained/poetry for poems) add
                       # --learning_rate=3e-4 --min_lr=3e-5: at 2e-3 it first unlearns what it knows
 passes = 2.5  # the length follows your text: ~2.5 passes over it (550 steps for 250k characters: prepare, train,
-              # sample in ~3.5 min on a 2-core CPU). On 古文观止's 128k, 300 steps beat 600 and 1,100
+              # sample in ~2 min on a 2-core CPU). On 古文观止's 128k, 300 steps beat 600 and 1,100
               # (docs/experiments.md). To give the steps yourself: --passes=0 --max_iters=N --lr_decay_iters=N
 min_lr = 1e-4
 beta2 = 0.99  # small batches: average the second moment over more steps

@@ -505,7 +505,7 @@ def budget_run(label, argv, seconds, work, env, evals=6):
     cfg = run_config(argv)
     if cfg["passes"]:
         n_train = len(train.load_dataset(train.dataset_dir(cfg["dataset"]), cfg["block_size"])[0])
-        iters = min(iters, max(1, round(cfg["passes"] * n_train / train.tokens_per_iter(cfg))))
+        iters = min(iters, train.steps_for_passes(cfg, n_train))
     batches = -(-FINETUNE_EVAL_TOKENS // (cfg["batch_size"] * cfg["block_size"]))
     every = [f"--eval_iters={batches}", f"--eval_interval={max(1, iters // evals)}", "--log_interval=100000"]
     return timed_train(label, [*argv, "--passes=0", f"--max_iters={iters}", f"--lr_decay_iters={iters}", *every],

@@ -400,7 +400,7 @@ def start_run(cfg, status=None):
     dev, device_type, run_dtype, ctx = setup(run_device, cfg["dtype"], cfg["seed"])
     vocab_size = meta["vocab_size"] if meta else None  # None: GPT-2 BPE
     if cfg["passes"]:  # the same steps on a resume: train.bin is the same
-        steps = max(1, round(cfg["passes"] * len(train_data) / tokens_per_iter(cfg)))
+        steps = steps_for_passes(cfg, len(train_data))
         cfg = dict(cfg, max_iters=steps, lr_decay_iters=steps)
         log(f"{cfg['passes']:g} passes over {len(train_data):,} train tokens: max_iters {steps:,}")
         if status is not None:
@@ -454,6 +454,11 @@ def start_run(cfg, status=None):
 
 def tokens_per_iter(cfg):
     return cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+
+
+def steps_for_passes(cfg, n_train):
+    """The optimizer steps that make cfg['passes'] passes over n_train training tokens (at least one)."""
+    return max(1, round(cfg["passes"] * n_train / tokens_per_iter(cfg)))
 
 
 def restore(r, checkpoint):

@@ -95,8 +95,8 @@ def set_rng_states(states):
     """Undo rng_states(): the resumed run draws the same dropout masks the unbroken run would have."""
     torch.set_rng_state(states["torch"].cpu())
     random.setstate(_tuples(states["python"]))
-    name, keys, *rest = states["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    name, keys, *rest = states["numpy"]  # keys on the GPU when a resume loaded the checkpoint there
+    np.random.set_state((name, keys.cpu().numpy().astype(np.uint32), *rest))
     if "cuda" in states and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all([s.cpu() for s in states["cuda"]])
 

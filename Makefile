@@ -1,6 +1,6 @@
 # babygpt's commands:
 #   make demo   set up, show the shipped models' text, train on 红楼梦 (GPU: config/train_chinese.py;
-#               CPU: the CPU config for 3,600 steps), sample
+#               CPU: the CPU config for 3,600 steps), sample its best.pt (the GPU config overfits after ~500 steps)
 #   make test   set up (and the browser for the web page's test, as root) and run the whole test suite
 #   make test-fast  the same without the slow tests, for the edit loop
 #   make hf     export the shipped model(s) in pretrained/ to Hugging Face transformers folders in hf/
@@ -47,7 +47,7 @@ demo: setup
 	else \
 		$(PY) train.py config/train_chinese_cpu.py --max_iters=3600 --lr_decay_iters=3600; \
 	fi
-	$(PY) sample.py --out_dir=out-chinese
+	$(PY) sample.py --out_dir=out-chinese --ckpt=best.pt
 
 # remake the shipped model in pretrained/hlm (see its README.md): ~1 hour on a 2-core CPU
 pretrained: setup

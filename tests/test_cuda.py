@@ -16,11 +16,13 @@ from model import GPT, GPTConfig
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 # TINY without its CPU settings: device, dtype and compile as a user on a GPU gets them
-GPU = [a for a in TINY if not a.startswith(("--device", "--dtype", "--compile"))] + ["--device=cuda", "--learning_rate=3e-3"]
+GPU = [a for a in TINY if not a.startswith(("--device", "--dtype", "--compile"))] + ["--device=cuda",
+                                                                                     "--learning_rate=3e-3"]
 
 
 def gpu(script, *args):
-    """A script in a new python, as a user starts it: a fork of the tests' torch server would share its state."""
+    """A script in a new python, as a user starts it: CUDA and compile's worker processes start as they do for a
+    user, not inside a fork of the tests' torch server."""
     return run(script, *args, fresh=True)
 
 

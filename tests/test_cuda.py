@@ -1,7 +1,8 @@
 """
 The CUDA paths on a real GPU: train.py in float16 with its GradScaler and torch.compile (dtype and compile
 left at their defaults, as config/train_chinese.py runs), an exact-enough resume, bfloat16 where the GPU
-has it, the KV cache, sample.py on the GPU, and a GPU-trained checkpoint sampled on a CPU.
+has it, sample.py on the GPU, and a GPU-trained checkpoint sampled on a CPU (the KV cache on the GPU:
+tests/test_generate.py, whose cached-against-uncached test also runs there).
 Skipped where torch sees no CUDA GPU (CI has none; tests/test_fp16.py runs the float16 path on a CPU).
 Run on a GPU machine: python -m pytest tests/test_cuda.py
 """
@@ -11,7 +12,6 @@ import torch
 from conftest import TEXT, TINY, run, write_dataset
 
 import checkpoint as ck
-from model import GPT, GPTConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -111,21 +111,6 @@ def test_bfloat16_trains_without_a_grad_scaler(tmp_path, tiny_data):
     curve = losses(proc.stdout)
     assert curve[-1][1] < curve[0][1] - 0.3, f"the loss should fall in bfloat16: {curve[0]} -> {curve[-1]}"
     assert not ck.load_checkpoint(str(tmp_path / "bf16"))["scaler"], "bfloat16 needs no loss scale"
-
-
-def test_cached_and_uncached_generate_the_same_tokens_on_the_gpu():
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.5)  # attention that matters: a wrong cache changes the tokens
-    model.to("cuda")
-    idx = torch.randint(0, 50, (2, 4), device="cuda")
-    streams = lambda: [torch.Generator(device="cuda").manual_seed(1337 + i) for i in range(2)]
-    greedy = [model.generate(idx, 12, temperature=0, kv_cache=c) for c in (True, False)]
-    assert torch.equal(*greedy), "greedy decoding on the GPU differs between cached and uncached generation"
-    sampled = [model.generate(idx, 12, temperature=1.5, kv_cache=c, generators=streams()) for c in (True, False)]
-    assert torch.equal(*sampled), "sampling on the GPU with the same seeds differs between cached and uncached"
 
 
 def test_sample_py_on_the_gpu_is_repeatable_compiles_and_reports_copies():

@@ -30,8 +30,8 @@ def sharp_model():
     return m
 
 
-def streams(n, seed=1337):
-    return [torch.Generator().manual_seed(seed + i) for i in range(n)]
+def streams(n, seed=1337, device="cpu"):
+    return [torch.Generator(device=device).manual_seed(seed + i) for i in range(n)]
 
 
 def test_cached_logits_match_full_forward(model):
@@ -48,15 +48,17 @@ def test_cached_logits_match_full_forward(model):
                 f"cached logits after {t} tokens differ by {(got[i] - want).abs().max():.2e}"
 
 
-def test_cached_and_uncached_generate_the_same_tokens(sharp_model):
-    model = sharp_model
-    idx = torch.randint(0, 50, (2, 4))
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_cached_and_uncached_generate_the_same_tokens(sharp_model, device):
+    model = sharp_model.to(device)
+    idx = torch.randint(0, 50, (2, 4)).to(device)
     new = 12  # 4 + 12 = block_size: no window sliding, so both paths must agree exactly
     greedy = [model.generate(idx, new, temperature=0, kv_cache=c) for c in (True, False)]
     assert torch.equal(*greedy), "greedy decoding differs between cached and uncached generation"
-    top1 = [model.generate(idx, new, top_k=1, kv_cache=c, generators=streams(2)) for c in (True, False)]
+    top1 = [model.generate(idx, new, top_k=1, kv_cache=c, generators=streams(2, device=device)) for c in (True, False)]
     assert torch.equal(*top1), "top_k=1 decoding differs between cached and uncached generation"
-    sampled = [model.generate(idx, new, temperature=1.5, top_k=None, kv_cache=c, generators=streams(2))
+    sampled = [model.generate(idx, new, temperature=1.5, top_k=None, kv_cache=c, generators=streams(2, device=device))
                for c in (True, False)]
     assert torch.equal(*sampled), "sampling with the same seed differs between cached and uncached"
 

@@ -125,8 +125,11 @@ def load_dataset(data_dir, block_size):
     A dataset without meta.pkl is GPT-2 BPE (data/openwebtext): meta and meta_path are then None."""
     meta_path = os.path.join(data_dir, "meta.pkl")
     if not all(os.path.isfile(os.path.join(data_dir, f)) for f in ("train.bin", "val.bin")):
-        name = os.path.basename(data_dir)
-        raise UserError(f"dataset '{name}' is not prepared in {data_dir}; run python data/{name}/prepare.py first")
+        name = os.path.basename(os.path.normpath(data_dir))
+        own_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", name, "prepare.py")
+        fix = (f"run python data/{name}/prepare.py first" if os.path.isfile(own_script) else  # a built-in corpus
+               f"prepare your text into it: python data/chinese/prepare.py --input=your.txt --out_dir={data_dir}")
+        raise UserError(f"dataset '{name}' is not prepared in {data_dir}; {fix}")
     meta, meta_path = (load_meta(meta_path), meta_path) if os.path.isfile(meta_path) else (None, None)
     bin_dtype = token_dtype(meta)
     splits = {}

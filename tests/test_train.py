@@ -90,7 +90,8 @@ def test_resume_with_another_shape_says_what_differs(trained_run):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--dataset=/no/such/dataset"], ["prepare.py first"]),
+    (["--dataset=/no/such/dataset"], ["python data/chinese/prepare.py --input=your.txt --out_dir=/no/such/dataset"]),
+    (["--dataset=openwebtext"], ["run python data/openwebtext/prepare.py first"]),  # a corpus with its own script
     (["--n_embd=30", "--n_head=4"], ["divisible"]),
     (["--batch_size=0"], ["batch_size must be at least 1"]),
     (["--block_size=5000"], ["block_size"]),

@@ -338,7 +338,7 @@ def test_form_refusals_are_one_line_and_change_nothing(page, trained, out, data,
 @pytest.mark.parametrize("data, changes, words", [
     ("mytext", {"n_embd": "33"}, ["must be divisible"]),
     ("mytext", {"block_size": "5000"}, ["lower --block_size or prepare more text"]),
-    ("nosuch", {}, ["run python data/nosuch/prepare.py first"]),
+    ("nosuch", {}, ["python data/chinese/prepare.py --input=your.txt --out_dir="]),
     ("mytext", {"init_from": "resume"}, ["no checkpoint"]),
 ])
 def test_train_py_refusals_reach_the_page_through_status_json(page, trained, data, changes, words):

@@ -299,11 +299,12 @@ def run_train(args, data, out_dir, nproc):
             "tokens_per_s": tokens / (ms_per_iter / 1000), "mfu_percent": mfu * 100}
 
 
-def train_config(files, overrides):
-    """train.py's settings for config files and --key=value overrides, as train.py itself reads them."""
+def train_config(files, overrides, given=None):
+    """train.py's settings for config files and --key=value overrides, as train.py itself reads them
+    (given receives the keys they set)."""
     import train
     from configurator import configure
-    return configure(train.DEFAULTS, [*files, *overrides], train.__file__)
+    return configure(train.DEFAULTS, [*files, *overrides], train.__file__, given)
 
 
 def config_model(args):
@@ -475,8 +476,9 @@ FINETUNE_TEXTS = {"songshi": ("苏轼's 宋诗", songshi_text), "guwen": ("古�
 def run_config(argv):
     """train.py's settings for argv (a config file and --key=value), with a fine-tune's shape from its base."""
     import train
-    return train.base_shape(train_config([a for a in argv if not a.startswith("--")],
-                                         [a for a in argv if a.startswith("--")]))
+    given = set()
+    cfg = train_config([a for a in argv if not a.startswith("--")], [a for a in argv if a.startswith("--")], given)
+    return train.base_shape(cfg, given)
 
 
 def steps_per_second(argv, out_dir, env):

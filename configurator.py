@@ -85,7 +85,7 @@ def help_text(config, script_path):
     return "\n".join(rows)
 
 
-def _apply_file(config, path):
+def _apply_file(config, path, given):
     if not os.path.isfile(path):
         raise ConfigError(f"config file '{path}' not found; the configs are in config/")
     with open(path, encoding="utf-8") as f:
@@ -101,19 +101,23 @@ def _apply_file(config, path):
         if key not in config:
             raise ConfigError(f"{path}: unknown key '{key}'{_closest(key, config)}")
         config[key] = _check_type(key, value, config[key], path)
+        given.add(key)
 
 
-def configure(config, argv, script_path):
+def configure(config, argv, script_path, given=None):
     """Apply config files and --key=value arguments from argv to config (a dict of defaults).
-    Returns the updated dict, or None when --help was asked for (after printing it)."""
+    Returns the updated dict, or None when --help was asked for (after printing it). given, a set, receives
+    the keys a file or an argument set, even to their default value (train.py takes the shape of the model it
+    continues for keys left alone, and refuses one asked for that differs)."""
     config = dict(config)
     defaults = dict(config)
+    given = set() if given is None else given
     for arg in argv:
         if arg in ("-h", "--help"):
             print(help_text(defaults, script_path))
             return None
         if not arg.startswith("--"):
-            _apply_file(config, arg)
+            _apply_file(config, arg, given)
             continue
         key, eq, raw = arg[2:].partition("=")
         if not eq:
@@ -121,4 +125,5 @@ def configure(config, argv, script_path):
         if key not in config:
             raise ConfigError(f"unknown key '--{key}'{_closest(key, config)}")
         config[key] = _check_type(key, _parse_value(raw, defaults[key]), defaults[key], f"--{key}")
+        given.add(key)
     return config

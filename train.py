@@ -83,8 +83,8 @@ seed = 1337                     # seeds weights, dropout and the batch order
 DEFAULTS = settings(globals())
 
 
-def check_config(cfg):
-    """Refuse settings that would fail later, or silently train nonsense."""
+def check_config(cfg, given):
+    """Refuse settings that would fail later, or silently train nonsense. given: the keys the user set."""
     for key in ("batch_size", "block_size", "n_layer", "n_head", "n_embd", "gradient_accumulation_steps",
                 "eval_interval", "eval_iters", "log_interval"):
         if cfg[key] < 1:
@@ -99,7 +99,7 @@ def check_config(cfg):
         raise UserError("learning_rate must be > 0 and min_lr >= 0")
     if cfg["passes"] < 0:
         raise UserError(f"passes must be 0 (off) or more, got {cfg['passes']}")
-    if cfg["passes"] and any(cfg[key] != DEFAULTS[key] for key in ("max_iters", "lr_decay_iters")):
+    if cfg["passes"] and {"max_iters", "lr_decay_iters"} & given:
         raise UserError(f"passes={cfg['passes']} sets max_iters and lr_decay_iters from the size of train.bin; "
                         "to give them yourself add --passes=0")
     if cfg["adaptive_head"] < 0:
@@ -255,10 +255,11 @@ def model_args_for(cfg, vocab_size):
 SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "adaptive_head")  # what a checkpoint fixes
 
 
-def base_shape(cfg):
+def base_shape(cfg, given):
     """cfg with the shape of the model it continues (resume) or fine-tunes (a model folder), so that a
-    fine-tune's config need not repeat it. A shape key left at its default takes the base's value; one set
-    to something else is refused, except a shorter block_size for a fine-tune (the context is cropped)."""
+    fine-tune's config need not repeat it. A shape key the user left alone (not in given) takes the base's
+    value; one set to something else, even train.py's default, is refused, except a shorter block_size for a
+    fine-tune (the context is cropped)."""
     base = cfg["out_dir"] if cfg["init_from"] == "resume" else cfg["init_from"]
     if cfg["init_from"] != "resume" and not is_model_folder(base):
         return cfg  # scratch, or GPT-2, whose shape finetune_model checks
@@ -267,7 +268,7 @@ def base_shape(cfg):
     for key in SHAPE_KEYS:
         if key == "adaptive_head" and cfg[key] >= saved["vocab_size"]:
             cfg[key] = 0  # model_args_for turns it off on a vocabulary this small: the run it resumes did too
-        if cfg[key] == DEFAULTS[key] or cfg[key] == saved[key]:
+        if key not in given or cfg[key] == saved[key]:
             cfg[key] = saved[key]
         elif key == "block_size" and cfg["init_from"] != "resume" and cfg[key] < saved[key]:
             pass  # fine-tuning on shorter windows: finetune_base crops the positions
@@ -631,10 +632,11 @@ def start_status(cfg):
     return RunStatus(cfg["out_dir"], cfg["max_iters"])
 
 
-def run_training(cfg, status):
-    """Evaluate, save and step until max_iters (or a Ctrl-C). Returns True when stopped early by Ctrl-C."""
-    check_config(cfg)
-    cfg = base_shape(cfg)
+def run_training(cfg, given, status):
+    """Evaluate, save and step until max_iters (or a Ctrl-C). Returns True when stopped early by Ctrl-C.
+    given: the keys a config file or --key=value set."""
+    check_config(cfg, given)
+    cfg = base_shape(cfg, given)
     r = start_run(cfg, status)
     cfg = r.cfg  # with max_iters from passes
     stop = StopRequest(install=r.master and not r.ddp and not cfg["eval_only"])
@@ -683,12 +685,13 @@ def lr_at(cfg, iter_num):
 
 
 def main(argv=None):
-    cfg = configure(DEFAULTS, sys.argv[1:] if argv is None else argv, __file__)
+    given = set()
+    cfg = configure(DEFAULTS, sys.argv[1:] if argv is None else argv, __file__, given)
     if cfg is None:
         return  # --help was printed
     status = start_status(cfg)
     try:
-        stopped = run_training(cfg, status)
+        stopped = run_training(cfg, given, status)
     except (UserError, ConfigError) as e:
         if status:
             status.end("failed", error=f"error: {first_line(e)}")  # the line run_main prints

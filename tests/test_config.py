@@ -51,6 +51,14 @@ def test_config_file_then_command_line(tmp_path):
     assert cfg["batch_size"] == 9, "--key=value given after the file should win over it"
 
 
+def test_given_holds_the_keys_set_even_to_their_default(tmp_path):
+    path = tmp_path / "cfg.py"
+    path.write_text("dropout = 0.0\n", encoding="utf-8")  # train.py's default, written out
+    given = set()
+    configure(DEFAULTS, [str(path), "--batch_size=12"], SCRIPT, given)  # 12: the default again
+    assert given == {"dropout", "batch_size"}, f"the keys set, and only those: {given}"
+
+
 def test_config_file_typo_is_caught(tmp_path):
     path = tmp_path / "cfg.py"
     path.write_text("droput = 0.2\n", encoding="utf-8")
@@ -76,8 +84,9 @@ def test_every_config_file_loads():
     for name in ("finetune_gpt2.py", "eval_gpt2.py", "eval_gpt2_xl.py", "train_gpt2.py", "train_shakespeare_char.py"):
         assert name in names, f"config/{name} is missing"
     for name in names:  # every config is a train.py config
-        cfg = configure(train.DEFAULTS, [os.path.join(REPO, "config", name)], SCRIPT)  # raises on a bad key
-        train.check_config(cfg)  # and its values pass train.py's own checks
+        given = set()
+        cfg = configure(train.DEFAULTS, [os.path.join(REPO, "config", name)], SCRIPT, given)  # raises on a bad key
+        train.check_config(cfg, given)  # and its values pass train.py's own checks
 
 
 def test_help_lists_keys_defaults_and_meaning():

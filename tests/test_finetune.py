@@ -57,10 +57,10 @@ def test_prepare_refuses_a_missing_or_foreign_vocabulary(tmp_path):
     assert not os.path.exists(mine), "a refused prepare should leave nothing behind"
 
 
-def grown(base_dir, data_dir, **cfg):
+def grown(base_dir, data_dir, **settings):
     """train.build_model as a fine-tune from base_dir on data_dir, for the tests that look inside."""
-    cfg = {**train.DEFAULTS, "init_from": base_dir, "dataset": data_dir, "dropout": 0.0, **cfg}
-    cfg = train.base_shape(cfg)
+    cfg = {**train.DEFAULTS, "init_from": base_dir, "dataset": data_dir, "dropout": 0.0, **settings}
+    cfg = train.base_shape(cfg, given=set(settings))
     meta = ck.load_meta(os.path.join(data_dir, "meta.pkl"))
     return train.build_model(cfg, meta["vocab_size"], "cpu", meta)[0].eval(), meta
 
@@ -180,9 +180,10 @@ def test_passes_set_the_length_from_the_text(trained_run, tmp_path):
     assert steps["long"] > 2 * steps["short"], f"three times the text should take about three times the steps: {steps}"
 
 
-def test_passes_and_max_iters_together_are_refused(trained_run, tmp_path):
+@pytest.mark.parametrize("max_iters", [8, 5000])  # 5000: train.py's default, asked for all the same
+def test_passes_and_max_iters_together_are_refused(trained_run, tmp_path, max_iters):
     _, mine = prepare_mine(tmp_path, trained_run["out"])
-    proc = finetune(mine, tmp_path / "out", trained_run["out"], "--passes=2", "--max_iters=8")
+    proc = finetune(mine, tmp_path / "out", trained_run["out"], "--passes=2", f"--max_iters={max_iters}")
     assert_user_error(proc, "passes=2", "--passes=0")
     assert not os.path.exists(tmp_path / "out"), "a refused run should leave no out_dir"
 
@@ -200,7 +201,9 @@ def adaptive_base(tmp_path_factory):
 @pytest.mark.parametrize("case, words", [
     ("foreign", ["does not extend", "--vocab_from="]),
     ("longer", ["block_size 32 asked for", "has 16"]),
+    ("longer, train.py's default", ["block_size 256 asked for", "has 16"]),  # asked for is asked for
     ("shape", ["n_layer 3 asked for", "has 2", "drop --n_layer"]),
+    ("shape, train.py's default", ["n_layer 6 asked for", "has 2"]),
     ("adaptive", ["adaptive head", "cannot grow"]),
 ])
 def test_finetune_refusals_change_nothing(trained_run, adaptive_base, tmp_path, case, words):
@@ -210,7 +213,8 @@ def test_finetune_refusals_change_nothing(trained_run, adaptive_base, tmp_path, 
         write_dataset(mine, text=NEW_TEXT * 50)  # its own ids, not the base's
     else:
         _, mine = prepare_mine(tmp_path, base)
-    extra = {"longer": ["--block_size=32"], "shape": ["--n_layer=3"]}.get(case, [])
+    extra = {"longer": ["--block_size=32"], "longer, train.py's default": ["--block_size=256"], "shape": ["--n_layer=3"],
+             "shape, train.py's default": ["--n_layer=6"]}.get(case, [])
     before = {f: os.path.getmtime(os.path.join(base, f)) for f in os.listdir(base)}
     proc = finetune(mine, tmp_path / "out", base, "--max_iters=2", *extra)
     assert_user_error(proc, *words)

@@ -126,8 +126,8 @@ def load_dataset(data_dir, block_size):
     meta_path = os.path.join(data_dir, "meta.pkl")
     if not all(os.path.isfile(os.path.join(data_dir, f)) for f in ("train.bin", "val.bin")):
         name = os.path.basename(os.path.normpath(data_dir))
-        own_script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", name, "prepare.py")
-        fix = (f"run python data/{name}/prepare.py first" if os.path.isfile(own_script) else  # a built-in corpus
+        fix = (f"run python data/{name}/prepare.py first"  # a built-in corpus, with its own script
+               if os.path.isfile(os.path.join(dataset_dir(name), "prepare.py")) else
                f"prepare your text into it: python data/chinese/prepare.py --input=your.txt --out_dir={data_dir}")
         raise UserError(f"dataset '{name}' is not prepared in {data_dir}; {fix}")
     meta, meta_path = (load_meta(meta_path), meta_path) if os.path.isfile(meta_path) else (None, None)

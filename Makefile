@@ -1,7 +1,8 @@
 # babygpt's commands:
 #   make demo   set up, show the shipped models' text, train on 红楼梦 (GPU: config/train_chinese.py;
 #               CPU: the CPU config for 3,600 steps), sample its best.pt (the GPU config overfits after ~500 steps)
-#   make test   set up (and the browser for the web page's test, as root) and run the whole test suite
+#   make test   set up (and, as root, apt-get installs chromium for the web page's browser test) and run
+#               the whole test suite
 #   make test-fast  the same without the slow tests, for the edit loop
 #   make hf     export the shipped model(s) in pretrained/ to Hugging Face transformers folders in hf/
 #   make web    set up and serve the web page on http://127.0.0.1:7860 (WEB_ARGS="--port=8000 --lang=en")
@@ -48,6 +49,13 @@ demo: setup
 		$(PY) train.py config/train_chinese_cpu.py --max_iters=3600 --lr_decay_iters=3600; \
 	fi
 	$(PY) sample.py --out_dir=out-chinese --ckpt=best.pt
+	@echo
+	@echo "Next:"
+	@echo "  $(PY) sample.py --out_dir=out-chinese --ckpt=best.pt --start=宝玉      # your own prompt"
+	@echo "  $(PY) sample.py --out_dir=pretrained/poetry --form=七律 --start=秋夜   # a poem in form"
+	@echo "  $(PY) data/chinese/prepare.py --input=my.txt --out_dir=data/mine --vocab_from=pretrained/hlm"
+	@echo "  $(PY) train.py config/finetune_chinese.py --dataset=mine               # fine-tune on your text"
+	@echo "  make web                                                                 # all of it on a web page"
 
 # remake the shipped model in pretrained/hlm (see its README.md): ~1 hour on a 2-core CPU
 pretrained: setup
@@ -80,7 +88,7 @@ web: setup
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		echo "installing chromium, chromium-driver and fonts-wqy-microhei for the browser test"; \
+		echo "installing chromium, chromium-driver and fonts-wqy-microhei with apt-get for the browser test"; \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			chromium chromium-driver fonts-wqy-microhei; } >/dev/null 2>&1 \
 		|| echo "note: could not install chromium; tests/test_web_browser.py will be skipped"; \

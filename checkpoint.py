@@ -11,11 +11,11 @@ meta.pkl through an unpickler that builds only plain containers, strings and num
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import os
 import pickle
 import random
-import tempfile
 import zipfile
 
 import numpy as np
@@ -39,14 +39,19 @@ def saved_model_args(config):
     return args
 
 
+_writing = set()  # temporary files being written now: remove_partial_files() deletes them on a hard quit
+
+
 def atomic_write(path, write, fsync=True):
     """write(f) into a temporary file beside path, fsync it, then rename it over path.
     A crash or a full disk mid-save leaves the old file whole (os.replace is atomic on one filesystem).
-    fsync=False still never shows a reader half a file; only a power loss can then lose the new one."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    fsync=False still never shows a reader half a file; only a power loss can then lose the new one.
+    The temporary name is registered before the file exists, so a second Ctrl-C arriving at any moment
+    can delete it (remove_partial_files) and leave no half-written file behind."""
+    tmp = f"{os.path.abspath(path)}.{os.getpid()}.{next(_serial)}.tmp"
+    _writing.add(tmp)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             write(f)
             f.flush()
             if fsync:
@@ -56,6 +61,18 @@ def atomic_write(path, write, fsync=True):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    finally:
+        _writing.discard(tmp)
+
+
+_serial = itertools.count()
+
+
+def remove_partial_files():
+    """Delete the temporary files of writes under way (for a process about to quit without finishing them)."""
+    for tmp in list(_writing):
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
 
 
 def save_checkpoint(out_dir, checkpoint, name=CKPT_NAME):
@@ -256,6 +273,11 @@ def load_pretrained(init_from, dropout=0.0):
     meta is the folder's character vocabulary (hfexport.py's tokenizer), and the model then keeps only
     those rows, so its <unk> is never sampled; meta None means GPT-2 BPE."""
     meta = char_vocabulary(init_from) if os.path.isdir(init_from) else None
+    if not os.path.isdir(init_from) and not gpt2_downloaded(init_from) and not hub_reachable():
+        # transformers would retry the hub for ~25 s before saying the same
+        raise UserError(f"cannot load GPT-2 '{init_from}': it is not downloaded yet and the Hugging Face hub cannot "
+                        "be reached; run this once online (it is cached for later), or pass a folder saved with "
+                        "save_pretrained")
     try:
         model = GPT.from_pretrained(init_from, {"dropout": dropout})
     except (OSError, ValueError) as e:
@@ -271,6 +293,26 @@ def load_pretrained(init_from, dropout=0.0):
     model = GPT(dataclasses.replace(model.config, vocab_size=meta["vocab_size"]))
     model.load_state_dict(sd)
     return model, meta
+
+
+def gpt2_downloaded(name):
+    """Is the named model's config already in the Hugging Face cache?"""
+    from huggingface_hub import try_to_load_from_cache
+    return isinstance(try_to_load_from_cache(name, "config.json"), str)
+
+
+def hub_reachable(timeout=5.0):
+    """One request to the Hugging Face hub, no retries: can a download start at all? Offline mode
+    (HF_HUB_OFFLINE=1) counts as reachable: transformers then answers at once by itself."""
+    import httpx
+    from huggingface_hub import constants
+    if constants.HF_HUB_OFFLINE:
+        return True
+    try:
+        httpx.head(constants.ENDPOINT, timeout=timeout)
+        return True
+    except httpx.HTTPError:
+        return False
 
 
 def char_vocabulary(folder):

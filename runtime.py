@@ -6,7 +6,9 @@ Imported by train.py, sample.py and bench.py; it runs nothing on import.
 
 import contextlib
 import os
+import signal
 import sys
+import threading
 
 import torch
 
@@ -30,11 +32,26 @@ def run_main(main):
     except (UserError, ConfigError) as e:
         if os.environ.get("BABYGPT_DEBUG"):
             raise
+        if int(os.environ.get("RANK", "0")) != 0:
+            # under torchrun every rank meets the same refusal (same settings, same files): rank 0 prints it
+            # and fails, so torchrun reports one failure instead of one per process
+            _exit_quietly(0)
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _exit_quietly(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _exit_quietly(130)
+    except SystemExit as e:  # train.py's 130 after a clean stop, --help's 0
+        _exit_quietly(e.code)
+    _exit_quietly(0)
+
+
+def _exit_quietly(code):
+    """sys.exit(code), deaf to Ctrl-C from here on: Python's shutdown puts back the default action for
+    SIGINT, so a Ctrl-C while it tears torch down would kill the process (status -2, not code)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.exit(code)
 
 
 def pick_device(device):
@@ -112,8 +129,9 @@ def setup_ddp(device):
     world_size = int(os.environ["WORLD_SIZE"])
     use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
     if use_cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise UserError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} seen); "
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", local_rank + 1))
+        if local_world > torch.cuda.device_count():  # checked on every rank alike, so rank 0 says it
+            raise UserError(f"{local_world} processes on this machine but {torch.cuda.device_count()} GPUs; "
                             "set --nproc_per_node to at most the number of GPUs")
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)

@@ -2,7 +2,7 @@
 out_dir/status.json: where a training run is, for any program that watches one (the web page, bench.py,
 the tests, your own scripts). train.py writes it; nothing needs to read train.py's printed lines.
 
-    python -c "import status, json; print(json.dumps(status.read_status('out-chinese'), indent=1))"
+    python status.py out-chinese        # state, iteration, losses, speed and ETA of the run in out-chinese/
 
 The file (version 1) is one JSON object, replaced atomically, so a reader never sees half of it:
     version       1; a reader should refuse a version it does not know
@@ -15,15 +15,15 @@ The file (version 1) is one JSON object, replaced atomically, so a reader never 
                   boot, Linux), so a pid reused by another program is not mistaken for the run
     exit_status   null while running; 0 finished, 130 stopped (Ctrl-C), 1 failed
     updated       unix time of this write
-It describes the latest train.py started on that out_dir: a setting refused at the start is recorded as
-'failed' when out_dir exists already (the web page makes it first); a new out_dir is made only once the
-settings passed. A run that died without writing its end (SIGKILL, power loss, a disk too full to write
+It describes the latest train.py that started training in that out_dir: a run refused at the start (a bad
+setting, no dataset, another shape) writes nothing, so a finished run's record stays as it was. A run that died without writing its end (SIGKILL, power loss, a disk too full to write
 this file) still says starting/training/...: tell it by its pid and process_start (is_running, run_alive).
 log.csv beside it has every eval's losses.
 """
 
 import json
 import os
+import sys
 import time
 
 from checkpoint import atomic_write
@@ -83,11 +83,16 @@ class RunStatus:
         self.fields = {"version": VERSION, "state": "starting", "error": None, "iter": 0, "max_iters": max_iters,
                        "train_loss": None, "val_loss": None, "tokens_per_s": None, "eta_s": None, "pid": pid,
                        "process_start": process_start(pid), "exit_status": None, "updated": None}
+        self.started = False
+
+    def start(self):
+        """The first write ('starting'), once the run has passed its checks; nothing is written before."""
+        self.started = True
         self.write()
 
     def write(self):
-        """Replace the file; skipped while out_dir does not exist (train.py makes it once the settings passed)."""
-        if not os.path.isdir(os.path.dirname(os.path.abspath(self.path))):
+        """Replace the file (once started)."""
+        if not self.started:
             return
         self.fields["updated"] = time.time()
         data = json.dumps(self.fields, ensure_ascii=False, indent=1).encode("utf-8")
@@ -114,3 +119,29 @@ class RunStatus:
         """The final write: finished, stopped or failed, with its exit status."""
         self.fields.update(state=state, error=error, exit_status=ENDED[state], eta_s=0.0 if state == "finished" else None)
         self.write()
+
+
+def summary(out_dir, st):
+    """status.json as a few lines for a person (python status.py OUT_DIR)."""
+    state = st["state"] if st["state"] not in RUNNING or is_running(st) else f"died while {st['state']}"
+    fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
+    lines = [f"{out_dir}: {state}" + (f" ({st['error']})" if st["error"] else ""),
+             f"iteration   {st['iter']:,} of {st['max_iters']:,}",
+             f"train loss  {fmt(st['train_loss'], '.4f')}    val loss {fmt(st['val_loss'], '.4f')}",
+             f"speed       {fmt(st['tokens_per_s'], ',.0f')} tokens/s    ETA {fmt(st['eta_s'], '.0f')} s"]
+    if st["exit_status"] is not None:
+        lines.append(f"exit status {st['exit_status']}")
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) != 1 or argv[0].startswith("-"):
+        sys.exit("usage: python status.py OUT_DIR   (the folder of a run, e.g. out-chinese)")
+    st = read_status(argv[0])
+    if st is None:
+        sys.exit(f"error: no status.json in {argv[0]}; train.py writes it once a run starts there")
+    print(summary(argv[0], st))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

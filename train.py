@@ -25,7 +25,8 @@ import torch
 
 from checkpoint import (BEST_NAME, CKPT_NAME, META_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_model_folder,
                         is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint,
-                        read_model_args, rng_states, save_checkpoint, saved_model_args, set_rng_states, token_dtype)
+                        read_model_args, remove_partial_files, rng_states, save_checkpoint, saved_model_args,
+                        set_rng_states, token_dtype)
 from configurator import ConfigError, configure, settings
 from model import GPT, GPTConfig
 from progress import log_eval, progress_bar, say, start_log
@@ -231,12 +232,16 @@ def frequency_rank(data, vocab_size, chunk=1 << 24):
     return torch.from_numpy(rank)
 
 
-def make_out_dir(out_dir):
-    """Fail at the start, not after an hour of training, when out_dir cannot be a folder."""
+def make_out_dir(out_dir, init_from):
+    """Fail at the start, not after an hour of training, when out_dir cannot be a folder; and say so when
+    this run will replace one that is there (nanoGPT replaces it without a word)."""
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create out_dir '{out_dir}' ({e.strerror}); choose another --out_dir") from None
+    if init_from != "resume" and os.path.isfile(os.path.join(out_dir, CKPT_NAME)):
+        print(f"note: {out_dir} holds an earlier run: this one replaces its {CKPT_NAME}, {BEST_NAME} and log "
+              "as it saves (--init_from=resume continues it; --out_dir=... keeps it)", file=sys.stderr)
 
 
 def model_args_for(cfg, vocab_size):
@@ -416,9 +421,10 @@ def start_run(cfg, status=None):
     if model.config.adaptive_head and cfg["init_from"] == "scratch":  # resumed and fine-tuned ones keep theirs
         model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
     wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written
-    make_out_dir(cfg["out_dir"])  # before compiling and training, which can take minutes
+    if master and not cfg["eval_only"]:  # eval_only writes nothing
+        make_out_dir(cfg["out_dir"], cfg["init_from"])  # before compiling and training, which can take minutes
     if status is not None:
-        status.write()  # 'starting', now that out_dir exists
+        status.start()  # the first write: every refusal came before, and left out_dir as it was
     model.to(dev)
     log(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
     optimizer = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]),
@@ -485,6 +491,7 @@ def save(r):
     """ckpt.pt with everything an exact resume needs (nanoGPT's keys, plus RNG and GradScaler state),
     and the vocabulary beside it."""
     set_state(r, "saving")
+    save_meta(r)
     save_checkpoint(r.cfg["out_dir"], {
         **weights(r),
         "optimizer": r.optimizer.state_dict(),
@@ -492,14 +499,20 @@ def save(r):
         "scaler": r.scaler.state_dict(),
         **({"start": r.start} if r.start else {}),
     })
-    if r.meta_path:
-        copy_meta(r.meta_path, r.cfg["out_dir"])
 
 
 def save_best(r):
     """best.pt: the weights with the lowest val loss so far, for sampling (no optimizer: a third of the size).
     ckpt.pt stays the latest model: on a small corpus the latest is often overfit and worse."""
+    set_state(r, "saving")
+    save_meta(r)
     save_checkpoint(r.cfg["out_dir"], weights(r), name=BEST_NAME)
+
+
+def save_meta(r):
+    """The vocabulary beside the checkpoints, first: a checkpoint is never on disk without it."""
+    if r.meta_path:
+        copy_meta(r.meta_path, r.cfg["out_dir"])
 
 
 def evaluate_and_save(r, lr):
@@ -521,11 +534,11 @@ def evaluate_and_save(r, lr):
                          "lr": lr, **mfu_pct}, step=r.iter_num)
     improved = losses["val"] < r.best_val_loss
     r.best_val_loss = min(r.best_val_loss, losses["val"])
-    if r.iter_num == 0 and cfg["init_from"] == "scratch":
-        return  # random weights: nothing worth a file (a fine-tune's step 0 is its base, which later steps must beat)
-    if improved:
-        set_state(r, "saving")
+    if improved:  # from the first eval on: a run whose val loss never beats step 0 still has a best.pt
         save_best(r)
+    if r.iter_num == 0 and cfg["init_from"] == "scratch":
+        set_state(r, "training")
+        return  # random weights: no ckpt.pt to resume from (a fine-tune's step 0 is its base)
     # nanoGPT saves only on improvement; a small corpus that overfits early would then never
     # be saved at all, so always_save_checkpoint keeps the latest weights at every eval
     if improved or cfg["always_save_checkpoint"]:
@@ -592,18 +605,42 @@ def log_step(r, loss, lr, dt):
 
 class StopRequest:
     """Ctrl-C (SIGINT, also what the web page's Stop sends) asks for a clean stop: the loop finishes
-    its step, saves ckpt.pt and exits. A second Ctrl-C raises KeyboardInterrupt at once.
+    its step, saves ckpt.pt and exits. A second Ctrl-C quits at once, whatever the process is doing:
+    a save under way is abandoned (its temporary file deleted, the previous ckpt.pt kept) and nothing
+    else runs. Raising KeyboardInterrupt instead would land at a random spot (inside torch.save, a
+    tqdm write) and could be swallowed there or print a traceback.
     Not under DDP: the ranks would stop at different steps and wait for each other forever."""
 
-    def __init__(self, install):
-        self.requested = False
+    def __init__(self, install, status=None):
+        self.requested, self.status = False, status
         if install:
+            # Python runs the handler once for all the signals that came before it got to it, so two quick
+            # Ctrl-Cs could count as one; its C handler also writes a byte per signal to the wakeup fd: count those
+            self.signals, wakeup = os.pipe()
+            os.set_blocking(self.signals, False)
+            os.set_blocking(wakeup, False)
+            signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
             signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame):
+        try:
+            count = os.read(self.signals, 1024).count(bytes([signal.SIGINT]))
+        except BlockingIOError:
+            count = 1
+        if self.requested or count > 1:
+            self._quit()
         self.requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("stopping after this step; Ctrl-C again to quit without saving", file=sys.stderr, flush=True)
+        # os.write, not print: the signal may arrive while the main thread is inside a print to stderr
+        os.write(2, b"stopping after this step; Ctrl-C again to quit without saving\n")
+
+    def _quit(self):
+        remove_partial_files()
+        if self.status is not None:
+            self.status.end("stopped", error="interrupted before saving")
+        os.write(2, b"interrupted\n")
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()  # the log lines printed so far
+        os._exit(130)
 
 
 def finish(r):
@@ -624,9 +661,8 @@ def finish(r):
 
 def start_status(cfg):
     """out_dir/status.json for this run (see status.py); None on DDP ranks other than 0 and for eval_only,
-    which writes nothing. An existing out_dir (the web page makes it first) gets 'starting' now, so a setting
-    refused at the start shows there as 'failed'; a new one is made, and written to, only once the settings
-    passed: a refused run then leaves nothing behind."""
+    which writes nothing. Nothing is written until the settings, the dataset and the model have passed
+    their checks (start_run): a refused run leaves out_dir exactly as it was, a finished run's record too."""
     if cfg["eval_only"] or int(os.environ.get("RANK", "0")) != 0:
         return None
     return RunStatus(cfg["out_dir"], cfg["max_iters"])
@@ -639,7 +675,7 @@ def run_training(cfg, given, status):
     cfg = base_shape(cfg, given)
     r = start_run(cfg, status)
     cfg = r.cfg  # with max_iters from passes
-    stop = StopRequest(install=r.master and not r.ddp and not cfg["eval_only"])
+    stop = StopRequest(install=r.master and not r.ddp and not cfg["eval_only"], status=status)
     accum_steps = cfg["gradient_accumulation_steps"] // int(os.environ.get("WORLD_SIZE", "1"))  # per rank
     max_iters, t0, stopped = cfg["max_iters"], time.time(), False
     while True:

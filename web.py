@@ -422,13 +422,16 @@ def duration(seconds):
     return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
 
 
-def job_status(job, st, lang):
-    """One line for the run the page started: from its status.json (st), once that file is this process's."""
+def job_status(job, st, lang, log=""):
+    """One line for the run the page started: from its status.json (st), once that file is this process's.
+    train.py refuses bad settings before it writes anything in out_dir: such a run ended without a status
+    of its own, and its one-line error is the last 'error: ' line of its log, shown as it is."""
     alive = job_alive(job)
-    if not st or st["pid"] != job["pid"]:  # train.py has not written its status yet, or could not
+    if not st or st["pid"] != job["pid"]:  # train.py has not written its status yet, or refused to start
         if alive:
             return text("msg.starting", lang).format(pid=job["pid"])
-        return text("msg.no_status", lang)
+        refusal = [line for line in log.splitlines() if line.startswith("error: ")]
+        return text("msg.failed", lang).format(line=refusal[-1]) if refusal else text("msg.no_status", lang)
     state = st["state"]
     if state in status.RUNNING and not alive:
         return text("msg.died", lang).format(state=state, iter=st["iter"])
@@ -746,7 +749,7 @@ def on_start(base, resume, config, dataset, out_name, *rest):
                 pid = st["pid"] if status.is_running(st) else job["pid"]
                 return text("msg.busy", lang).format(out=out_name, pid=pid), job["command"] if job else ""
             job = start_training(argv, run_dir)
-    except (UserError, ConfigError) as e:  # train.py's own refusals arrive through its status.json
+    except (UserError, ConfigError) as e:  # train.py's own refusals: the last line of its log
         return f"error: {shown(e, base)}", ""
     return text("msg.started", lang).format(pid=job["pid"]), job["command"]
 
@@ -774,8 +777,9 @@ def on_poll(base, out_name, lang):
     job = read_job(run_dir)
     if not job:
         return text("msg.no_job", lang).format(out=name), "", "", loss_frame(run_dir)
-    line = shown(job_status(job, status.read_status(run_dir), lang), base)
-    return line, job["command"], log_text(run_dir, job), loss_frame(run_dir)
+    log = log_text(run_dir, job)
+    line = shown(job_status(job, status.read_status(run_dir), lang, log), base)
+    return line, job["command"], log, loss_frame(run_dir)
 
 
 def on_curve(base, run):

@@ -90,10 +90,18 @@ def test_train_refuses_a_longer_context_than_gpt2(gpt2_dir, bpe_dataset, tmp_pat
     assert_user_error(proc, "block_size 64", "--block_size=32")
 
 
-def test_named_gpt2_offline_is_one_line(bpe_dataset, tmp_path):
+@pytest.mark.parametrize("offline_mode", [True, False])
+def test_named_gpt2_offline_is_one_line(bpe_dataset, tmp_path, offline_mode):
+    """Offline, a named GPT-2 that is not downloaded is one line at once: in HF_HUB_OFFLINE mode from
+    transformers, else after one refused request to the hub (no retries; the proxy is a closed local port)."""
+    env = dict(OFFLINE, HF_HOME=str(tmp_path / "hf"))
+    if not offline_mode:
+        del env["HF_HUB_OFFLINE"]
     proc = run("train.py", "--init_from=gpt2", f"--dataset={bpe_dataset}", f"--out_dir={tmp_path}", *TINY,
-               env_extra=dict(OFFLINE, HF_HOME=str(tmp_path / "hf")))
-    assert_user_error(proc, "cannot load GPT-2 'gpt2'", "save_pretrained")
+               env_extra=env, fresh=True)  # fresh: huggingface_hub reads HF_HUB_OFFLINE when imported
+    assert_user_error(proc, "cannot load GPT-2 'gpt2'", "save_pretrained",
+                      *([] if offline_mode else ["cannot be reached"]))
+    assert "Retry" not in proc.stdout + proc.stderr, f"the hub should be asked once, not retried:\n{proc.stderr}"
     assert not os.path.exists(os.path.join(tmp_path, "ckpt.pt")), "a refused run should save nothing"
 
 

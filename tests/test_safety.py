@@ -272,3 +272,53 @@ def test_more_bad_sampling_settings(trained_run, args, words):
 def test_debug_env_shows_the_traceback(tmp_path, tiny_data):
     proc = train(tiny_data, tmp_path / "o", "--batch_size=0", env_extra={"BABYGPT_DEBUG": "1"})
     assert proc.returncode != 0 and "Traceback" in proc.stderr, f"BABYGPT_DEBUG=1 should show the traceback:\n{proc.stderr}"
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A run that finished (ckpt.pt, best.pt, meta.pkl, log.csv, loss.png, status.json), and its dataset."""
+    root = tmp_path_factory.mktemp("finished")
+    data, out = str(root / "data"), str(root / "out")
+    write_dataset(data)
+    proc = train(data, out, "--max_iters=4", "--eval_interval=2")
+    assert proc.returncode == 0, proc.stderr
+    write_dataset(str(root / "other"), text="春眠不觉晓，处处闻啼鸟。" * 80)  # another vocabulary
+    return data, out, str(root / "other")
+
+
+def tree_bytes(folder):
+    """{file name: its bytes} for every file in folder."""
+    return {name: file_bytes(os.path.join(folder, name)) for name in sorted(os.listdir(folder))}
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--batch_size=abc"], "batch_size must be int"),
+    (["--batch_szie=3"], "did you mean 'batch_size'"),
+    (["--dataset=nosuchdata"], "is not prepared"),
+    (["--n_embd=33"], "must be divisible"),
+    (["--batch_size=0"], "batch_size must be at least 1"),
+    (["--block_size=5000"], "lower --block_size"),
+    (["--dropout=1.5"], "dropout must be in [0, 1)"),
+    (["--learning_rate=0"], "learning_rate must be > 0"),
+    (["--max_iters=-1"], "max_iters must be 0 or more"),
+    (["--init_from=gpt3"], "init_from must be"),
+    (["--dtype=float8"], "unknown dtype"),
+    (["--device=tpu"], "unknown device"),
+    (["--passes=2", "--max_iters=5"], "add --passes=0"),
+    (["--decay_to_start=True"], "decay_to_start"),
+    (["--init_from=resume", "--n_layer=3"], "drop --n_layer"),
+    (["--init_from=resume", "--dataset=OTHER"], "vocab_size"),
+    (["--init_from=OUT", "--n_layer=3"], "drop --n_layer"),
+    (["--init_from=OUT", "--dataset=OTHER"], "--vocab_from="),
+])
+def test_every_refusal_leaves_a_finished_run_as_it_was(finished_run, args, words):
+    """Each refusal, run into the folder of a finished run, answers with one line and leaves every file
+    there byte for byte as it was: status.json still says finished."""
+    data, out, other = finished_run
+    before = tree_bytes(out)
+    args = [a.replace("OTHER", other).replace("OUT", out) for a in args]
+    proc = run("train.py", f"--dataset={data}", *TINY, f"--out_dir={out}", *args)
+    assert_user_error(proc, words)
+    after = tree_bytes(out)
+    changed = sorted(n for n in before.keys() | after.keys() if before.get(n) != after.get(n))
+    assert not changed, f"{' '.join(args)} changed {changed} in the finished run's folder"

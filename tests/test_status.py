@@ -56,16 +56,17 @@ def test_status_follows_a_run_to_its_end_without_its_output(tmp_path, tiny_data)
     assert web.job_status(job, st, "en") == "**finished**: 40 iterations", web.job_status(job, st, "en")
 
 
-def test_a_refused_setting_is_the_failed_state_with_train_pys_line(tmp_path, tiny_data):
-    """In an existing out_dir (the page makes it first) a refusal is recorded; a new one is not even made."""
+def test_a_refused_setting_writes_no_status_and_the_page_shows_its_line(tmp_path, tiny_data):
+    """A refusal writes nothing, in an existing out_dir (the page makes it first) or a new one (not even made);
+    the page shows train.py's one line from the log as failed."""
     out = tmp_path / "out"
     out.mkdir()
     proc = run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, "--n_embd=33")
-    st = status.read_status(str(out))
-    assert proc.returncode == 1 and st is not None, f"a refusal should exit 1 and be recorded:\n{proc.stderr}"
-    assert (st["state"], st["exit_status"]) == ("failed", 1), f"the failed state: {st}"
-    assert st["error"] == proc.stderr.strip().splitlines()[-1], f"the same line as on stderr: {st['error']!r}"
-    assert "must be divisible" in st["error"], st["error"]
+    assert proc.returncode == 1 and "must be divisible" in proc.stderr, f"a refusal should exit 1:\n{proc.stderr}"
+    assert os.listdir(out) == [], f"a refused run should write nothing in out_dir: {os.listdir(out)}"
+    job = {"pid": 2 ** 22 + 7, "process_start": None}  # a pid no process has: the job has ended
+    line = web.job_status(job, None, "en", log=proc.stdout + proc.stderr)
+    assert line == "**failed**: " + proc.stderr.strip().splitlines()[-1], f"the page's line: {line!r}"
     fresh = tmp_path / "fresh"
     run("train.py", f"--dataset={tiny_data}", f"--out_dir={fresh}", *TINY, "--n_embd=33")
     assert not fresh.exists(), "a refused run in a new out_dir should leave nothing behind"
@@ -87,3 +88,27 @@ def test_a_killed_run_is_told_by_its_pid_and_start_time(tmp_path, tiny_data):
     assert not status.is_running(st), "its process is gone: not running"
     line = web.job_status({"pid": st["pid"], "process_start": st["process_start"]}, st, "en")
     assert line.startswith("**died**") and "iteration" in line, f"the page should say it died: {line}"
+
+
+def test_status_py_prints_a_run_for_a_person(tmp_path, tiny_data):
+    out = str(tmp_path / "out")
+    assert run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, "--max_iters=6").returncode == 0
+    proc = run("status.py", out)
+    st = status.read_status(out)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{out}: finished" in proc.stdout, f"the state first:\n{proc.stdout}"
+    assert "iteration   6 of 6" in proc.stdout and f"{st['val_loss']:.4f}" in proc.stdout, proc.stdout
+    empty = run("status.py", str(tmp_path))
+    assert empty.returncode == 1 and "no status.json" in empty.stderr and "Traceback" not in empty.stderr, empty.stderr
+
+
+def test_training_over_a_run_says_it_replaces_it_and_eval_only_writes_nothing(tmp_path, tiny_data):
+    out = tmp_path / "out"
+    first = run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, "--max_iters=2")
+    assert first.returncode == 0 and "holds an earlier run" not in first.stderr, first.stderr
+    again = run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, "--max_iters=2")
+    assert "note:" in again.stderr and "holds an earlier run" in again.stderr, f"say it replaces:\n{again.stderr}"
+    fresh = tmp_path / "eval"
+    proc = run("train.py", f"--dataset={tiny_data}", f"--out_dir={fresh}", *TINY, "--eval_only=True")
+    assert proc.returncode == 0 and "val loss" in proc.stdout, proc.stderr
+    assert not fresh.exists(), f"eval_only should write nothing, left {os.listdir(fresh)}"

@@ -341,9 +341,9 @@ def test_form_refusals_are_one_line_and_change_nothing(page, trained, out, data,
     ("nosuch", {}, ["python data/chinese/prepare.py --input=your.txt --out_dir="]),
     ("mytext", {"init_from": "resume"}, ["no checkpoint"]),
 ])
-def test_train_py_refusals_reach_the_page_through_status_json(page, trained, data, changes, words):
-    """The page does not re-run train.py's checks: train.py refuses, writes 'failed' with its one line into
-    status.json, and the page shows that line. Nothing outside the run's folder changes, and no checkpoint."""
+def test_train_py_refusals_reach_the_page_as_failed_with_their_line(page, trained, data, changes, words):
+    """The page does not re-run train.py's checks: train.py refuses before writing anything in out_dir, and
+    the page shows its one line as failed. Nothing outside the run's folder changes, and no checkpoint."""
     client, root, _ = page
     out = "out-refused"
     outside = lambda t: {k: v for k, v in t.items() if not k.startswith(out + os.sep)}  # noqa: E731

@@ -77,3 +77,15 @@ def test_adaptive_head_trains_when_a_batch_has_no_rare_token(tmp_path):
     assert proc.returncode == 0, f"2-process training failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
     assert "largest weight difference between ranks 0.000e+00" in proc.stdout, proc.stdout
     assert ck.load_checkpoint(out)["model_args"]["adaptive_head"] == 2
+
+
+def test_a_refusal_under_torchrun_is_one_line_and_one_failure(tmp_path, tiny_data):
+    """Every rank meets the same bad setting: rank 0 prints the one line, the others exit quietly, so
+    torchrun's report names one failed rank, not one per process."""
+    proc = torchrun(2, f"--dataset={tiny_data}", f"--out_dir={tmp_path / 'o'}", *TINY, "--n_embd=33")
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, "the refusal should fail the torchrun"
+    assert output.count("error: n_embd (33) must be divisible") == 1, f"one line, from rank 0:\n{output}"
+    failed = re.findall(r"^\s*rank\s*: (\d+)", output, re.M)
+    assert failed == ["0"], f"torchrun should report rank 0 alone as failed, reports {failed}:\n{output[-2000:]}"
+    assert not (tmp_path / "o").exists(), "a refused run should write nothing"

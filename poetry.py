@@ -641,10 +641,20 @@ def novelty(poems, corpus, stoi):
             "longest_copy_text": text}
 
 
+def rule_rate(poems, tone=True, rhyme=True, book="pingshui"):
+    """The share of the regular poems that keep the rule (keeps_rule, the one the masks enforce): tone for 平仄,
+    rhyme for one rhyme group with no character twice; None when no poem is regular."""
+    regular = [b for b in bodies(poems) if form_of(b)]
+    rules = rhymebook.book(book)
+    return sum(keeps_rule(b, rules, tone, rhyme) for b in regular) / len(regular) if regular else None
+
+
 def measure(poems, corpus=None, stoi=None):
-    """All of bench.py's figures for a list of poems: form_rate, rhyme_rate, repeat_rate and, given the
-    training text (corpus, stoi), copied_lines, longest_copy and longest_copy_text."""
+    """All of bench.py's figures for a list of poems: form_rate, rhyme_rate (pinyin), tone_rate (平仄 kept),
+    pingshui_rate (one 平水韵 group, no rhyme twice) and, given the training text (corpus, stoi),
+    copied_lines, longest_copy and longest_copy_text."""
     figures = {"poems": len(poems), "form_rate": form_rate(poems), "rhyme_rate": rhyme_rate(poems),
+               "tone_rate": rule_rate(poems, rhyme=False), "pingshui_rate": rule_rate(poems, tone=False),
                "repeat_rate": repeat_rate(poems)}
     if corpus is not None:
         figures.update(novelty(poems, corpus, stoi))

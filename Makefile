@@ -42,7 +42,7 @@ data/poetry/train.bin: $(VENV)/.installed
 # something to read while the demo trains: a few lines from each shipped model (pretrained/hlm, pretrained/poetry)
 demo: setup
 	$(PY) sample.py --out_dir=pretrained/hlm --num_samples=1 --max_new_tokens=200
-	$(PY) sample.py --out_dir=pretrained/poetry --num_samples=2 --acrostic=春夏秋冬 --rhyme=True
+	$(PY) sample.py --out_dir=pretrained/poetry --num_samples=2 --acrostic=春夏秋冬
 	if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		$(PY) train.py config/train_chinese.py; \
 	else \

@@ -671,7 +671,8 @@ def poem_settings(title, body, setting):
     if setting == "acrostic":  # the real poem's own line heads, when it has 4 or 8 lines
         heads = "".join(line[:1] for line in poetry.poem_lines(body))
         return {"acrostic": heads} if len(heads) in (4, 8) and all(map(poetry.is_han, heads)) else {}
-    return {"": {}, "rhyme": {"rhyme": True}, "form": {"form": "七绝"}}[setting]
+    # --tone and --rhyme are on by default with a form: "bare" is the form alone, as sampling was before them
+    return {"": {}, "bare": {"form": "七绝", "tone": False, "rhyme": False}, "form": {"form": "七绝"}}[setting]
 
 
 def write_poems(cfg, titles, bodies, setting, per_title):
@@ -693,7 +694,7 @@ def write_poems(cfg, titles, bodies, setting, per_title):
     return poems
 
 
-SETTINGS = {"": "no option", "rhyme": "--rhyme=True", "form": "--form=七绝", "acrostic": "--acrostic=<real heads>"}
+SETTINGS = {"": "no option", "bare": "七绝 tone, rhyme off", "form": "--form=七绝", "acrostic": "--acrostic=<real heads>"}
 
 
 def bench_poems(args):
@@ -720,7 +721,8 @@ def bench_poems(args):
     print(f"poems for {len(titles)} val titles of {os.path.relpath(dataset_path, ROOT)}, {args.per_title} each, "
           f"from {run_dir}")
     print(f"{'':<22}" + "".join(f"{label[:24]:>26}" for label in columns))
-    for key, fmt in [("poems", "{:.0f}"), ("form_rate", "{:.3f}"), ("rhyme_rate", "{:.3f}"), ("repeat_rate", "{:.3f}"),
+    for key, fmt in [("poems", "{:.0f}"), ("form_rate", "{:.3f}"), ("rhyme_rate", "{:.3f}"), ("tone_rate", "{:.3f}"),
+                     ("pingshui_rate", "{:.3f}"), ("repeat_rate", "{:.3f}"),
                      ("copied_lines", "{:.3f}"), ("longest_copy", "{:.0f}")]:
         cells = ["-" if f[key] is None else fmt.format(f[key]) for f in figures.values()]
         print(f"{key:<22}" + "".join(f"{c:>26}" for c in cells))

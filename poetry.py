@@ -17,6 +17,7 @@ A line (句) is the run of characters closed by ，。？！ or ；. A 词's tit
 、 (the 逗 inside a 词's line) does not close a line.
 """
 
+import collections
 import difflib
 import functools
 import re
@@ -24,6 +25,7 @@ import re
 import torch
 
 import copycheck
+import rhymebook
 from runtime import UserError
 
 LINE_END = "，。？！；"    # close a line (句); the corpus uses ； between clauses as it uses ，
@@ -35,7 +37,8 @@ TITLE_MAX = 20            # a title the model writes stops here: 97 % of the 全
 # the regular forms as patterns: each line's length and closing mark (odd lines ，, even lines 。, as most
 # of the corpus' regular poems are punctuated), then a newline after every 。
 FORMS = {"五绝": "5，5。" * 2, "七绝": "7，7。" * 2, "五律": "5，5。" * 4, "七律": "7，7。" * 4}
-ALIASES = {"wujue": "五绝", "qijue": "七绝", "wulv": "五律", "qilv": "七律"}
+COUPLET = "对联"           # --form=对联: the 下联 of the 上联 given as the prompt
+ALIASES = {"wujue": "五绝", "qijue": "七绝", "wulv": "五律", "qilv": "七律", "duilian": COUPLET}
 
 
 # -----------------------------------------------------------------------------
@@ -143,31 +146,186 @@ def rhyme_hits(body):
 
 
 # -----------------------------------------------------------------------------
+# 平仄 and rhyme by a rhyme book (rhymebook.py): one rule for regulated verse (近体诗) and one for a 对联, each
+# read by the decode-time masks below and by the checker (keeps_rule, keeps_couplet) that tests and bench use
+
+Spec = collections.namedtuple("Spec", "tone rhymed avoid", defaults=("", False, ""))
+Spec.__doc__ = """What may stand at one character of a line: tone '' (any), '平' or '仄'; rhymed: in the poem's
+one rhyme group, no rhyme character twice; avoid: a character that may not stand there ('' none)."""
+FREE = Spec()
+PING, ZE = rhymebook.PING, rhymebook.ZE
+OPPOSITE = {PING: ZE, ZE: PING}
+
+
+def line_specs(n, lines, tone=True, rhyme=True):
+    """The ways a regular poem (lines lines of n characters) may go: variants, each one list of n Specs per
+    line. With tone, 4 variants: 平起 or 仄起 (the first line's 2nd character), first line rhymed (ends 平 on
+    the rhyme) or not (ends 仄). In a line the 2nd, 4th and 6th characters alternate; the two lines of a couplet
+    are opposed (对) there and a couplet's first line sticks (粘) to the line before; even lines end 平 on the
+    rhyme, odd lines after the first on 仄; the 1st, 3rd and 5th are free (一三五不论). The model picks the
+    variant: the mask allows the union of those still open. Without tone: one variant, even lines rhymed."""
+    if not tone:
+        return [[[FREE] * (n - 1) + [Spec(rhymed=rhyme and i % 2 == 1)] for i in range(lines)]]
+    variants = []
+    for first in (PING, ZE):
+        for first_rhymes in (True, False):
+            rows = []
+            for i in range(1, lines + 1):
+                t = first if i % 4 in (0, 1) else OPPOSITE[first]  # lines 2, 3 opposite (对, then 粘), 4, 5 back
+                row = [Spec(t if j % 4 == 2 else OPPOSITE[t]) if j % 2 == 0 else FREE for j in range(1, n)]
+                rhymed = i % 2 == 0 or (i == 1 and first_rhymes)
+                rows.append(row + [Spec(PING, rhyme) if rhymed else Spec(ZE)])
+            variants.append(rows)
+    return variants
+
+
+def fits(ch, spec, book):
+    """Whether character ch may stand where spec says: a Chinese character, not the one to avoid, able to take
+    the tone (a character with two readings takes either; one the book does not know takes none)."""
+    return is_han(ch) and ch != spec.avoid and (not spec.tone or spec.tone in book.tones(ch))
+
+
+def rhymes_together(chars, book, ping_only=True):
+    """Whether chars share a rhyme group (a 平 group with ping_only) and none comes twice."""
+    if not chars:
+        return True
+    shared = functools.reduce(frozenset.intersection, (book.groups(c, ping_only) for c in chars))
+    return bool(shared) and len(set(chars)) == len(chars)
+
+
+def keeps_rule(body, book, tone=True, rhyme=True):
+    """Whether a poem's body is a regular poem that keeps the rule line_specs states (tone: 平仄; rhyme: one
+    rhyme group, no rhyme character twice), in some variant. Not a regular poem: False."""
+    if not form_of(body):
+        return False
+    lines = poem_lines(body)
+    for variant in line_specs(len(lines[0]), len(lines), tone, rhyme):
+        pairs = [(ch, s) for line, specs in zip(lines, variant) for ch, s in zip(line, specs)]
+        if all(fits(ch, s, book) for ch, s in pairs) and \
+                rhymes_together([ch for ch, s in pairs if s.rhymed], book, ping_only=tone):
+            return True
+    return False
+
+
+def couplet_specs(upper, book):
+    """What the 下联 of a 上联 may hold, one entry per character of the 上联: its marks as themselves, for a
+    character a Spec that avoids the 上联's own character there (同位不同字: so never the 上联 again), opposes its
+    tone at the 2nd, 4th and 6th characters of each clause where the 上联's character has one tone (a
+    character with two readings, or one the book does not know, leaves the tone free), and ends on 平."""
+    specs, j = [], 0
+    for k, ch in enumerate(upper):
+        if ch in PUNCT:
+            specs.append(ch)
+            j = 0
+            continue
+        j += 1
+        tones = book.tones(ch)
+        tone = OPPOSITE[next(iter(tones))] if j in (2, 4, 6) and len(tones) == 1 else ""
+        specs.append(Spec(PING if k == len(upper) - 1 else tone, avoid=ch))
+    return specs
+
+
+def keeps_couplet(upper, lower, book):
+    """Whether lower is a 下联 of upper by couplet_specs (the texts without a closing mark)."""
+    specs = couplet_specs(upper, book)
+    return len(lower) == len(specs) and all(
+        fits(ch, s, book) if isinstance(s, Spec) else ch == s for ch, s in zip(lower, specs))
+
+
+def couplet_prompt(text, meta, book):
+    """--start as a 上联 -> (what the model reads: the 上联 and a comma, as a couplet's first line stands in
+    the corpus; what is printed: the 上联 on its row). A 上联 that is empty, holds a character that is not
+    Chinese or that the model never saw, or cannot end on 仄, is a one-line UserError."""
+    upper = text.strip().rstrip(LINE_END)
+    if not upper:
+        raise UserError("--form=对联 writes the 下联 of a 上联: give the 上联 with --start=, e.g. --start=春回大地千山秀")
+    if meta is None:
+        check_vocabulary(meta, [], "")
+    bad = [c for c in upper if not is_han(c) and c not in PUNCT]
+    if bad or re.search(f"(^|[{PUNCT}])[{PUNCT}]", upper):
+        raise UserError(f"--start={upper}: a 上联 is Chinese characters in clauses split by ，；、"
+                        + (f"; {''.join(bad)!r} is not a Chinese character" if bad else ""))
+    unknown = [c for c in dict.fromkeys(upper) if c not in meta["stoi"]]
+    if unknown:
+        raise UserError(f"--start={upper}: {''.join(unknown)!r} is outside the model's vocabulary; pick other characters")
+    tones = book.tones(upper[-1])
+    if ZE not in tones:
+        why = f"ends on 平 ({upper[-1]})" if tones else f"ends on {upper[-1]}, whose tone the rhyme book does not know"
+        raise UserError(f"--start={upper}: the 上联 {why}; a 上联 ends on 仄 and its 下联 on 平: swap the lines "
+                        "or end the 上联 on a 仄 character")
+    return upper + "，", upper + "\n"
+
+
+# -----------------------------------------------------------------------------
 # the constraint: at each step, only what the form allows may be sampled
 
-HAN, RHYME, PAD = -1, -2, -3  # template slots: any Han character, one on the row's rhyme, past the end;
-                              # a slot >= 0 is that token id, fixed (a mark, a newline, an acrostic character)
-
-
-def compile_pattern(pattern, stoi, acrostic="", rhyme=False):
-    """The token slots of a poem body in pattern, its closing blank row included: '5，5。' ->
-    [HAN x5, ，, HAN x4, RHYME or HAN, 。, \\n, \\n]. acrostic[i] is fixed at the start of line i; the
-    rhyme slots are the last characters of the lines closed by a sentence end (a regular poem's even lines)."""
+def compile_pattern(pattern, stoi, acrostic="", specs=None):
+    """The slots of a poem body in pattern, its closing blank row included: a list of (what, rhymed), what a
+    Spec or a fixed token id (a mark, a newline, an acrostic character). specs: one list of Specs per segment
+    of the pattern (default FREE, no rhyme); acrostic[i] is fixed at the start of line i (no regular form
+    constrains a line's first character; in a 词's 1-character line it wins over the rhyme)."""
+    segments = parse_pattern(pattern)
+    specs = specs or [[FREE] * n for n, _ in segments]
     slots, line, line_start = [], 0, True
-    for n, mark in parse_pattern(pattern):
+    for (n, mark), seg in zip(segments, specs):
         for j in range(n):
-            if j == 0 and line_start and acrostic:
-                slots.append(stoi[acrostic[line]])  # it wins over rhyme in a 1-character line
-            elif rhyme and j == n - 1 and mark in SENTENCE_END:
-                slots.append(RHYME)
-            else:
-                slots.append(HAN)
-        slots.append(stoi[mark])
+            fixed = j == 0 and line_start and acrostic
+            slots.append((stoi[acrostic[line]], False) if fixed else (seg[j], seg[j].rhymed))
+        slots.append((stoi[mark], False))
         line_start = mark in LINE_END
         line += line_start
         if mark in SENTENCE_END:
-            slots.append(stoi["\n"])
-    return slots + [stoi["\n"]]  # the blank row that ends the poem
+            slots.append((stoi["\n"], False))
+    return slots + [(stoi["\n"], False)]  # the blank row that ends the poem
+
+
+def ci_specs(pattern, rhyme):
+    """A 词牌's Specs: free, with the last character of each segment closed by a sentence end rhymed."""
+    return [[FREE] * (n - 1) + [Spec(rhymed=rhyme and mark in SENTENCE_END)] for n, mark in parse_pattern(pattern)]
+
+
+class SlotSets:
+    """The sets of token ids a slot may take, (S, V) bool, built once per constraint so that a step costs one
+    gather: set 0 is empty (past a template's end), set 1 any Han character; add() appends a Spec's or a fixed
+    token's. base[s] is the set s backs off to (see PoemConstraint): any Han character for a Spec's set."""
+
+    def __init__(self, itos, book):
+        self.chars = [itos[i] for i in range(len(itos))]
+        self.book, self.V = book, len(self.chars)
+        han = torch.tensor([is_han(c) for c in self.chars])
+        self.rows, self.base, self.index = [torch.zeros(self.V, dtype=torch.bool), han], [0, 1], {}
+        self.tone_rows = {}
+
+    def _tone(self, tone):
+        if tone not in self.tone_rows:  # a 平 or 仄 set is asked for once, not per slot
+            self.tone_rows[tone] = torch.tensor([tone in self.book.tones(c) for c in self.chars]) & self.rows[1]
+        return self.tone_rows[tone]
+
+    def add(self, what):
+        """The set index of a Spec (rhymed is the constraint's business, not the set's) or of a token id."""
+        key = what if isinstance(what, int) else what._replace(rhymed=False)
+        if key not in self.index:
+            if isinstance(key, int):
+                row = torch.zeros(self.V, dtype=torch.bool)
+                row[key] = True
+            else:
+                row = self._tone(key.tone) if key.tone else self.rows[1]
+                if key.avoid in self.chars:
+                    row = row.clone()
+                    row[self.chars.index(key.avoid)] = False
+            self.index[key] = len(self.rows)
+            self.base.append(len(self.rows) if isinstance(key, int) else 1)
+            self.rows.append(row)
+        return self.index[key]
+
+    def groups(self, ping_only):
+        """(V, G) bool: the rhyme groups of each token (ping_only: the 平 groups in which it is 平)."""
+        per_char = [self.book.groups(c, ping_only) if is_han(c) else frozenset() for c in self.chars]
+        names = {g: i for i, g in enumerate(sorted(set().union(*per_char)))}
+        member = torch.zeros(self.V, max(len(names), 1), dtype=torch.bool)
+        for v, gs in enumerate(per_char):
+            member[v, [names[g] for g in gs]] = True
+        return member
 
 
 class PoemConstraint:
@@ -175,49 +333,76 @@ class PoemConstraint:
     -inf); advance(idx_next) moves each row on by the token it took; done (B,) says which rows have ended
     their poem (they are then held on newlines). GPT.generate_tokens calls these and stops when all are done.
 
-    A row may follow several templates at once (no --form: 五 or 七 characters, 4 or 8 lines); it keeps those
-    its tokens fit, so the model itself picks the line length and where the poem ends. A row that starts in its
-    title writes Han characters up to a newline first (or the forced title: a 词牌's name)."""
+    A row may follow several templates at once (no --form: 五 or 七 characters, 4 or 8 lines; 平起 or 仄起, a
+    first line rhymed or not); it keeps those its tokens fit, so the model itself picks the line length, the
+    tone pattern and where the poem ends. Each template has its own rhyme state: the groups its rhyme characters
+    so far share, and those characters (none may come twice). A row that starts in its title writes Han
+    characters up to a newline first (or the forced title: a 词牌's name).
 
-    def __init__(self, templates, han, rhyme_of, newline, starts):
+    Back-off: where no token fits any of a row's templates (a vocabulary with no 仄 character, or no rhyme
+    group with a character for each rhyme), that one position falls back to its base set: any Han character where a Spec stood, the fixed
+    token where one stood. Marks, newlines, acrostic characters and the poem's length never relax; the row's
+    templates and rhyme state stay as they were; backoffs (B,) counts the positions relaxed per row."""
+
+    def __init__(self, templates, sets, member, newline, starts):
         L = max(map(len, templates)) + 1
-        self.slots = torch.full((len(templates), L), PAD, dtype=torch.long)  # (K, L)
+        self.slots = torch.zeros(len(templates), L, dtype=torch.long)  # (K, L) set index; 0: past the end
+        self.rhymed = torch.zeros(len(templates), L, dtype=torch.bool)  # (K, L)
         for k, t in enumerate(templates):
-            self.slots[k, :len(t)] = torch.tensor(t)
+            self.slots[k, :len(t)] = torch.tensor([sets.add(what) for what, _ in t])
+            self.rhymed[k, :len(t)] = torch.tensor([r for _, r in t])
         self.length = torch.tensor([len(t) for t in templates])  # (K,)
-        self.han, self.rhyme_of, self.newline = han, rhyme_of, newline  # (V,) bool, (V,) long, int
-        B = len(starts)
+        self.sets, self.base = torch.stack(sets.rows), torch.tensor(sets.base)  # (S, V), (S,)
+        self.han, self.member, self.newline = sets.rows[1], member, newline  # (V,) bool, (V, G) bool, int
+        B, K = len(starts), len(templates)
         self.titling = torch.tensor([s[0] for s in starts])  # (B,) still writing the title
         self.title_len = [s[1] for s in starts]
         self.forced = [list(s[2]) for s in starts]  # title tokens still to come (a 词牌's name)
         self.pos = torch.zeros(B, dtype=torch.long)  # (B,) slot of the next token in the templates
-        self.alive = torch.ones(B, len(templates), dtype=torch.bool)  # (B, K) templates the row still fits
-        self.rhyme = torch.full((B,), -1, dtype=torch.long)  # (B,) rhyme class, fixed by the first rhyme slot
+        self.alive = torch.ones(B, K, dtype=torch.bool)  # (B, K) templates the row still fits
+        self.groups = self._viable_groups(member)[None].repeat(B, 1, 1)  # (B, K, G) groups the rhymes share
+        self.used = torch.zeros(B, K, self.han.numel(), dtype=torch.bool)  # (B, K, V) rhyme characters so far
+        self.relaxed = torch.zeros(B, dtype=torch.bool)  # (B,) this step backs off
+        self.backoffs = torch.zeros(B, dtype=torch.long)  # (B,)
         self.done = torch.zeros(B, dtype=torch.bool)  # (B,)
         self.max_new_tokens = TITLE_MAX + 1 + int(self.length.max())  # enough for the longest poem
 
+    def _viable_groups(self, member):
+        """(K, G): the groups a template may rhyme in, those with a character for each of its rhymed slots
+        (a group with fewer would force a back-off at its last rhyme); all of them when none has enough."""
+        need = self.rhymed.sum(dim=1)  # (K,)
+        viable = member.sum(dim=0)[None, :] >= need[:, None]  # (K, G)
+        return viable | ~viable.any(dim=1, keepdim=True)
+
     def _to(self, device):
-        for name in ("slots", "length", "han", "rhyme_of", "titling", "pos", "alive", "rhyme", "done"):
+        for name in ("slots", "rhymed", "length", "sets", "base", "han", "member", "titling", "pos", "alive",
+                     "groups", "used", "relaxed", "backoffs", "done"):
             setattr(self, name, getattr(self, name).to(device))
 
-    def _codes(self):
-        return self.slots[:, self.pos.clamp(max=self.slots.size(1) - 1)].T  # (B, K) each template's slot now
+    def _now(self):
+        """(B, K) each template's set index at the row's position, and (B, K) whether it is rhymed."""
+        p = self.pos.clamp(max=self.slots.size(1) - 1)
+        return self.slots[:, p].T, self.rhymed[:, p].T
 
-    def _rhyme_ok(self, tokens):
-        """(B, ...) whether tokens (B, ...) may end a rhyme slot of each row: on the row's rhyme, or on
-        any rhyme while the row has none yet."""
-        cls = self.rhyme_of[tokens]
-        fixed = self.rhyme.view(-1, *[1] * (tokens.dim() - 1))
-        return self.han[tokens] & torch.where(fixed >= 0, cls == fixed, cls >= 0)
+    def _rhyme_ok(self):
+        """(B, K, V): the tokens that may stand in a rhymed slot of each row's templates: in a group all the
+        template's rhymes so far share, and not one of them."""
+        shared = (self.groups.float() @ self.member.T.float()) > 0  # (B, K, G) @ (G, V) -> (B, K, V)
+        return shared & ~self.used
 
     def _body_allowed(self):
-        """(B, V): the tokens some template the row still fits allows at its position."""
-        V = self.han.numel()
-        ids = torch.arange(V, device=self.han.device)
-        codes = self._codes()[..., None]  # (B, K, 1)
-        rhyme_ok = self._rhyme_ok(ids.expand(len(self.pos), V))[:, None, :]  # (B, 1, V)
-        allowed = (codes == ids) | ((codes == HAN) & self.han) | ((codes == RHYME) & rhyme_ok)  # (B, K, V)
-        return (allowed & self.alive[..., None]).any(dim=1)  # (B, V)
+        """(B, V): the tokens some template the row still fits allows at its position, backed off where none;
+        sets self.relaxed for the rows that back off."""
+        codes, rhymed = self._now()  # (B, K)
+        allowed = self.sets[codes]  # (B, K, V)
+        if rhymed.any():
+            allowed = allowed & (~rhymed[..., None] | self._rhyme_ok())
+        strict = (allowed & self.alive[..., None]).any(dim=1)  # (B, V)
+        self.relaxed = ~strict.any(dim=1) & ~self.titling & ~self.done
+        if self.relaxed.any():
+            loose = (self.sets[self.base[codes]] & self.alive[..., None]).any(dim=1)  # (B, V)
+            strict = torch.where(self.relaxed[:, None], loose, strict)
+        return strict
 
     def _title_allowed(self, b, V):
         """Row b's title: its forced tokens (a 词牌's name and the newline), else Han characters (up to
@@ -242,23 +427,32 @@ class PoemConstraint:
         allowed[self.done, self.newline] = True  # a finished row waits on newlines, cut off when printed
         return logits.masked_fill(~allowed, float("-inf"))
 
-    def advance(self, idx_next):
-        """Move each row on by the token it took, idx_next (B, 1)."""
-        tok = idx_next[:, 0].to(self.pos.device)  # (B,)
-        body = ~self.titling & ~self.done  # rows inside the poem at this step
+    def _title_advance(self, tok):
         for b in self.titling.nonzero()[:, 0].tolist():
             self.forced[b] = self.forced[b][1:]
             if tok[b] == self.newline:  # titles are Han characters: a newline ends one
                 self.titling[b] = False
             else:
                 self.title_len[b] += 1
-        codes = self._codes()  # (B, K)
-        fits = (codes == tok[:, None]) | ((codes == HAN) & self.han[tok][:, None]) \
-            | ((codes == RHYME) & self._rhyme_ok(tok)[:, None])
-        alive = self.alive & fits
-        first_rhyme = body & (self.rhyme < 0) & ((codes == RHYME) & alive).any(dim=1)
-        self.rhyme = torch.where(first_rhyme, self.rhyme_of[tok], self.rhyme)
-        self.alive = torch.where(body[:, None], alive, self.alive)
+
+    def advance(self, idx_next):
+        """Move each row on by the token it took, idx_next (B, 1) (after mask(), which decides the back-off)."""
+        tok = idx_next[:, 0].to(self.pos.device)  # (B,)
+        body = ~self.titling & ~self.done  # rows inside the poem at this step
+        relaxed = self.relaxed & body
+        self._title_advance(tok)
+        codes, rhymed = self._now()  # (B, K)
+        rows = torch.arange(len(tok), device=tok.device)
+        fits = self.sets[codes, tok[:, None]]  # (B, K)
+        rhyme_fits = (self.groups & self.member[tok][:, None, :]).any(-1) & ~self.used[rows, :, tok]  # (B, K)
+        fits = fits & (~rhymed | rhyme_fits)
+        fits = torch.where(relaxed[:, None], self.sets[self.base[codes], tok[:, None]], fits)
+        alive = torch.where(body[:, None], self.alive & fits, self.alive)
+        rhymes = (body & ~relaxed)[:, None] & rhymed & alive  # (B, K) templates that took a rhyme
+        self.groups &= ~rhymes[..., None] | self.member[tok][:, None, :]
+        self.used[rows, :, tok] |= rhymes
+        self.alive = alive
+        self.backoffs += relaxed.long()
         self.pos += body.long()
         self.done |= body & (self.alive & (self.length == self.pos[:, None])).any(dim=1)
 
@@ -271,7 +465,7 @@ def resolve_form(form, ci_forms):
         return name, FORMS[name], False
     if name in ci_forms:
         return name, ci_forms[name], True
-    regular = "五绝, 七绝, 五律, 七律 (wujue, qijue, wulv, qilv)"
+    regular = "五绝, 七绝, 五律, 七律 (wujue, qijue, wulv, qilv), 对联 (duilian)"
     if not ci_forms:
         raise UserError(f"unknown form '{form}'; use {regular}; this model's data has no 词牌 patterns "
                         "(prepare it with python data/poetry/prepare.py --include=tang,ci and train on it)")
@@ -334,38 +528,62 @@ def title_start(prompt, stoi, forced_title=""):
     return True, len(title), [stoi[c] for c in forced] + ([stoi["\n"]] if forced else [])
 
 
-def vocab_tables(itos, rhyme):
-    """(V,) which ids are Han characters, and (V,) each id's rhyme class index (-1: none, or rhyme off)."""
-    chars = [itos[i] for i in range(len(itos))]
-    han = torch.tensor([is_han(c) for c in chars])
-    if not rhyme:
-        return han, torch.full((len(chars),), -1, dtype=torch.long)
-    classes = [rhyme_class(c) if h else None for c, h in zip(chars, han.tolist())]
-    index = {c: i for i, c in enumerate(dict.fromkeys(c for c in classes if c is not None))}
-    return han, torch.tensor([index.get(c, -1) for c in classes])
+def pattern_specs(pattern, is_ci, tone, rhyme):
+    """The Specs of each template a pattern makes: a 词's one (rhyme only), a regular form's line_specs."""
+    if is_ci:
+        return [ci_specs(pattern, rhyme)]
+    return line_specs(parse_pattern(pattern)[0][0], pattern_lines(pattern), tone, rhyme)
 
 
-def constraint_for(meta, form=None, acrostic=None, rhyme=False, prompt="\n", batch_size=1):
-    """The PoemConstraint for sample.py's --form, --acrostic and --rhyme, or None when none is set.
-    meta: the run's vocabulary (None: GPT-2 BPE); prompt: the prompt as the model gets it, one string for all
-    rows or a list with one per row. Every problem is a UserError with one line that says how to fix it."""
+def constraint_for(meta, form=None, acrostic=None, rhyme=True, prompt="\n", batch_size=1, tone=True,
+                   rhyme_book="pingshui"):
+    """The PoemConstraint for sample.py's --form and --acrostic, or None when neither is set. tone (平仄) and
+    rhyme shape the poem these ask for: tone the regular forms (a 词牌 has its own tones, not checked here),
+    rhyme the lines closed by 。, both by rhyme_book (rhymebook.py). meta: the run's vocabulary (None: GPT-2
+    BPE); prompt: the prompt as the model gets it, one string for all rows or a list with one per row (for
+    --form=对联: the 上联 and a comma, couplet_prompt's). Every problem is a one-line UserError that says how
+    to fix it."""
     acrostic = acrostic or ""
-    if not form and not acrostic and not rhyme:
+    if not form and not acrostic:
         return None
     if meta is None:
         check_vocabulary(meta, [], acrostic)
-    patterns, forced_title = choose_patterns(meta, form, acrostic)
-    check_vocabulary(meta, patterns, acrostic)
-    stoi = meta["stoi"]
+    book = rhymebook.book(rhyme_book)
     prompts = [prompt] * batch_size if isinstance(prompt, str) else list(prompt)
     if len(prompts) != batch_size:
         raise UserError(f"{len(prompts)} prompts for {batch_size} samples; give one prompt, or one per sample")
+    if is_couplet(form):
+        return couplet_constraint(meta, prompts, book, acrostic)
+    patterns, forced_title = choose_patterns(meta, form, acrostic)
+    check_vocabulary(meta, patterns, acrostic)
+    stoi = meta["stoi"]
     if forced_title and any(c not in stoi for c in forced_title):
         forced_title = ""  # a name the vocabulary cannot spell: the model writes its own title
     starts = [title_start(p, stoi, forced_title) for p in prompts]
-    han, rhyme_of = vocab_tables(meta["itos"], rhyme)
-    templates = [compile_pattern(p, stoi, acrostic, rhyme) for p in patterns]
-    return PoemConstraint(templates, han, rhyme_of, stoi["\n"], starts)
+    is_ci = bool(form) and resolve_form(form, meta.get("ci_forms") or {})[2]
+    templates = [compile_pattern(p, stoi, acrostic, specs)
+                 for p in patterns for specs in pattern_specs(p, is_ci, tone, rhyme)]
+    sets = SlotSets(meta["itos"], book)
+    return PoemConstraint(templates, sets, sets.groups(ping_only=tone and not is_ci), stoi["\n"], starts)
+
+
+def is_couplet(form):
+    return ALIASES.get((form or "").lower(), form) == COUPLET
+
+
+def couplet_constraint(meta, prompts, book, acrostic):
+    """The PoemConstraint of a 下联: one template from couplet_specs, then the newline and a blank row."""
+    if acrostic:
+        raise UserError("--acrostic does not go with --form=对联; leave one of them out")
+    if len(set(prompts)) != 1:
+        raise UserError("--form=对联 takes one 上联 for all samples")
+    upper = couplet_prompt(prompts[0], meta, book)[0][:-1]
+    stoi = meta["stoi"]
+    check_vocabulary(meta, [shape(upper + "。")], "")
+    slots = [(s, False) if isinstance(s, Spec) else (stoi[s], False) for s in couplet_specs(upper, book)]
+    templates = [slots + [(stoi["\n"], False)] * 2]
+    sets = SlotSets(meta["itos"], book)
+    return PoemConstraint(templates, sets, sets.groups(ping_only=True), stoi["\n"], [(False, 0, [])] * len(prompts))
 
 
 def cut_poem(text, start=0):
@@ -423,10 +641,20 @@ def novelty(poems, corpus, stoi):
             "longest_copy_text": text}
 
 
+def rule_rate(poems, tone=True, rhyme=True, book="pingshui"):
+    """The share of the regular poems that keep the rule (keeps_rule, the one the masks enforce): tone for 平仄,
+    rhyme for one rhyme group with no character twice; None when no poem is regular."""
+    regular = [b for b in bodies(poems) if form_of(b)]
+    rules = rhymebook.book(book)
+    return sum(keeps_rule(b, rules, tone, rhyme) for b in regular) / len(regular) if regular else None
+
+
 def measure(poems, corpus=None, stoi=None):
-    """All of bench.py's figures for a list of poems: form_rate, rhyme_rate, repeat_rate and, given the
-    training text (corpus, stoi), copied_lines, longest_copy and longest_copy_text."""
+    """All of bench.py's figures for a list of poems: form_rate, rhyme_rate (pinyin), tone_rate (平仄 kept),
+    pingshui_rate (one 平水韵 group, no rhyme twice) and, given the training text (corpus, stoi),
+    copied_lines, longest_copy and longest_copy_text."""
     figures = {"poems": len(poems), "form_rate": form_rate(poems), "rhyme_rate": rhyme_rate(poems),
+               "tone_rate": rule_rate(poems, rhyme=False), "pingshui_rate": rule_rate(poems, tone=False),
                "repeat_rate": repeat_rate(poems)}
     if corpus is not None:
         figures.update(novelty(poems, corpus, stoi))

@@ -7,16 +7,18 @@ Write continuations of a prompt with a trained model.
     python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"   # GPT-2 via transformers
     python sample.py --out_dir=out-chinese --stream=True --top_p=0.9 --repetition_penalty=1.2
     python sample.py --out_dir=out-chinese --ckpt=best.pt            # the run's lowest-val-loss model
-    python sample.py --out_dir=pretrained/poetry --acrostic=春夏秋冬 --rhyme=True   # a 藏头诗 per sample
-    python sample.py --out_dir=out-poetry --form=七律 --start=秋夜 --num_samples=3
+    python sample.py --out_dir=pretrained/poetry --acrostic=春夏秋冬                # a 藏头诗 per sample
+    python sample.py --out_dir=pretrained/poetry --form=七律 --start=秋夜 --num_samples=3   # 平仄 and 平水韵 rhyme
+    python sample.py --out_dir=pretrained/poetry --form=对联 --start=春回大地千山秀          # its 下联
     python sample.py --help
 
 All samples are generated as one batch with a key/value cache (see GPT.generate_tokens);
 --kv_cache=False is the exact, slow reference that re-runs the whole context for every character.
 After the samples, stderr gets a copy report (copycheck.py): per sample, the longest passage it copied
 verbatim from the run's train.bin and the share of its 10-character windows found there.
---form, --acrostic and --rhyme mask, at every step, what the poem's form does not allow (poetry.py):
-each sample is then one poem in that form, always, and ends where the poem ends.
+--form and --acrostic mask, at every step, what the poem's form does not allow (poetry.py), with the 平仄
+(--tone) and the rhyme (--rhyme) of --rhyme_book: each sample is then one poem in that form, always, and ends
+where the poem ends.
 """
 
 import dataclasses
@@ -27,6 +29,7 @@ import torch
 
 import copycheck
 import poetry
+import rhymebook
 from charlevel import PrepareError, read_text  # prompts are decoded as prepare.py decodes text
 from checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
                         is_model_folder, is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
@@ -55,16 +58,20 @@ dtype = "auto"          # auto: float16 on a CUDA GPU, float32 elsewhere; or flo
 compile = False         # torch.compile the model (pays off only for long generations on a GPU)
 copy_report = True      # per sample on stderr: longest passage copied from train.bin, share of 10-char windows in it
 # poems (a model trained on data/poetry): each sample is one poem, cut where it ends
-form = ""               # 五绝, 七绝, 五律, 七律 (wujue, qijue, wulv, qilv), or a 词牌 of the dataset (如梦令)
+form = ""               # 五绝, 七绝, 五律, 七律 (wujue, qijue, wulv, qilv), a 词牌 of the dataset (如梦令), or
+                        #   对联: --start is the 上联, the sample its 下联
 acrostic = ""           # 藏头诗: line i starts with character i (4 characters: a 绝句, 8: a 律诗)
-rhyme = False           # the lines closed by 。 (a 律诗's even lines) end on one rhyme (pinyin finals)
+rhyme = True            # with a form or an acrostic: the lines closed by 。 end in one rhyme group, none twice
+tone = True             # with a regular form or an acrostic: the 平仄 of regulated verse (2nd/4th/6th characters,
+                        #   line ends, 对 and 粘)
+rhyme_book = "pingshui"  # tones and rhyme groups: pingshui (平水韵, the poets' own) or xinyun (中华新韵, Mandarin)
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
 SEPARATOR = "---------------"
 
 
 def check_settings(init_from, max_new_tokens, num_samples, temperature, top_k, top_p, repetition_penalty, ckpt,
-                   out_file="", **_):
+                   out_file="", rhyme_book="pingshui", **_):
     """Refuse values that cannot work before any file is read (called with all the settings: **cfg)."""
     if init_from != "resume" and not is_pretrained(init_from):
         hint = f" (a model folder is sampled with --out_dir={init_from})" if is_model_folder(init_from) else ""
@@ -82,6 +89,8 @@ def check_settings(init_from, max_new_tokens, num_samples, temperature, top_k, t
         raise UserError("--ckpt is empty; name a checkpoint file in out_dir, e.g. --ckpt=ckpt.pt or --ckpt=best.pt")
     if repetition_penalty <= 0:
         raise UserError(f"repetition_penalty must be > 0 (1.0 is off, 1.1-1.3 usual), got {repetition_penalty}")
+    if rhyme_book not in rhymebook.BOOKS:
+        raise UserError(f"--rhyme_book must be pingshui (平水韵) or xinyun (中华新韵), got '{rhyme_book}'")
     folder = os.path.dirname(os.path.abspath(out_file)) if out_file else "."
     if not os.path.isdir(folder):
         raise UserError(f"--out_file={out_file}: folder {folder} does not exist; create it or pick another path")
@@ -174,6 +183,7 @@ class Samples:
     dev: str
     ctx: object            # autocast context (a no-op in float32)
     constraint: object = None  # a poem's form (poetry.constraint_for), or None
+    shown: str = None      # the prompt as printed when it is not the model's (a 对联's 上联 on its row), or None
     rows: list = None      # each sample's ids so far, prompt included
 
     def steps(self):
@@ -193,17 +203,23 @@ class Samples:
 
     def texts(self):
         """Every sample's whole text so far, prompt included; a poem is cut where it ends."""
-        texts = [self.decode(row) for row in self.rows]
+        if self.shown is None:
+            texts = [self.decode(row) for row in self.rows]
+        else:  # the model read the 上联 and a comma; the reader sees the 上联 on its row, the 下联 on the next
+            texts = [self.shown + self.decode(row[self.x.size(1):]) for row in self.rows]
         if self.constraint is not None:
-            texts = [poetry.cut_poem(t, start=len(self.prompt)) for t in texts]
+            texts = [poetry.cut_poem(t, start=len(self.printed_prompt())) for t in texts]
         return texts
+
+    def printed_prompt(self):
+        return self.prompt if self.shown is None else self.shown
 
     def new_ids(self):
         """Each sample's generated ids (the prompt left out), as far as texts() shows them."""
         T = self.x.size(1)
         if self.constraint is None:
             return [row[T:] for row in self.rows]
-        return [row[T:T + len(text) - len(self.prompt)] for row, text in zip(self.rows, self.texts())]  # char ids
+        return [row[T:T + len(text) - len(self.printed_prompt())] for row, text in zip(self.rows, self.texts())]
 
     def copy_report(self):
         """copycheck's lines for the generated part (the prompt is the user's, so left out)."""
@@ -220,9 +236,13 @@ def start_samples(cfg, warn):
     model.eval().to(dev)
     if cfg["compile"]:
         model = torch.compile(model)
-    x, decode, prompt = prompt_batch(read_prompt(cfg["start"]), meta, cfg["num_samples"], dev, warn)
-    constraint = poetry.constraint_for(meta, cfg["form"], cfg["acrostic"], cfg["rhyme"], prompt, cfg["num_samples"])
-    return Samples(cfg, model, meta, decode, prompt, x, dev, ctx, constraint)
+    text, shown = read_prompt(cfg["start"]), None
+    if poetry.is_couplet(cfg["form"]):  # the prompt is a 上联: checked whole, before unknown characters are dropped
+        text, shown = poetry.couplet_prompt(text, meta, rhymebook.book(cfg["rhyme_book"]))
+    x, decode, prompt = prompt_batch(text, meta, cfg["num_samples"], dev, warn)
+    constraint = poetry.constraint_for(meta, cfg["form"], cfg["acrostic"], cfg["rhyme"], prompt, cfg["num_samples"],
+                                       tone=cfg["tone"], rhyme_book=cfg["rhyme_book"])
+    return Samples(cfg, model, meta, decode, prompt, x, dev, ctx, constraint, shown)
 
 
 def print_samples(samples, stream):
@@ -230,7 +250,7 @@ def print_samples(samples, stream):
     prints. With stream, the first sample's characters appear as they come; else a bar with ETA (terminal)."""
     bar = None if stream else progress_bar(samples.cfg["max_new_tokens"], desc="characters")
     if stream:
-        print(samples.prompt, end="", flush=True)
+        print(samples.printed_prompt(), end="", flush=True)
     held = ""  # newlines shown only once more text follows: a poem's closing blank row is not part of it
     for pieces in samples.steps():
         if not stream:

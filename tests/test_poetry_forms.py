@@ -1,6 +1,6 @@
 """
 poetry.py's poems in exact form: with a tiny random-weight GPT (no training: the mask alone must hold the
-form), every constrained sample is in its form, acrostics and rhyme hold, 词牌 patterns are followed, the
+form), every constrained sample is in its form, acrostics and rhyme (平水韵) hold, 词牌 patterns are followed, the
 KV cache changes nothing, batched rows keep their own state, unconstrained generation is unchanged, and each
 bad input is a one-line UserError.
 Run: python -m pytest tests/test_poetry_forms.py
@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import poetry
+import rhymebook
 from model import GPT, GPTConfig, penalize_repeats
 from runtime import UserError
 
@@ -110,21 +111,23 @@ def test_acrostic_lines_start_with_its_characters(model, meta):
     assert all(poetry.form_of(poetry.split_title(t)[1]) == "七律" for t in texts), f"not 七律: {texts}"
 
 
-def assert_rhymes(body):
+def assert_rhymes(body, tone=True, book="pingshui"):
     ends = [line[-1] for line in poetry.poem_lines(body)[1::2]]
-    classes = {poetry.rhyme_class(ch) for ch in ends}
-    assert len(classes) == 1 and None not in classes, f"even lines end on {ends}, classes {classes}: {body!r}"
+    assert poetry.keeps_rule(body, rhymebook.book(book), tone=tone, rhyme=True), \
+        f"even lines end on {ends}: not one {book} group, or a rhyme twice (tone={tone}): {body!r}"
 
 
 def test_rhyme_holds_for_every_even_line(model, meta):
-    for options in (dict(form="五律"), dict(form="七绝"), dict(acrostic="春夏秋冬"), dict()):
-        for seed in (0, 3, 7):
-            texts, _, _ = generate(model, meta, rhyme=True, seed=seed, temperature=1.5, **options)
-            for text in texts:
-                body = poetry.split_title(text)[1]
-                assert poetry.form_of(body), f"rhyme=True {options} gave no regular poem: {body!r}"
-                assert_rhymes(body)
-                assert poetry.rhyme_hits(body)[0] == poetry.rhyme_hits(body)[1], "rhyme_hits disagrees with the mask"
+    for options in (dict(form="五律"), dict(form="七绝"), dict(acrostic="春夏秋冬")):
+        for tone in (True, False):
+            for seed in (0, 3, 7):
+                texts, _, c = generate(model, meta, tone=tone, seed=seed, temperature=1.5, **options)
+                for text in texts:
+                    body = poetry.split_title(text)[1]
+                    assert poetry.form_of(body), f"{options} gave no regular poem: {body!r}"
+                    assert_rhymes(body, tone)
+                assert c.backoffs.sum() == 0, f"{options}, tone={tone}: no position should back off here"
+    assert poetry.constraint_for(meta, rhyme=True) is None, "rhyme shapes a form's poem; alone it asks for none"
 
 
 def test_ci_pattern_and_its_title(model, meta):
@@ -134,7 +137,8 @@ def test_ci_pattern_and_its_title(model, meta):
             title, body = assert_in_form(text, r, "\n", RUMENGLING)
             assert title == "如梦令", f"from nothing, a 词's title row is its 词牌, got {title!r}"
             ends = [line[-1] for line in poetry.poem_lines(body)]
-            assert len({poetry.rhyme_class(ends[i]) for i in (1, 3, 6)}) == 1, f"the 。 lines should rhyme: {body!r}"
+            assert poetry.rhymes_together([ends[i] for i in (1, 3, 6)], rhymebook.book("pingshui"), ping_only=False), \
+                f"the 。 lines should rhyme in one 平水韵 group, no character twice: {body!r}"
     texts, raw, _ = generate(model, meta, prompt="春晓\n", form="如梦令")
     assert all(t.startswith("春晓\n") for t in texts), f"a given title stays: {texts}"
     assert_in_form(texts[0], raw[0], "春晓\n", RUMENGLING)
@@ -162,7 +166,7 @@ def test_cached_and_uncached_give_the_same_poems(model, meta):
 
 def test_past_block_size_the_form_still_holds(meta):
     small = tiny_model(meta["vocab_size"], block_size=24)  # a 七律 and its title are ~90 tokens: the cache refills
-    texts, raw, _ = generate(small, meta, form="七律", rhyme=True, acrostic="江南春雪梅夏秋冬")
+    texts, raw, _ = generate(small, meta, form="七律", acrostic="江南春雪梅夏秋冬")
     for text, r in zip(texts, raw):
         title, body = assert_in_form(text, r, "\n", poetry.FORMS["七律"])
         assert_rhymes(body)
@@ -228,6 +232,7 @@ def test_bad_inputs_are_one_line_errors(meta):
     one_line_error(meta, ["'A'", "Chinese"], acrostic="春A秋冬")
     one_line_error(None, ["GPT-2 BPE"], form="五绝")
     no_comma = {**meta, "stoi": {c: i for c, i in meta["stoi"].items() if c != "，"}}
-    one_line_error(no_comma, ["'，'", "prepare"], rhyme=True)
+    one_line_error(no_comma, ["'，'", "prepare"], form="五绝")
+    one_line_error(meta, ["rhyme book 'tang'", "pingshui"], form="五绝", rhyme_book="tang")
     one_line_error(meta, ["title", "床前"], form="五绝", prompt="静夜思\n床前")
     one_line_error(meta, ["2 prompts"], form="五绝", prompt=["\n", "\n"], batch_size=3)

@@ -1,6 +1,7 @@
 """
 poetry.py's measurements (bench.py --what=poems) on hand-made poems whose answers are known: form rate,
-rhyme rate (with the one rhyme_class the --rhyme mask uses), repeated characters, novelty against a corpus.
+rhyme rate (pinyin rhyme_class), the shares keeping 平仄 and 平水韵 rhyme (keeps_rule, the masks' own rule),
+repeated characters, novelty against a corpus.
 Run: python -m pytest tests/test_poetry_measure.py
 """
 
@@ -56,3 +57,12 @@ def test_novelty_against_the_training_text():
     assert figures["longest_copy_text"] == "上霜。\n举头望明月，低头思故乡。" and figures["longest_copy"] == 16, \
         f"the longest copied passage runs from 地上霜's 上霜 to the end: {figures}"
     assert figures["form_rate"] == 1.0 and figures["poems"] == 2, f"both are 五绝: {figures}"
+
+
+def test_tone_and_pingshui_rates_use_the_masks_checker():
+    tone, pingshui = poetry.rule_rate(POEMS, rhyme=False), poetry.rule_rate(POEMS, tone=False)
+    assert tone == 2 / 4, f"of the 4 regular poems 登高 and OFF_RHYME (登鹳雀楼, 山 for 楼) keep 平仄: {tone}"
+    assert pingshui == 3 / 4, f"静夜思 (阳), 春晓 (篠) and 登高 (灰) rhyme in one 平水韵 group, OFF_RHYME not: {pingshui}"
+    figures = poetry.measure(POEMS)
+    assert (figures["tone_rate"], figures["pingshui_rate"]) == (tone, pingshui), f"measure reports them: {figures}"
+    assert poetry.rule_rate([SHORT_LINE]) is None, "no regular poem: no rate"

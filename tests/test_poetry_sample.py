@@ -1,6 +1,7 @@
 """
-sample.py's poem options end to end (--form, --acrostic, --rhyme, a title as --start) on a tiny model trained
-on a few 唐诗: every sample is one poem in its form, printed in sample.py's format; the bad inputs are one line.
+sample.py's poem options end to end (--form, --acrostic, --tone, --rhyme, --rhyme_book, a title as --start,
+--form=对联 with a 上联) on a tiny model trained on a few 唐诗: every sample is one poem in its form, keeping 平仄
+and rhyme, printed in sample.py's format; the bad inputs are one line.
 Run: python -m pytest tests/test_poetry_sample.py
 """
 
@@ -8,6 +9,7 @@ import pytest
 from conftest import TINY, assert_user_error, run, write_dataset
 
 import poetry
+import rhymebook
 from test_sample import samples
 
 POEMS = ("静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n\n"
@@ -37,14 +39,34 @@ def poems_of(poet, *args):
     return [text for text, _ in got]
 
 
-def test_acrostic_with_rhyme_is_a_regular_poem_every_time(poet):
-    for text in poems_of(poet, "--acrostic=春白故床", "--rhyme=True", "--temperature=1.5"):
-        title, body = poetry.split_title(text)
-        lines = poetry.poem_lines(body)
-        assert poetry.form_of(body) in ("五绝", "七绝"), f"four characters make a 绝句: {text!r}"
-        assert [line[0] for line in lines] == list("春白故床"), f"line i starts with character i: {text!r}"
-        hits, total = poetry.rhyme_hits(body)
-        assert hits == total == 2, f"both even lines should end on one rhyme: {text!r}"
+def test_acrostic_keeps_tone_and_rhyme_every_time(poet):
+    for args, book in ((["--temperature=1.5"], "pingshui"), (["--rhyme_book=xinyun"], "xinyun")):
+        for text in poems_of(poet, "--acrostic=春白故床", *args):
+            title, body = poetry.split_title(text)
+            lines = poetry.poem_lines(body)
+            assert poetry.form_of(body) in ("五绝", "七绝"), f"four characters make a 绝句: {text!r}"
+            assert [line[0] for line in lines] == list("春白故床"), f"line i starts with character i: {text!r}"
+            assert poetry.keeps_rule(body, rhymebook.book(book)), f"平仄 and {book} rhyme by default: {text!r}"
+
+
+def test_couplet_prints_the_upper_line_then_the_lower(poet):
+    for text in poems_of(poet, "--form=对联", "--start=白日依山尽", "--temperature=1.5"):
+        upper, lower = text.split("\n")
+        assert upper == "白日依山尽", f"the 上联 is printed on its row: {text!r}"
+        assert poetry.keeps_couplet(upper, lower, rhymebook.book("pingshui")), f"the 下联 is out of form: {text!r}"
+    args = ["--form=对联", "--start=欲穷千里目", "--num_samples=2", "--device=cpu"]
+    plain = run("sample.py", f"--out_dir={poet}", *args)
+    streamed = run("sample.py", f"--out_dir={poet}", *args, "--stream=True")
+    assert plain.returncode == streamed.returncode == 0, plain.stderr + streamed.stderr
+    assert streamed.stdout == plain.stdout, "streaming a 对联 should print exactly what the plain run prints"
+
+
+def test_tone_and_rhyme_off_give_the_form_alone(poet):
+    texts = poems_of(poet, "--form=五绝", "--tone=False", "--rhyme=False", "--temperature=2.0")
+    assert all(poetry.form_of(poetry.split_title(t)[1]) == "五绝" for t in texts), f"not 五绝: {texts}"
+    book = rhymebook.book("pingshui")
+    assert not all(poetry.keeps_rule(poetry.split_title(t)[1], book) for t in texts), \
+        f"with --tone=False --rhyme=False a near-random model should break the rule somewhere: {texts}"
 
 
 @pytest.mark.parametrize("form", ["五律", "qijue"])
@@ -70,6 +92,10 @@ def test_stream_prints_the_same_poems(poet):
     (["--acrostic=猫狗鸡鸭"], ["never saw", "猫"]),
     (["--form=七律", "--acrostic=春白故床"], ["七律", "8"]),
     (["--form=七绝", "--start=春晓\n床前明月光，"], ["a title", "not the start of a poem"]),
+    (["--form=对联"], ["上联", "--start="]),
+    (["--form=对联", "--start=黄河入海流"], ["ends on 平 (流)"]),
+    (["--form=对联", "--start=猫狗入海尽"], ["'猫狗'", "vocabulary"]),
+    (["--form=五绝", "--rhyme_book=tang"], ["--rhyme_book", "pingshui", "xinyun"]),
 ])
 def test_bad_poem_options_are_one_line(poet, args, words):
     assert_user_error(run("sample.py", f"--out_dir={poet}", "--device=cpu", *args), *words)

@@ -34,6 +34,13 @@ import time
 import uuid
 
 import torch
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.background import BackgroundTask
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 import poetry
 import sample
@@ -87,14 +94,11 @@ class ApiError(Exception):
 
 
 def error_response(error):
-    from fastapi.responses import JSONResponse
     return JSONResponse(error.body(), status_code=error.status)
 
 
 def install_error_handlers(app):
     """Every error a client can cause, or the server meets, answers in OpenAI's shape; never a traceback."""
-    from fastapi.exceptions import RequestValidationError
-    from starlette.exceptions import HTTPException
 
     async def api_error(request, e):
         return error_response(e)
@@ -314,17 +318,20 @@ class RowText:
         hits = [i for i in (self.text.find(s, self.sent) for s in self.stops) if i >= 0]
         if hits:
             self.text = self.text[:min(hits)]
-            return self._flush(), "stop"
+            return self.flush(), "stop"
         if poem_done:
             self.text = self.text.rstrip("\n")
-            return self._flush(), "stop"
+            return self.flush(), "stop"
         if not self.poem and self.steps >= self.limit:
-            return self._flush(), "length"
-        held = max([len(self.text) - len(self.text.rstrip("\n"))] * self.poem
-                   + [k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])] + [0])
-        return self._flush(len(self.text) - held), None
+            return self.flush(), "length"
+        # the longest end of the text that a stop string starts with: it may yet complete
+        held = max((k for s in self.stops for k in range(1, len(s)) if self.text.endswith(s[:k])), default=0)
+        if self.poem:
+            held = max(held, len(self.text) - len(self.text.rstrip("\n")))
+        return self.flush(len(self.text) - held), None
 
-    def _flush(self, end=None):
+    def flush(self, end=None):
+        """The text up to end (default: all of it) not sent yet; it counts as sent now."""
         end = len(self.text) if end is None else end
         out, self.sent = self.text[self.sent:end], max(self.sent, end)
         return out
@@ -374,7 +381,7 @@ class Group:
         if self.finished[r]:
             return
         self.finished[r] = True
-        rest = self.texts[r]._flush()  # a held start of a stop string that never completed is text
+        rest = self.texts[r].flush()  # a held start of a stop string that never completed is text
         if rest and not job.cancelled:
             job.send(("text", j, rest))
         if not job.cancelled:
@@ -498,7 +505,6 @@ def make_jobs(req, meta, send):
 
 async def start(req, served):
     """Queue a request's jobs; returns them and the queue their events arrive on."""
-    from starlette.concurrency import run_in_threadpool
     loop, queue = asyncio.get_running_loop(), asyncio.Queue()
 
     def send(event):  # called from the worker thread
@@ -600,8 +606,6 @@ async def events(kind, req, served, jobs, queue):
 
 async def answer(kind, request, served):
     """A completion or a chat: check the body, queue its rows, answer plain or streamed."""
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.background import BackgroundTask
     req = parse_request(await read_body(request), kind, served.cfg, served.model_id)
     jobs, queue = await start(req, served)
     if not req["stream"]:
@@ -632,7 +636,6 @@ class KeyCheck:
 
 def build_app(served):
     """The FastAPI app: the three routes, the error handlers and, with an api_key, the key check."""
-    from fastapi import FastAPI, Request
     app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)  # no pages that load scripts from the web
     install_error_handlers(app)
     if served.cfg["api_key"]:
@@ -712,7 +715,6 @@ def main():
     check_launch(cfg)
     sock = listen(cfg["host"], cfg["port"])
     served = load(cfg)
-    import uvicorn
     server = uvicorn.Server(uvicorn.Config(build_app(served), log_level="warning", timeout_graceful_shutdown=3))
     print(f"babygpt server: http://{cfg['host']}:{cfg['port']}/v1, model '{served.model_id}' "
           f"(Ctrl-C stops it)", flush=True)

@@ -64,7 +64,7 @@ dtype = "auto"          # auto: float16 on a CUDA GPU, float32 elsewhere; or flo
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
 
-BATCH_WINDOW = 0.01  # s an idle worker waits after a request for others sent at the same moment to batch with
+BATCH_WINDOW = 0.02  # s a request waits for others sent at about the same moment, to start as one batch
 BODY_LIMIT = 1 << 20  # bytes; a longer body is refused before it is parsed (a prompt cap in bytes, roughly)
 SAMPLING = ("temperature", "top_k", "top_p", "repetition_penalty", "form", "acrostic", "rhyme")
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -296,6 +296,7 @@ class Job:
     send: object          # send(event) from the worker thread: ("text", i, s), ("finish", i, why), ("error", msg)
     cancelled: bool = False
     released: bool = False
+    arrived: float = 0.0  # time.monotonic() when queued
 
     def key(self):
         """Rows batch together only with equal settings and prompt length (the model takes no padding)."""
@@ -411,6 +412,8 @@ class Batcher:
                                     "(serve.py --max_queue); retry shortly.", code="rate_limit_exceeded",
                                kind="requests")
             self.places += rows
+            for job in jobs:
+                job.arrived = time.monotonic()
             self.pending += jobs
             self.cond.notify()
 
@@ -437,10 +440,13 @@ class Batcher:
         with self.cond:
             while not self.pending and not self.groups:
                 self.cond.wait()
-            if not self.groups:  # idle: requests that clients send at one moment get a chance to batch together
-                deadline = time.monotonic() + BATCH_WINDOW
-                while time.monotonic() < deadline:
-                    self.cond.wait(deadline - time.monotonic())
+            # requests that clients send at about one moment gather for BATCH_WINDOW, then start as one batch:
+            # idle, the worker waits for them; busy, it steps the running batches meanwhile
+            deadline = self.pending[0].arrived + BATCH_WINDOW if self.pending else 0
+            if self.groups and time.monotonic() < deadline:
+                return []
+            while time.monotonic() < deadline:
+                self.cond.wait(deadline - time.monotonic())
             jobs, self.pending = [j for j in self.pending if not j.cancelled], []
         batches = {}
         for job in jobs:  # in arrival order within a key; a key's batch is cut at max_batch rows

@@ -68,14 +68,21 @@ def poems(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A random 1-layer model on the test corpus's characters, served with room for 2 rows and a key."""
+def tiny_run(tmp_path_factory):
+    """A random 1-layer model on the test corpus's characters, saved as train.py saves a run."""
     folder = str(tmp_path_factory.mktemp("serve") / "tiny")
     meta = write_dataset(folder)
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32, vocab_size=meta["vocab_size"]))
     ck.save_checkpoint(folder, {"model": model.state_dict(), "model_args": ck.saved_model_args(model.config),
                                 "iter_num": 0, "best_val_loss": 9.0, "config": {"dataset": folder}})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_run):
+    """The tiny model served with room for 2 rows and a key."""
+    folder = tiny_run
     caps = ["--max_queue=2", "--max_batch=2", "--max_tokens=1000000", "--chat_max_tokens=8", "--max_prompt=50"]
     with serving(folder, f"{folder}.log", *caps, key=KEY) as url:
         yield url, openai.OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=60)
@@ -362,3 +369,14 @@ def test_sse_events_are_json_per_line(poems):
     assert {o["object"] for o in objects} == {"text_completion"}, f"object should be text_completion: {objects}"
     assert sorted({o["choices"][0]["index"] for o in objects}) == [0, 1], f"both choices should stream: {objects}"
     assert len({o["id"] for o in objects}) == 1, "every chunk of one answer has its id"
+
+
+@pytest.mark.slow
+def test_the_serve_benchmark_counts_what_the_clients_got(tiny_run):
+    proc = run("bench.py", "--what=serve", f"--run={tiny_run}", "--max_new_tokens=5", "--json")
+    assert proc.returncode == 0, f"bench.py --what=serve failed:\n{proc.stderr[-2000:]}"
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    clients = {int(n): r for n, r in result["clients"].items()}
+    assert sorted(clients) == [1, 4, 16], f"1, 4 and 16 clients: {result}"
+    assert all(r["characters"] == 5 * n and r["seconds"] > 0 for n, r in clients.items()), \
+        f"every client should get its 5 characters: {result}"

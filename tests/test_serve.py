@@ -114,12 +114,14 @@ def test_models_lists_the_served_folder(poems):
 def test_completion_and_chat(poems):
     url, client = poems
     c = client.completions.create(model="poetry", prompt="春日", max_tokens=20, seed=1)
+    Completion.model_validate(c.model_dump())
     text = c.choices[0].text
     assert len(text) == 20 and c.choices[0].finish_reason == "length", f"20 characters then 'length': {c}"
     assert (c.usage.prompt_tokens, c.usage.completion_tokens, c.usage.total_tokens) == (2, 20, 22), \
         f"usage should count characters: {c.usage}"
     chat = client.chat.completions.create(model="poetry", max_tokens=12, seed=1, messages=[
         {"role": "system", "content": "你是诗人"}, {"role": "user", "content": [{"type": "text", "text": "秋夜"}]}])
+    ChatCompletion.model_validate(chat.model_dump())  # the SDK builds without checking; this checks every field
     reply = chat.choices[0].message
     assert reply.role == "assistant" and 0 < len(reply.content) <= 12, f"a reply of up to 12 characters: {chat}"
     assert chat.usage.prompt_tokens == len("你是诗人\n\n秋夜"), \

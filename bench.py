@@ -12,6 +12,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
         --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
     python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
+    python bench.py --what=serve --run=pretrained/hlm # characters/s through serve.py at 1, 4 and 16 clients
     python bench.py --what=finetune                   # fine-tuning the shipped models vs from scratch, ~22 min
     python bench.py --what=finetune --text=guwen      # the same on prose: 古文观止
     python bench.py --what=finetune --budget=120 --scratch_args="--dropout=0.1" --batch_size=16
@@ -63,6 +64,9 @@ hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 sample
 the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
 (sample.py's generator: KV cache, one batch) and by transformers' generate (its own KV cache, one batch), on the
 CPU in float32, alternated --repeat times (default 3); the fastest of each is shown.
+serve: serve.py over --run on a free localhost port; 1, then 4, then 16 clients (threads of this process, on the
+same machine) each stream a completion of --max_new_tokens characters from a newline, all started at once, read
+as raw Server-Sent Events; characters received per second of wall time, and that against one client's.
 """
 
 import argparse
@@ -779,9 +783,70 @@ def bench_hf_sample(args):
 
 
 # -----------------------------------------------------------------------------
+# serve
+
+def start_server(run_dir):
+    """python serve.py on a free localhost port, as a user starts it; (process, base URL) once it answers."""
+    import socket
+    import httpx
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, os.path.join(ROOT, "serve.py"), f"--out_dir={run_dir}", f"--port={port}",
+                             "--max_queue=64", "--max_batch=32"], cwd=ROOT)
+    url, deadline = f"http://127.0.0.1:{port}/v1", time.time() + 120
+    while True:
+        try:
+            return proc, url, httpx.get(f"{url}/models", timeout=5).json()["data"][0]["id"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            if proc.poll() is not None or time.time() > deadline:
+                proc.kill()
+                sys.exit(f"serve.py did not start for --run={run_dir}")
+            time.sleep(0.3)
+
+
+def stream_chars(url, model, seed, length):
+    """One client: a streamed completion of length characters, read as raw Server-Sent Events; the characters."""
+    import httpx
+    body = {"model": model, "prompt": "\n", "max_tokens": length, "seed": seed, "stream": True}
+    got = 0
+    with httpx.stream("POST", f"{url}/completions", json=body, timeout=600) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                got += sum(len(c["text"]) for c in json.loads(line[len("data: "):])["choices"])
+    return got
+
+
+def bench_serve(args):
+    from concurrent.futures import ThreadPoolExecutor
+    proc, url, model = start_server(args.run)
+    rows = {}
+    try:
+        stream_chars(url, model, 0, 8)  # warm-up: first calls allocate and pick kernels
+        for n in (1, 4, 16):
+            t0 = time.perf_counter()
+            with ThreadPoolExecutor(n) as pool:  # all clients at once: the server batches what arrives together
+                chars = sum(pool.map(lambda seed: stream_chars(url, model, seed, args.max_new_tokens), range(n)))
+            rows[n] = {"characters": chars, "seconds": time.perf_counter() - t0}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    if args.json:
+        print(json.dumps({"run": args.run, "max_tokens": args.max_new_tokens, "clients": rows}))
+        return
+    print(f"serve.py --out_dir={args.run}: each client streams {args.max_new_tokens} characters, "
+          f"clients and server on this machine")
+    print(f"{'clients':<9}{'characters':>11}{'seconds':>9}{'chars/s':>9}   x one client")
+    for n, r in rows.items():
+        speed = r["characters"] / r["seconds"]
+        print(f"{n:<9}{r['characters']:>11,}{r['seconds']:>9.2f}{speed:>9.0f}   "
+              f"{speed / (rows[1]['characters'] / rows[1]['seconds']):.2f}x")
+
+
+# -----------------------------------------------------------------------------
 
 BENCHMARKS = {"copy": bench_copy, "finetune": bench_finetune, "hf_sample": bench_hf_sample, "poems": bench_poems, "prepare": bench_prepare,
-              "sample": bench_sample, "time_to_loss": bench_time_to_loss, "train": bench_train}
+              "sample": bench_sample, "serve": bench_serve, "time_to_loss": bench_time_to_loss, "train": bench_train}
 
 
 def main():
@@ -791,8 +856,10 @@ def main():
     p.add_argument("--num_samples", type=int, default=10, help="sample, copy: samples in the work; poems: in all "
                    "(use 200)")
     p.add_argument("--per_title", type=int, default=4, help="poems: samples per val title (a batch)")
-    p.add_argument("--run", default="pretrained/poetry", help="poems: the run or shipped model to sample")
-    p.add_argument("--max_new_tokens", type=int, default=500, help="sample, copy: characters per sample")
+    p.add_argument("--run", default="pretrained/poetry", help="poems: the run or shipped model to sample; serve: "
+                   "to serve")
+    p.add_argument("--max_new_tokens", type=int, default=500, help="sample, copy: characters per sample; serve: "
+                   "per client")
     p.add_argument("--big_tokens", type=int, default=50_000_000, help="copy: the synthetic train.bin's size")
     p.add_argument("--repeat", type=int, default=0,
                    help="copy: runs timed (the median is shown; default 3); time_to_loss: runs of each (default 2); "

@@ -1,7 +1,7 @@
 """
 What every script needs before it touches a model: the device, the dtype and its autocast
 context, compile with a safe fallback, and how a script reports a user's mistake.
-Imported by train.py, sample.py and bench.py; it runs nothing on import.
+Imported by train.py, sample.py, bench.py, web.py and serve.py; it runs nothing on import.
 """
 
 import contextlib
@@ -13,6 +13,10 @@ import threading
 import torch
 
 from configurator import ConfigError
+
+
+# the addresses that reach this machine only: web.py and serve.py need a login or key for any other --host
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 class UserError(Exception):

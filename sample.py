@@ -140,11 +140,13 @@ def prompt_batch(prompt, meta, num_samples, dev, warn):
 
 
 def sample_steps(model, x, dev, seed, max_new_tokens, temperature, top_k, top_p, repetition_penalty, kv_cache,
-                 constraint=None, **_):
+                 constraint=None, seeds=None, **_):
     """Generate all rows of x (S, T) together; yields each step's new ids (S, 1). A constraint (a poem's
-    form, poetry.py) masks what may come next and ends generation once every row's poem is done."""
-    # one generator per sample: sample i's text depends on seed + i only, not on num_samples
-    generators = [torch.Generator(device=dev).manual_seed(seed + i) for i in range(len(x))]
+    form, poetry.py) masks what may come next and ends generation once every row's poem is done.
+    seeds: one per row (serve.py batches rows of several requests); default seed + i for row i."""
+    # one generator per sample: sample i's text depends on its own seed only, not on num_samples
+    seeds = [seed + i for i in range(len(x))] if seeds is None else seeds
+    generators = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
     if constraint is not None:  # enough steps for the longest poem of the form, whatever --max_new_tokens says
         max_new_tokens = max(max_new_tokens, constraint.max_new_tokens)
     return model.generate_tokens(x, max_new_tokens, temperature, top_k, top_p=top_p,
@@ -178,18 +180,19 @@ class Samples:
     model: torch.nn.Module
     meta: dict | None      # the vocabulary; None: GPT-2 BPE
     decode: object         # ids -> text
-    prompt: str            # the prompt as kept (characters the model never saw left out)
+    prompt: str            # the prompt as kept (characters the model never saw left out); row 0's if several
     x: torch.Tensor        # the prompt's ids, one row per sample (S, T)
     dev: str
     ctx: object            # autocast context (a no-op in float32)
     constraint: object = None  # a poem's form (poetry.constraint_for), or None
     shown: str = None      # the prompt as printed when it is not the model's (a 对联's 上联 on its row), or None
     rows: list = None      # each sample's ids so far, prompt included
+    seeds: list = None     # one seed per row; None: cfg's seed + i
 
     def steps(self):
         """Generate; at each step yield the new text of every sample (a list of num_samples strings)."""
         self.rows = self.x.tolist()
-        steps = sample_steps(self.model, self.x, self.dev, constraint=self.constraint, **self.cfg)
+        steps = sample_steps(self.model, self.x, self.dev, constraint=self.constraint, seeds=self.seeds, **self.cfg)
         while True:
             done = self.constraint.done.tolist() if self.constraint is not None else [False] * len(self.rows)
             with torch.no_grad(), self.ctx:  # entered per step: the page may resume us from another thread
@@ -227,22 +230,37 @@ class Samples:
         return copycheck.report_lines(run_dir, self.cfg["ckpt"], self.meta, self.new_ids(), self.decode)
 
 
-def start_samples(cfg, warn):
-    """Settings in, a Samples ready to generate out: checks, device, model, prompt. warn(line) gets the
-    notes and warnings (sample.py prints them on stderr, the page shows them)."""
+def load_for_sampling(cfg, warn):
+    """Checks, device and model, done once: (model, meta, dev, ctx). serve.py loads so and then samples
+    many batches (samples_over); start_samples does both for one batch."""
     check_settings(**cfg)
     dev, _, _, ctx = setup(cfg["device"], cfg["dtype"], cfg["seed"])
     model, meta = load_model(cfg["init_from"], cfg["out_dir"], dev, cfg["ckpt"], warn=warn)
     model.eval().to(dev)
     if cfg["compile"]:
         model = torch.compile(model)
+    return model, meta, dev, ctx
+
+
+def samples_over(cfg, loaded, decode, x, prompts, seeds=None, shown=None):
+    """A Samples of x (S, T) on a loaded model (load_for_sampling's tuple): prompts, one per row, are
+    the rows' kept texts, all T characters long for a character model; seeds one per row (None: seed + i).
+    cfg's form, acrostic, rhyme and tone make each row one poem; shown: the prompt as printed (a 上联)."""
+    model, meta, dev, ctx = loaded
+    constraint = poetry.constraint_for(meta, cfg["form"], cfg["acrostic"], cfg["rhyme"], prompts, len(x),
+                                       tone=cfg["tone"], rhyme_book=cfg["rhyme_book"])
+    return Samples(cfg, model, meta, decode, prompts[0], x, dev, ctx, constraint, shown, seeds=seeds)
+
+
+def start_samples(cfg, warn):
+    """Settings in, a Samples ready to generate out: checks, device, model, prompt. warn(line) gets the
+    notes and warnings (sample.py prints them on stderr, the page shows them)."""
+    loaded = load_for_sampling(cfg, warn)
     text, shown = read_prompt(cfg["start"]), None
     if poetry.is_couplet(cfg["form"]):  # the prompt is a 上联: checked whole, before unknown characters are dropped
-        text, shown = poetry.couplet_prompt(text, meta, rhymebook.book(cfg["rhyme_book"]))
-    x, decode, prompt = prompt_batch(text, meta, cfg["num_samples"], dev, warn)
-    constraint = poetry.constraint_for(meta, cfg["form"], cfg["acrostic"], cfg["rhyme"], prompt, cfg["num_samples"],
-                                       tone=cfg["tone"], rhyme_book=cfg["rhyme_book"])
-    return Samples(cfg, model, meta, decode, prompt, x, dev, ctx, constraint, shown)
+        text, shown = poetry.couplet_prompt(text, loaded[1], rhymebook.book(cfg["rhyme_book"]))
+    x, decode, prompt = prompt_batch(text, loaded[1], cfg["num_samples"], loaded[2], warn)
+    return samples_over(cfg, loaded, decode, x, [prompt] * len(x), shown=shown)
 
 
 def print_samples(samples, stream):

@@ -41,7 +41,7 @@ import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here w
 from checkpoint import atomic_write, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
 from configurator import ConfigError, configure, documented_keys, settings  # noqa: E402
 from progress import read_log  # noqa: E402
-from runtime import UserError, run_main  # noqa: E402
+from runtime import LOCAL_HOSTS, UserError, run_main  # noqa: E402
 
 
 # -----------------------------------------------------------------------------
@@ -62,7 +62,6 @@ TRAIN_HELP = documented_keys(TRAIN)  # {key: (default, comment)}: the source of 
 # train.py's settings as its source assigns them (the page runs train.py, it does not import it)
 TRAIN_DEFAULTS = {k: default for k, (default, _) in TRAIN_HELP.items() if k.islower()}
 FIELD_KEYS = [k for k in TRAIN_DEFAULTS if k not in ("dataset", "out_dir")]
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 RUN_COLUMNS = ["run", "dataset", "model (layers x heads x dims)", "iterations", "best val loss", "state"]
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: works offline
 _start_lock = threading.Lock()  # two Start clicks at the same moment must not both start a run

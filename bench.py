@@ -133,7 +133,7 @@ def prepare_baseline(corpus, out_dir):
 
 
 def prepare_charlevel(corpus, out_dir, val_fraction=0.1):
-    import charlevel
+    from babygpt import charlevel
     charlevel.prepare([corpus], out_dir, val_fraction=val_fraction, log=lambda *a: None)
 
 
@@ -213,7 +213,7 @@ def write_random_run(run_dir, vocab_size=4506):
     """A run folder sample.py reads: a seed-size GPT with random weights (speed does not depend on them)
     and a vocabulary of vocab_size characters, '\\n' (sample.py's default prompt) among them."""
     import torch
-    from checkpoint import save_checkpoint, saved_model_args
+    from babygpt.checkpoint import save_checkpoint, saved_model_args
     from model import GPT, GPTConfig
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=9, n_head=12, n_embd=384, block_size=256, vocab_size=vocab_size, dropout=0.0))
@@ -294,7 +294,7 @@ def run_train(args, data, out_dir, nproc):
     done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8")
     if done.returncode != 0:
         sys.exit(f"error: train.py failed ({' '.join(cmd[len(launch):])}):\n{done.stderr[-2000:]}")
-    from status import read_status
+    from babygpt.status import read_status
     cfg = train_config([args.config], args.overrides)
     tokens = cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
     ms_per_iter = tokens / read_status(out_dir)["tokens_per_s"] * 1000
@@ -360,7 +360,7 @@ def run_to_loss(label, config, overrides):
 def timed_train(label, argv, out_dir, env=None):
     """python train.py argv --out_dir=out_dir from process start to its end; returns
     [(seconds since start, iteration, val loss)] per eval, each timed when its row appears in log.csv."""
-    from progress import read_log
+    from babygpt.progress import read_log
     cmd = [sys.executable, os.path.join(ROOT, "train.py"), *argv, f"--out_dir={out_dir}"]
     print(f"{label}: {' '.join(cmd[1:])}", flush=True)
     points, start = [], time.time()
@@ -488,7 +488,7 @@ def run_config(argv):
 def steps_per_second(argv, out_dir, env):
     """train.py's speed for argv on one core, from the status.json of a 30-step run (tokens/s over its
     last steps, so start-up is not counted)."""
-    from status import read_status
+    from babygpt.status import read_status
     cfg = run_config(argv)
     subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv, "--passes=0", "--max_iters=30",
                     "--eval_interval=1000", f"--out_dir={out_dir}"], env=env, check=True, stdout=subprocess.DEVNULL,
@@ -538,7 +538,7 @@ def bench_finetune(args):
     lane 1 trains from scratch for 4x the budget while lane 2 trains from scratch, then fine-tunes each base,
     for the budget each."""
     import threading
-    import charlevel
+    from babygpt import charlevel
     from data.poetry import prepare as poems
     tarball = os.path.join(ROOT, "data", "poetry", poems.TARBALL)
     bases = [b for b in FINETUNE_BASES if os.path.isfile(os.path.join(ROOT, b, "ckpt.pt"))]
@@ -615,7 +615,7 @@ def copy_samples(train, n, length, seed=1337):
 def time_copy_report(train_bin, samples, decode, repeat):
     """Median seconds of the report as sample.py makes it: copy_stats over the memmap, then its lines."""
     import numpy as np
-    import copycheck
+    from babygpt import copycheck
     corpus = np.memmap(train_bin, dtype=np.uint16, mode="r")
     times = []
     for _ in range(repeat):
@@ -628,7 +628,7 @@ def time_copy_report(train_bin, samples, decode, repeat):
 
 def bench_copy(args):
     import numpy as np
-    from checkpoint import codec, load_meta
+    from babygpt.checkpoint import codec, load_meta
     with tempfile.TemporaryDirectory() as tmp:
         builtin, big = os.path.join(tmp, "builtin"), os.path.join(tmp, "big")
         with open(os.path.join(tmp, "hlm.txt"), "w", encoding="utf-8", newline="") as f:
@@ -661,8 +661,8 @@ def bench_copy(args):
 def val_poems(dataset_path):
     """The val split's poems as (title, body), from the dataset's val.bin and meta.pkl (data/poetry's layout)."""
     import numpy as np
-    import poetry
-    from checkpoint import codec, load_meta, token_dtype
+    from babygpt import poetry
+    from babygpt.checkpoint import codec, load_meta, token_dtype
     meta = load_meta(os.path.join(dataset_path, "meta.pkl"))
     ids = np.fromfile(os.path.join(dataset_path, "val.bin"), dtype=token_dtype(meta))
     records = codec(meta)[1](ids.tolist()).split("\n\n")
@@ -671,7 +671,7 @@ def val_poems(dataset_path):
 
 def poem_settings(title, body, setting):
     """sample.py's settings for one bench configuration on one val title ({} when it does not apply)."""
-    import poetry
+    from babygpt import poetry
     if setting == "acrostic":  # the real poem's own line heads, when it has 4 or 8 lines
         heads = "".join(line[:1] for line in poetry.poem_lines(body))
         return {"acrostic": heads} if len(heads) in (4, 8) and all(map(poetry.is_han, heads)) else {}
@@ -682,7 +682,7 @@ def poem_settings(title, body, setting):
 def write_poems(cfg, titles, bodies, setting, per_title):
     """[(title, poem)]: per_title samples for each title (the prompt: the title and its newline), each cut
     where its poem ends and without its title row."""
-    import poetry
+    from babygpt import poetry
     import sample
     poems = []
     for title, body in zip(titles, bodies):
@@ -705,9 +705,9 @@ def bench_poems(args):
     """Form, rhyme, repeats and copies of poems written for val titles, beside the real val poems."""
     import random as _random
     import numpy as np
-    import poetry
+    from babygpt import poetry
     import sample
-    from checkpoint import dataset_dir, load_checkpoint, load_meta
+    from babygpt.checkpoint import dataset_dir, load_checkpoint, load_meta
     run_dir = args.run
     dataset_path = dataset_dir(load_checkpoint(run_dir, mmap=True)["config"]["dataset"])
     pairs = _random.Random(1337).sample(val_poems(dataset_path), args.num_samples // args.per_title)
@@ -751,7 +751,7 @@ def bench_hf_sample(args):
     import torch
     import hfexport
     import sample
-    from checkpoint import load_meta
+    from babygpt.checkpoint import load_meta
     from transformers import AutoModelForCausalLM
     if args.threads:
         torch.set_num_threads(args.threads)

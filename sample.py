@@ -27,15 +27,15 @@ import sys
 
 import torch
 
-import copycheck
-import poetry
-import rhymebook
-from charlevel import PrepareError, read_text  # prompts are decoded as prepare.py decodes text
-from checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
+from babygpt import copycheck
+from babygpt import poetry
+from babygpt import rhymebook
+from babygpt.charlevel import PrepareError, read_text  # prompts are decoded as prepare.py decodes text
+from babygpt.checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
                         is_model_folder, is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure, settings
-from progress import progress_bar
-from runtime import UserError, run_main, setup
+from babygpt.progress import progress_bar
+from babygpt.runtime import UserError, run_main, setup
 
 
 # -----------------------------------------------------------------------------

@@ -42,11 +42,11 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-import poetry
+from babygpt import poetry
 import sample
-from checkpoint import codec
+from babygpt.checkpoint import codec
 from configurator import configure, settings
-from runtime import LOCAL_HOSTS, UserError, run_main
+from babygpt.runtime import LOCAL_HOSTS, UserError, run_main
 
 # -----------------------------------------------------------------------------
 out_dir = "pretrained/hlm"  # the model to serve: a run's out_dir or a shipped model (ckpt.pt and meta.pkl)

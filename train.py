@@ -23,15 +23,15 @@ import time
 import numpy as np
 import torch
 
-from checkpoint import (BEST_NAME, CKPT_NAME, META_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_model_folder,
+from babygpt.checkpoint import (BEST_NAME, CKPT_NAME, META_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_model_folder,
                         is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint,
                         read_model_args, remove_partial_files, rng_states, save_checkpoint, saved_model_args,
                         set_rng_states, token_dtype)
 from configurator import ConfigError, configure, settings
 from model import GPT, GPTConfig
-from progress import log_eval, progress_bar, say, start_log
-from runtime import UserError, compile_or_eager, ddp_weight_spread, first_line, run_main, setup, setup_ddp
-from status import RunStatus
+from babygpt.progress import log_eval, progress_bar, say, start_log
+from babygpt.runtime import UserError, compile_or_eager, ddp_weight_spread, first_line, run_main, setup, setup_ddp
+from babygpt.status import RunStatus
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -421,9 +421,8 @@ def start_run(cfg, status=None):
     if model.config.adaptive_head and cfg["init_from"] == "scratch":  # resumed and fine-tuned ones keep theirs
         model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
     wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written
-    if master and not cfg["eval_only"]:  # eval_only writes nothing
+    if status is not None:  # rank 0, not eval_only (which writes nothing)
         make_out_dir(cfg["out_dir"], cfg["init_from"])  # before compiling and training, which can take minutes
-    if status is not None:
         status.start()  # the first write: every refusal came before, and left out_dir as it was
     model.to(dev)
     log(f"model: {model.get_num_params() / 1e6:.2f}M parameters")

@@ -31,17 +31,17 @@ import gradio as gr  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
-import charlevel  # noqa: E402  what every prepare.py runs
+from babygpt import charlevel  # noqa: E402  what every prepare.py runs
 from data.chinese import prepare as chinese_prepare  # noqa: E402  its built-in 红楼梦 writer
 from data.poetry import prepare as poetry_prepare  # noqa: E402  the 唐诗/宋词 corpus
 import sample  # noqa: E402
-import poetry  # noqa: E402
-import status  # noqa: E402
-import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
-from checkpoint import atomic_write, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
+from babygpt import poetry  # noqa: E402
+from babygpt import status  # noqa: E402
+from babygpt import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
+from babygpt.checkpoint import atomic_write, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
 from configurator import ConfigError, configure, documented_keys, settings  # noqa: E402
-from progress import read_log  # noqa: E402
-from runtime import LOCAL_HOSTS, UserError, run_main  # noqa: E402
+from babygpt.progress import read_log  # noqa: E402
+from babygpt.runtime import LOCAL_HOSTS, UserError, run_main  # noqa: E402
 
 
 # -----------------------------------------------------------------------------

@@ -20,11 +20,11 @@ import sys
 
 import torch
 
-from checkpoint import (BEST_NAME, META_NAME, atomic_write, dataset_dir, load_checkpoint, model_from_checkpoint,
+from babygpt.checkpoint import (BEST_NAME, META_NAME, atomic_write, dataset_dir, load_checkpoint, model_from_checkpoint,
                         save_checkpoint)
 from configurator import configure, settings
-from progress import read_log
-from runtime import UserError, run_main
+from babygpt.progress import read_log
+from babygpt.runtime import UserError, run_main
 from train import estimate_loss, load_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -77,8 +77,8 @@ def serve(repo):
     import torch  # noqa: F401
     import torch._dynamo  # noqa: F401  torch.optim imports it at the first optimizer: 2 s of every train.py run
     import tqdm  # noqa: F401
-    for name in ("charlevel", "checkpoint", "configurator", "copycheck", "model", "poetry", "progress", "runtime",
-                 "status"):
+    for name in ("babygpt.charlevel", "babygpt.checkpoint", "babygpt.copycheck", "babygpt.poetry",
+                 "babygpt.progress", "babygpt.runtime", "babygpt.status", "configurator", "model"):
         __import__(name)
     del sys.path[0]
     replies = os.fdopen(os.dup(1), "w", buffering=1)

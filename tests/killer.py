@@ -17,8 +17,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import checkpoint  # noqa: E402  (imports torch before any fork)
-import runtime  # noqa: E402
+from babygpt import checkpoint  # noqa: E402  (imports torch before any fork)
+from babygpt import runtime  # noqa: E402
 import train  # noqa: E402
 
 

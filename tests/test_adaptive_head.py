@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import TINY, assert_user_error, run
 
-import checkpoint as ck
+from babygpt import checkpoint as ck
 from model import GPT, GPTConfig
 
 CFG = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True, adaptive_head=10)

@@ -16,8 +16,8 @@ import torch
 from conftest import assert_user_error, run, write_dataset
 from test_sample import samples
 
-import checkpoint as ck
-import copycheck
+from babygpt import checkpoint as ck
+from babygpt import copycheck
 
 
 def as_text(tokens):

@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TEXT, TINY, run, write_dataset
 
-import checkpoint as ck
+from babygpt import checkpoint as ck
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

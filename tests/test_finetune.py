@@ -13,7 +13,7 @@ import pytest
 import torch
 from conftest import TEXT, TINY, assert_user_error, run, write_dataset
 
-import checkpoint as ck
+from babygpt import checkpoint as ck
 import train
 
 NEW_TEXT = "咖啡馆里，她打开电脑写日记：今天下雨了。\n"  # 咖啡馆电脑日记雨 are not in TEXT
@@ -165,7 +165,7 @@ def test_decay_to_start_needs_a_model_to_start_from(tmp_path):
 
 def test_passes_set_the_length_from_the_text(trained_run, tmp_path):
     """--passes makes max_iters (and the cosine's end) that many passes over train.bin, whatever its size."""
-    import status
+    from babygpt import status
     steps = {}
     for name, copies in [("short", 10), ("long", 30)]:
         _, mine = prepare_mine(tmp_path, trained_run["out"], text=(TEXT + NEW_TEXT) * copies, name=name)

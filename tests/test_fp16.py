@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import TINY, run
 
-import checkpoint as ck
+from babygpt import checkpoint as ck
 import train
 from model import GPT, GPTConfig
 

@@ -16,7 +16,7 @@ from conftest import REPO, TINY, assert_user_error, run, write_dataset
 
 pytestmark = pytest.mark.slow  # make test-fast leaves this file out
 
-import checkpoint as ck
+from babygpt import checkpoint as ck
 import sample
 from model import GPT, GPTConfig
 

@@ -9,10 +9,10 @@ Run: python -m pytest tests/test_poetry_forms.py
 import pytest
 import torch
 
-import poetry
-import rhymebook
+from babygpt import poetry
+from babygpt import rhymebook
 from model import GPT, GPTConfig, penalize_repeats
-from runtime import UserError
+from babygpt.runtime import UserError
 
 POEMS = ("静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n\n"
          "登鹳雀楼\n白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。\n\n"

@@ -7,7 +7,7 @@ Run: python -m pytest tests/test_poetry_measure.py
 
 import numpy as np
 
-import poetry
+from babygpt import poetry
 
 JINGYESI = "静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"    # 霜 uang, 乡 iang: both ang
 CHUNXIAO = "春晓\n春眠不觉晓，处处闻啼鸟。\n夜来风雨声，花落知多少。"       # 鸟 iao, 少 ao; 处处 repeats

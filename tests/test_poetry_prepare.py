@@ -15,8 +15,8 @@ import tarfile
 import numpy as np
 import pytest
 
-import poetry
-from checkpoint import load_meta
+from babygpt import poetry
+from babygpt.checkpoint import load_meta
 from conftest import assert_user_error, run
 from data.poetry import prepare as poetry_prepare
 

@@ -8,8 +8,8 @@ Run: python -m pytest tests/test_poetry_sample.py
 import pytest
 from conftest import TINY, assert_user_error, run, write_dataset
 
-import poetry
-import rhymebook
+from babygpt import poetry
+from babygpt import rhymebook
 from test_sample import samples
 
 POEMS = ("静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n\n"

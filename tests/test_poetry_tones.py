@@ -13,10 +13,10 @@ import pytest
 import torch
 from test_poetry_forms import POEMS, generate, tiny_model
 
-import poetry
-import rhymebook
+from babygpt import poetry
+from babygpt import rhymebook
 from conftest import REPO
-from runtime import UserError
+from babygpt.runtime import UserError
 
 PINGSHUI = rhymebook.book("pingshui")
 DENGGUAN = "白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。"  # 仄起, first line unrhymed, 流 楼 in 尤

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import charlevel
+from babygpt import charlevel
 import conftest
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ import torch
 from conftest import TINY, assert_user_error, run
 from tiny_gpt2 import save_tiny_gpt2, tiny_encoding
 
-import checkpoint as ck
+from babygpt import checkpoint as ck
 from model import GPT
 
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}

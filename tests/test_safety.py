@@ -21,7 +21,7 @@ import pytest
 import torch
 from conftest import REPO, TINY, assert_user_error, run, write_dataset
 
-import checkpoint as ck
+from babygpt import checkpoint as ck
 from model import GPT, GPTConfig
 
 

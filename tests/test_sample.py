@@ -9,7 +9,7 @@ import shutil
 
 from conftest import assert_user_error, run
 
-import checkpoint as ck
+from babygpt import checkpoint as ck
 
 
 def samples(stdout):

@@ -23,8 +23,8 @@ httpx = pytest.importorskip("httpx")
 from openai.types import Completion  # noqa: E402
 from openai.types.chat import ChatCompletion, ChatCompletionChunk  # noqa: E402
 
-import checkpoint as ck  # noqa: E402
-import poetry  # noqa: E402
+from babygpt import checkpoint as ck  # noqa: E402
+from babygpt import poetry  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
 POETRY = os.path.join(REPO, "pretrained", "poetry")
@@ -239,7 +239,7 @@ BAD = [  # (path, body as sent, status, param, what the message says)
     ("/completions", {"model": "poetry", "prompt": "abc"}, 400, "prompt", "vocabulary"),
     ("/completions", {"model": "poetry", "prompt": "春", "acrostic": "春夏"}, 400, "acrostic", "give 4"),
     ("/completions", {"model": "poetry", "prompt": "春", "form": "haiku"}, 400, "form", "unknown form"),
-    ("/completions", {"model": "poetry", "prompt": "春\n春风，", "rhyme": True}, 400, "prompt", "title"),
+    ("/completions", {"model": "poetry", "prompt": "春\n春风，", "form": "七绝"}, 400, "prompt", "title"),
     ("/completions", {"model": "poetry", "prompt": "春" * 5000}, 400, "prompt", "--max_prompt"),
     ("/chat/completions", {"model": "poetry", "messages": []}, 400, "messages", "non-empty"),
     ("/chat/completions", {"model": "poetry", "messages": "hi"}, 400, "messages", "non-empty"),

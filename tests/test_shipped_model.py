@@ -11,8 +11,8 @@ import pytest
 import torch
 from conftest import REPO, TINY, assert_user_error, run
 
-import checkpoint as ck
-import poetry
+from babygpt import checkpoint as ck
+from babygpt import poetry, rhymebook
 import train
 
 SHIPPED = os.path.join(REPO, "pretrained", "hlm")
@@ -96,8 +96,9 @@ POETRY = os.path.join(REPO, "pretrained", "poetry")
 
 
 def test_the_poetry_model_writes_a_rhyming_acrostic_right_after_setup():
-    """What a newcomer runs first: four lines of five or seven characters starting with 春夏秋冬, the even
-    lines on one rhyme; the copy report compares with data/poetry/train.bin, which make setup prepares."""
+    """What a newcomer runs first: four lines of five or seven characters starting with 春夏秋冬, in 平仄 and
+    the even lines on one 平水韵 rhyme; the copy report compares with data/poetry/train.bin, which make setup
+    prepares."""
     assert os.path.getsize(os.path.join(POETRY, "ckpt.pt")) < 15e6, "the poetry model should be under 15 MB"
     ckpt = ck.load_checkpoint(POETRY)
     assert {v.dtype for v in ckpt["model"].values()} == {torch.float16}, "weights are stored in float16"
@@ -109,6 +110,6 @@ def test_the_poetry_model_writes_a_rhyming_acrostic_right_after_setup():
         body = poetry.split_title(text)[1]
         assert poetry.form_of(body) in ("五绝", "七绝"), f"a 绝句: {text!r}"
         assert [line[0] for line in poetry.poem_lines(body)] == list("春夏秋冬"), f"a 藏头诗: {text!r}"
-        assert poetry.rhyme_hits(body) == (2, 2), f"the even lines should rhyme: {text!r}"
+        assert poetry.keeps_rule(body, rhymebook.book("pingshui")), f"平仄 and one 平水韵 rhyme: {text!r}"
     reports = [line for line in proc.stderr.splitlines() if line.startswith("copy report, sample ")]
     assert len(reports) == 3, f"right after make setup, a copy report per poem:\n{proc.stderr}"

@@ -12,9 +12,9 @@ import time
 
 from conftest import REPO, TINY, run
 
-import status
+from babygpt import status
 import web
-from progress import read_log
+from babygpt.progress import read_log
 
 
 def quiet_train(data, out, *args):
@@ -93,12 +93,14 @@ def test_a_killed_run_is_told_by_its_pid_and_start_time(tmp_path, tiny_data):
 def test_status_py_prints_a_run_for_a_person(tmp_path, tiny_data):
     out = str(tmp_path / "out")
     assert run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, "--max_iters=6").returncode == 0
-    proc = run("status.py", out)
+    status_py = lambda folder: subprocess.run([sys.executable, "-m", "babygpt.status", folder], cwd=REPO,  # noqa: E731
+                                              capture_output=True, text=True, encoding="utf-8", timeout=60)
+    proc = status_py(out)
     st = status.read_status(out)
     assert proc.returncode == 0, proc.stderr
     assert f"{out}: finished" in proc.stdout, f"the state first:\n{proc.stdout}"
     assert "iteration   6 of 6" in proc.stdout and f"{st['val_loss']:.4f}" in proc.stdout, proc.stdout
-    empty = run("status.py", str(tmp_path))
+    empty = status_py(str(tmp_path))
     assert empty.returncode == 1 and "no status.json" in empty.stderr and "Traceback" not in empty.stderr, empty.stderr
 
 

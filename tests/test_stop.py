@@ -16,8 +16,8 @@ import pytest
 import torch
 from conftest import REPO, TINY, run, write_dataset
 
-import checkpoint as ck
-import status
+from babygpt import checkpoint as ck
+from babygpt import status
 
 
 def start_training(data, out, *args):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY, assert_user_error, run
 
-import checkpoint as ck
+from babygpt import checkpoint as ck
 import train
 from model import GPT, GPTConfig
 

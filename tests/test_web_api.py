@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow  # make test-fast leaves this file out
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
-import checkpoint  # noqa: E402
-import poetry  # noqa: E402
+from babygpt import checkpoint  # noqa: E402
+from babygpt import poetry  # noqa: E402
 from test_sample import samples  # noqa: E402
 import web  # noqa: E402
 from web import FIELD_KEYS  # noqa: E402  the order of the Train tab's boxes

@@ -16,8 +16,8 @@ from conftest import TEXT, web_page
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.common.keys import Keys  # noqa: E402
-import checkpoint  # noqa: E402
-import poetry  # noqa: E402
+from babygpt import checkpoint  # noqa: E402
+from babygpt import poetry  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")

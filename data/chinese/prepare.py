@@ -15,7 +15,7 @@ import os
 import re
 import zipfile
 
-import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
+from babygpt import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -16,8 +16,8 @@ import os
 import numpy as np
 from tqdm import tqdm
 
-from checkpoint import gpt2_encoding
-from runtime import UserError, run_main
+from babygpt.checkpoint import gpt2_encoding
+from babygpt.runtime import UserError, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -26,8 +26,8 @@ import sys
 import tarfile
 import tempfile
 
-import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
-import poetry  # what a line, a form and a 词牌 pattern are: shared with sampling and the measurements
+from babygpt import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
+from babygpt import poetry  # what a line, a form and a 词牌 pattern are: shared with sampling and the measurements
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -10,7 +10,7 @@ Same code as data/chinese/prepare.py (charlevel.py); only the default text diffe
 
 import os
 
-import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
+from babygpt import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

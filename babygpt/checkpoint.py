@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from model import GPT, GPTConfig
-from runtime import UserError, first_line
+from babygpt.runtime import UserError, first_line
 
 CKPT_NAME = "ckpt.pt"  # the latest save: what --init_from=resume continues
 BEST_NAME = "best.pt"  # the lowest val loss so far: weights only, for sampling
@@ -225,7 +225,7 @@ def dataset_dir(dataset):
     """'chinese' -> <repo>/data/chinese; a value with a slash is taken as the folder itself."""
     if "/" in dataset or os.sep in dataset:
         return dataset
-    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", dataset)
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "data", dataset)
 
 
 def dataset_file(checkpoint, name):

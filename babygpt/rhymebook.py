@@ -23,7 +23,7 @@ import collections
 import functools
 import json
 
-from runtime import UserError
+from babygpt.runtime import UserError
 
 PING, ZE = "平", "仄"
 BOOKS = ("pingshui", "xinyun")
@@ -110,7 +110,7 @@ def _xinyun_tones(ch):
 
 
 def _pypinyin():
-    import poetry  # poetry imports this module only inside functions: no import cycle at load time
+    from babygpt import poetry  # poetry imports this module only inside functions: no import cycle at load time
     return poetry._pypinyin()
 
 
@@ -118,7 +118,7 @@ def _pypinyin():
 def xinyun():
     """The 中华新韵 book: modern tones, and one group per character, its pinyin rhyme class. A group holds 平
     and 仄 characters alike, so a 平 rhyme keeps a character's group only when the character can be 平."""
-    import poetry
+    from babygpt import poetry
     tones = functools.lru_cache(maxsize=None)(_xinyun_tones)
 
     @functools.lru_cache(maxsize=None)

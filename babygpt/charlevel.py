@@ -428,8 +428,8 @@ def read_base_vocab(path):
     if not os.path.isfile(meta_path):
         raise PrepareError(f"--vocab_from={path}: no meta.pkl there; give a model folder (pretrained/hlm), "
                            "a run's out_dir or a meta.pkl")
-    from checkpoint import load_meta  # imports torch: only a prepare that extends a vocabulary pays for it
-    from runtime import UserError
+    from babygpt.checkpoint import load_meta  # imports torch: only a prepare that extends a vocabulary pays for it
+    from babygpt.runtime import UserError
     try:
         meta = load_meta(meta_path)
     except UserError as e:

@@ -2,7 +2,7 @@
 out_dir/status.json: where a training run is, for any program that watches one (the web page, bench.py,
 the tests, your own scripts). train.py writes it; nothing needs to read train.py's printed lines.
 
-    python status.py out-chinese        # state, iteration, losses, speed and ETA of the run in out-chinese/
+    python -m babygpt.status out-chinese     # state, iteration, losses, speed and ETA of the run in out-chinese/
 
 The file (version 1) is one JSON object, replaced atomically, so a reader never sees half of it:
     version       1; a reader should refuse a version it does not know
@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from checkpoint import atomic_write
+from babygpt.checkpoint import atomic_write
 
 STATUS_NAME = "status.json"
 VERSION = 1
@@ -122,7 +122,7 @@ class RunStatus:
 
 
 def summary(out_dir, st):
-    """status.json as a few lines for a person (python status.py OUT_DIR)."""
+    """status.json as a few lines for a person (python -m babygpt.status OUT_DIR)."""
     state = st["state"] if st["state"] not in RUNNING or is_running(st) else f"died while {st['state']}"
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     lines = [f"{out_dir}: {state}" + (f" ({st['error']})" if st["error"] else ""),
@@ -136,7 +136,7 @@ def summary(out_dir, st):
 
 def main(argv):
     if len(argv) != 1 or argv[0].startswith("-"):
-        sys.exit("usage: python status.py OUT_DIR   (the folder of a run, e.g. out-chinese)")
+        sys.exit("usage: python -m babygpt.status OUT_DIR   (the folder of a run, e.g. out-chinese)")
     st = read_status(argv[0])
     if st is None:
         sys.exit(f"error: no status.json in {argv[0]}; train.py writes it once a run starts there")

@@ -314,9 +314,9 @@ def train_config(files, overrides, given=None):
 def config_model(args):
     """The GPT that args.config (with its overrides) describes, for its FLOPs per token."""
     from model import GPT, GPTConfig
+    from babygpt.finetune import model_args_for
     cfg = train_config([args.config], args.overrides)
-    import train
-    return GPT(GPTConfig(**train.model_args_for(cfg, args.vocab_size)))
+    return GPT(GPTConfig(**model_args_for(cfg, args.vocab_size)))
 
 
 def bench_train(args):

@@ -12,9 +12,7 @@ import ast
 import difflib
 import os
 
-
-class ConfigError(Exception):
-    """A setting the user gave that cannot be used; the message says how to fix it."""
+from babygpt.errors import UserError
 
 
 def settings(namespace):
@@ -30,14 +28,14 @@ def _closest(key, keys):
 
 
 def _check_type(key, value, default, where):
-    """Return value converted to the default's type, or raise ConfigError."""
+    """Return value converted to the default's type, or raise UserError."""
     if default is None or value is None:
         return value
     kind = type(default)
     if kind is float and type(value) is int:
         return float(value)  # --dropout=0 means 0.0
     if type(value) is not kind:
-        raise ConfigError(f"{where}: {key} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
+        raise UserError(f"{where}: {key} must be {kind.__name__}, got {value!r} ({type(value).__name__})")
     return value
 
 
@@ -87,19 +85,19 @@ def help_text(config, script_path):
 
 def _apply_file(config, path, given):
     if not os.path.isfile(path):
-        raise ConfigError(f"config file '{path}' not found; the configs are in config/")
+        raise UserError(f"config file '{path}' not found; the configs are in config/")
     with open(path, encoding="utf-8") as f:
         src = f.read()
     namespace = {}
     try:
         exec(compile(src, path, "exec"), namespace)
     except Exception as e:
-        raise ConfigError(f"config file '{path}' does not run: {type(e).__name__}: {e}") from None
+        raise UserError(f"config file '{path}' does not run: {type(e).__name__}: {e}") from None
     for key, value in namespace.items():
         if key.startswith("_") or type(value).__name__ == "module":
             continue
         if key not in config:
-            raise ConfigError(f"{path}: unknown key '{key}'{_closest(key, config)}")
+            raise UserError(f"{path}: unknown key '{key}'{_closest(key, config)}")
         config[key] = _check_type(key, value, config[key], path)
         given.add(key)
 
@@ -121,9 +119,9 @@ def configure(config, argv, script_path, given=None):
             continue
         key, eq, raw = arg[2:].partition("=")
         if not eq:
-            raise ConfigError(f"argument '{arg}' must look like --{key}=value")
+            raise UserError(f"argument '{arg}' must look like --{key}=value")
         if key not in config:
-            raise ConfigError(f"unknown key '--{key}'{_closest(key, config)}")
+            raise UserError(f"unknown key '--{key}'{_closest(key, config)}")
         config[key] = _check_type(key, _parse_value(raw, defaults[key]), defaults[key], f"--{key}")
         given.add(key)
     return config

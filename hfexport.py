@@ -23,7 +23,7 @@ import torch
 from babygpt.checkpoint import best_hint, clean_state_dict, find_meta, load_checkpoint, load_meta, read_model_args
 from configurator import configure, settings
 from babygpt.progress import read_log
-from babygpt.runtime import UserError, first_line, run_main
+from babygpt.errors import UserError, first_line, run_main
 
 # -----------------------------------------------------------------------------
 out_dir = "out-chinese"  # the run (or shipped model) to export: its checkpoint and meta.pkl

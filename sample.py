@@ -30,12 +30,13 @@ import torch
 from babygpt import copycheck
 from babygpt import poetry
 from babygpt import rhymebook
-from babygpt.charlevel import PrepareError, read_text  # prompts are decoded as prepare.py decodes text
+from babygpt.charlevel import read_text  # prompts are decoded as prepare.py decodes text
 from babygpt.checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
                         is_model_folder, is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure, settings
 from babygpt.progress import progress_bar
-from babygpt.runtime import UserError, run_main, setup
+from babygpt.errors import UserError, run_main
+from babygpt.runtime import setup
 
 
 # -----------------------------------------------------------------------------
@@ -105,7 +106,7 @@ def read_prompt(start):
         raise UserError(f"prompt file '{path}' not found (given as --start=FILE:{path})")
     try:
         return read_text(path)[0]
-    except PrepareError as e:
+    except UserError as e:
         raise UserError(f"prompt file {e}") from None
 
 

@@ -46,7 +46,8 @@ from babygpt import poetry
 import sample
 from babygpt.checkpoint import codec
 from configurator import configure, settings
-from babygpt.runtime import LOCAL_HOSTS, UserError, run_main
+from babygpt.errors import UserError, run_main
+from babygpt.runtime import LOCAL_HOSTS
 
 # -----------------------------------------------------------------------------
 out_dir = "pretrained/hlm"  # the model to serve: a run's out_dir or a shipped model (ckpt.pt and meta.pkl)

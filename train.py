@@ -15,7 +15,6 @@ import dataclasses
 import gc
 import math
 import os
-import signal
 import statistics
 import sys
 import time
@@ -23,15 +22,18 @@ import time
 import numpy as np
 import torch
 
-from babygpt.checkpoint import (BEST_NAME, CKPT_NAME, META_NAME, MODEL_ARGS, copy_meta, dataset_dir, is_model_folder,
-                        is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint,
-                        read_model_args, remove_partial_files, rng_states, save_checkpoint, saved_model_args,
-                        set_rng_states, token_dtype)
-from configurator import ConfigError, configure, settings
-from model import GPT, GPTConfig
+from babygpt.batches import batch_generator, estimate_loss, get_batch, load_dataset
+from babygpt.checkpoint import (BEST_NAME, CKPT_NAME, copy_meta, dataset_dir, is_model_folder, is_pretrained,
+                                rng_states, save_checkpoint, saved_model_args, set_rng_states)
+from babygpt.errors import UserError, first_line, run_main
+from babygpt.finetune import base_shape, build_model, pull_toward_start
 from babygpt.progress import log_eval, progress_bar, say, start_log
-from babygpt.runtime import UserError, compile_or_eager, ddp_weight_spread, first_line, run_main, setup, setup_ddp
+from babygpt.runtime import compile_or_eager, ddp_weight_spread, setup, setup_ddp
+from babygpt.schedule import lr_at, steps_for_passes, tokens_per_iter
 from babygpt.status import RunStatus
+from babygpt.stop import StopRequest
+from configurator import configure, settings
+from model import GPT
 
 # -----------------------------------------------------------------------------
 # I/O
@@ -121,99 +123,6 @@ def check_config(cfg, given):
                         f"the number of processes ({world_size}); set it to a multiple of {world_size}")
 
 
-def load_dataset(data_dir, block_size):
-    """Memory-map train.bin and val.bin with the dtype meta.pkl records (uint16 by default).
-    A dataset without meta.pkl is GPT-2 BPE (data/openwebtext): meta and meta_path are then None."""
-    meta_path = os.path.join(data_dir, "meta.pkl")
-    if not all(os.path.isfile(os.path.join(data_dir, f)) for f in ("train.bin", "val.bin")):
-        name = os.path.basename(os.path.normpath(data_dir))
-        fix = (f"run python data/{name}/prepare.py first"  # a built-in corpus, with its own script
-               if os.path.isfile(os.path.join(dataset_dir(name), "prepare.py")) else
-               f"prepare your text into it: python data/chinese/prepare.py --input=your.txt --out_dir={data_dir}")
-        raise UserError(f"dataset '{name}' is not prepared in {data_dir}; {fix}")
-    meta, meta_path = (load_meta(meta_path), meta_path) if os.path.isfile(meta_path) else (None, None)
-    bin_dtype = token_dtype(meta)
-    splits = {}
-    for split in ("train", "val"):
-        path = os.path.join(data_dir, f"{split}.bin")
-        if os.path.getsize(path) % bin_dtype.itemsize:
-            raise UserError(f"{path} does not hold whole {bin_dtype} tokens; run the dataset's prepare.py again")
-        splits[split] = np.memmap(path, dtype=bin_dtype, mode="r")
-        if len(splits[split]) <= block_size:
-            raise UserError(f"{split} split has {len(splits[split])} tokens, not more than block_size "
-                            f"{block_size}; lower --block_size or prepare more text")
-        # ids past the vocabulary mean meta.pkl is from another prepare run; the embedding would
-        # fail mid-training with an index error. One pass over the memmap: ms per 100 MB once cached
-        top = int(splits[split].max()) if meta else 0  # GPT-2 BPE data has no meta.pkl to check
-        if meta and top >= meta["vocab_size"]:
-            raise UserError(f"{path} holds token id {top} but {meta_path} has vocab_size {meta['vocab_size']}: "
-                            "they come from different prepare runs; run the dataset's prepare.py again")
-    return splits["train"], splits["val"], meta, meta_path
-
-
-def get_batch(data, batch_size, block_size, generator, device):
-    """batch_size random windows of data -> x, y (B, T) int64, y shifted one token right.
-    The generator, not the global RNG, picks the windows, so the batch of an iteration
-    depends only on the seed and the iteration number (a resumed run sees the same batches)."""
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
-    x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])  # (B, T)
-    y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])  # (B, T)
-    if device.startswith("cuda"):
-        # pinned memory lets the copy to the GPU overlap with compute
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.to(device), y.to(device)
-
-
-def batch_generator(seed, iter_num, rank=0):
-    """The RNG for one iteration's batches (see get_batch). Each DDP rank gets its own stream,
-    so the ranks train on different windows; rank 0's batches are those of a one-process run."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + iter_num + rank * 1_000_000_007)
-
-
-def get_lr(it, learning_rate, warmup_iters, lr_decay_iters, min_lr):
-    """Linear warmup to learning_rate, then cosine decay to min_lr at lr_decay_iters, then flat.
-    Warmup counts from it+1 so the very first step already learns (nanoGPT's is 0 at it=0)."""
-    if it < warmup_iters:
-        return learning_rate * (it + 1) / (warmup_iters + 1)
-    if it >= lr_decay_iters:
-        return min_lr
-    ratio = (it - warmup_iters) / max(1, lr_decay_iters - warmup_iters)
-    coeff = 0.5 * (1.0 + math.cos(math.pi * ratio))  # 1 -> 0
-    return min_lr + coeff * (learning_rate - min_lr)
-
-
-def eval_windows(n_tokens, block_size, count):
-    """Start offsets of `count` non-overlapping windows spread evenly over a split, or of every
-    window when the split holds fewer: a small val split (红楼梦's is 59k tokens) is then measured
-    whole. Fixed offsets, so two evals differ only because the model changed; random windows
-    overlap and repeat, and 20 random batches here scatter by about +-0.05."""
-    total = (n_tokens - 1) // block_size  # a window needs block_size + 1 tokens: targets are shifted
-    if count >= total:
-        return np.arange(total) * block_size
-    return np.arange(count) * total // count * block_size
-
-
-@torch.no_grad()
-def estimate_loss(model, splits, eval_iters, batch_size, block_size, device, ctx):
-    """Mean loss of each split over up to eval_iters * batch_size fixed windows (see eval_windows),
-    with dropout off. Every window has block_size targets, so the mean over windows is per token."""
-    model.eval()
-    out = {}
-    for name, data in splits.items():
-        starts = eval_windows(len(data), block_size, eval_iters * batch_size)
-        total = 0.0
-        for i in range(0, len(starts), batch_size):
-            chunk = starts[i:i + batch_size]
-            x = torch.from_numpy(np.stack([data[s:s + block_size] for s in chunk]).astype(np.int64))  # (B, T)
-            y = torch.from_numpy(np.stack([data[s + 1:s + 1 + block_size] for s in chunk]).astype(np.int64))
-            with ctx:
-                _, loss = model(x.to(device), y.to(device))
-            total += loss.item() * len(chunk)
-        out[name] = total / len(starts)
-    model.train()
-    return out
-
-
 def check_finite(losses, iter_num):
     """Stop before a NaN/inf model is trained further or saved over the last good checkpoint."""
     bad = [f"{name} loss {value}" for name, value in losses.items() if not math.isfinite(value)]
@@ -242,113 +151,6 @@ def make_out_dir(out_dir, init_from):
     if init_from != "resume" and os.path.isfile(os.path.join(out_dir, CKPT_NAME)):
         print(f"note: {out_dir} holds an earlier run: this one replaces its {CKPT_NAME}, {BEST_NAME} and log "
               "as it saves (--init_from=resume continues it; --out_dir=... keeps it)", file=sys.stderr)
-
-
-def model_args_for(cfg, vocab_size):
-    """GPTConfig's arguments for cfg on a dataset of vocab_size ids (None: GPT-2 BPE)."""
-    model_args = {k: cfg[k] for k in MODEL_ARGS if k in cfg}
-    # GPT-2 BPE has 50257 ids; nanoGPT pads to 50304, a multiple of 64, for faster matmuls
-    model_args["vocab_size"] = vocab_size or 50304
-    if model_args["adaptive_head"] >= model_args["vocab_size"]:
-        # a config tuned for 红楼梦's 4.5k characters, run on a small alphabet: every token is a frequent one
-        print(f"note: adaptive_head={model_args['adaptive_head']} is not below the vocabulary size "
-              f"({model_args['vocab_size']}); using the full softmax", file=sys.stderr)
-        model_args["adaptive_head"] = 0
-    return model_args
-
-
-SHAPE_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "adaptive_head")  # what a checkpoint fixes
-
-
-def base_shape(cfg, given):
-    """cfg with the shape of the model it continues (resume) or fine-tunes (a model folder), so that a
-    fine-tune's config need not repeat it. A shape key the user left alone (not in given) takes the base's
-    value; one set to something else, even train.py's default, is refused, except a shorter block_size for a
-    fine-tune (the context is cropped)."""
-    base = cfg["out_dir"] if cfg["init_from"] == "resume" else cfg["init_from"]
-    if cfg["init_from"] != "resume" and not is_model_folder(base):
-        return cfg  # scratch, or GPT-2, whose shape finetune_model checks
-    saved = read_model_args(load_checkpoint(base, mmap=True))  # mmap: the weights stay on disk
-    cfg = dict(cfg)
-    for key in SHAPE_KEYS:
-        if key == "adaptive_head" and cfg[key] >= saved["vocab_size"]:
-            cfg[key] = 0  # model_args_for turns it off on a vocabulary this small: the run it resumes did too
-        if key not in given or cfg[key] == saved[key]:
-            cfg[key] = saved[key]
-        elif key == "block_size" and cfg["init_from"] != "resume" and cfg[key] < saved[key]:
-            pass  # fine-tuning on shorter windows: finetune_base crops the positions
-        else:
-            keep = "resume" if cfg["init_from"] == "resume" else "fine-tune"
-            raise UserError(f"{key} {cfg[key]} asked for, but {base}'s model has {saved[key]}; a {keep} keeps "
-                            f"its model's shape: drop --{key}" + (" or lower it" if key == "block_size" else ""))
-    return cfg
-
-
-def build_model(cfg, vocab_size, device, meta=None):
-    """A fresh GPT, the one in out_dir/ckpt.pt, a model folder's (its vocabulary grown to the dataset's), or
-    GPT-2. Returns (model, checkpoint or None). meta: the dataset's vocabulary, which a pretrained character
-    model must share or the dataset extend."""
-    model_args = model_args_for(cfg, vocab_size)
-    if is_model_folder(cfg["init_from"]):
-        return finetune_base(cfg["init_from"], model_args, meta, cfg["dataset"]), None
-    if is_pretrained(cfg["init_from"]):
-        return finetune_model(cfg["init_from"], cfg["block_size"], cfg["dropout"], vocab_size, meta), None
-    if cfg["init_from"] == "scratch":
-        return GPT(GPTConfig(**model_args)), None
-    checkpoint = load_checkpoint(cfg["out_dir"], device)
-    saved = read_model_args(checkpoint)
-    differ = [f"{k} {saved.get(k)} in the checkpoint vs {model_args[k]} asked for"
-              for k in MODEL_ARGS if k != "dropout" and saved.get(k) != model_args[k]]
-    if differ:
-        raise UserError(f"cannot resume from {cfg['out_dir']}: " + "; ".join(differ))
-    return model_from_checkpoint(checkpoint, dropout=cfg["dropout"]), checkpoint
-
-
-def finetune_base(folder, model_args, meta, dataset):
-    """The model in folder/ckpt.pt with its embedding (and the tied head) grown by the characters the
-    dataset's vocabulary appends to folder/meta.pkl's (prepare.py --vocab_from). The base's rows are kept as
-    they are, so every known character's logits start where the base's were; each new row starts as the mean
-    row, an average character the model has no reason to favour or avoid until it has seen the new one."""
-    base_meta = load_meta(os.path.join(folder, META_NAME))
-    n_base = base_meta["vocab_size"]
-    mismatch = next((i for i in range(n_base) if (meta or {}).get("itos", {}).get(i) != base_meta["itos"][i]), None)
-    if meta is None or meta["vocab_size"] < n_base or mismatch is not None:
-        raise UserError(f"dataset {dataset}'s vocabulary does not extend {folder}'s ({n_base:,} characters"
-                        + (f"; id {mismatch} is {base_meta['itos'][mismatch]!r} there" if mismatch is not None else "")
-                        + f"); prepare it with --vocab_from={folder}")
-    base = model_from_checkpoint(load_checkpoint(folder), dropout=model_args["dropout"])
-    n_new = meta["vocab_size"] - n_base
-    if n_new and base.config.adaptive_head:
-        raise UserError(f"{folder}'s model has an adaptive head, which cannot grow by the dataset's {n_new:,} new "
-                        f"characters; fine-tune a model with adaptive_head=0, or prepare text it fully covers")
-    if model_args["block_size"] < base.config.block_size:
-        base.crop_block_size(model_args["block_size"])
-    if not n_new:
-        return base
-    state = base.state_dict()
-    wte = state["transformer.wte.weight"]  # (n_base, n_embd), the same tensor as lm_head.weight
-    grown = torch.cat([wte, wte.mean(dim=0, keepdim=True).expand(n_new, -1)])  # (vocab_size, n_embd)
-    state["transformer.wte.weight"] = state["lm_head.weight"] = grown
-    model = GPT(GPTConfig(**model_args))
-    model.load_state_dict(state)
-    return model
-
-
-def finetune_model(init_from, block_size, dropout, vocab_size, meta=None):
-    """GPT-2 to fine-tune: its own shape and vocabulary; only dropout and a shorter context are ours."""
-    model, model_meta = load_pretrained(init_from, dropout)
-    if model_meta and model_meta["stoi"] != (meta or {}).get("stoi"):
-        raise UserError(f"{init_from} has its own {model_meta['vocab_size']:,}-character vocabulary and the dataset's "
-                        "meta.pkl gives other ids; fine-tune it on the dataset it was trained on (--dataset=...)")
-    if block_size > model.config.block_size:
-        raise UserError(f"block_size {block_size} is longer than {init_from}'s context "
-                        f"{model.config.block_size}; use --block_size={model.config.block_size} or less")
-    if block_size < model.config.block_size:
-        model.crop_block_size(block_size)  # fewer positions: less memory and compute per step
-    if vocab_size and vocab_size > model.config.vocab_size:
-        raise UserError(f"the dataset has {vocab_size} token ids but {init_from} knows {model.config.vocab_size}; "
-                        "fine-tune on a GPT-2 BPE dataset (python data/openwebtext/prepare.py)")
-    return model
 
 
 def start_wandb(cfg):
@@ -461,15 +263,6 @@ def start_run(cfg, status=None):
     return r
 
 
-def tokens_per_iter(cfg):
-    return cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
-
-
-def steps_for_passes(cfg, n_train):
-    """The optimizer steps that make cfg['passes'] passes over n_train training tokens (at least one)."""
-    return max(1, round(cfg["passes"] * n_train / tokens_per_iter(cfg)))
-
-
 def restore(r, checkpoint):
     """Optimizer, iteration, best loss and GradScaler from a checkpoint; returns its RNG states (or None)."""
     r.optimizer.load_state_dict(checkpoint["optimizer"])
@@ -576,16 +369,6 @@ def train_step(model, optimizer, scaler, next_batch, accum_steps, ctx, grad_clip
     return loss.detach() * accum_steps, norm
 
 
-def decay_to_start(model, start, lr, weight_decay):
-    """After an AdamW step, which shrank each decayed matrix p by lr * weight_decay * p, give back
-    lr * weight_decay * p0 (p0: start[name], its value at step 0): the decay pulls toward p0, not zero
-    (L2-SP). A fine-tune on a small text then keeps what the base knew where the text does not disagree."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in start:
-                p.add_(start[name], alpha=lr * weight_decay)
-
-
 def log_step(r, loss, lr, dt):
     """Every log_interval iterations: the loss (checked for NaN), the step time and the running MFU."""
     if r.iter_num % r.cfg["log_interval"] or not r.master:
@@ -600,46 +383,6 @@ def log_step(r, loss, lr, dt):
     r.log(f"iter {r.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms{mfu_note}")
     if r.status is not None:
         r.status.update(train_loss=lossf)
-
-
-class StopRequest:
-    """Ctrl-C (SIGINT, also what the web page's Stop sends) asks for a clean stop: the loop finishes
-    its step, saves ckpt.pt and exits. A second Ctrl-C quits at once, whatever the process is doing:
-    a save under way is abandoned (its temporary file deleted, the previous ckpt.pt kept) and nothing
-    else runs. Raising KeyboardInterrupt instead would land at a random spot (inside torch.save, a
-    tqdm write) and could be swallowed there or print a traceback.
-    Not under DDP: the ranks would stop at different steps and wait for each other forever."""
-
-    def __init__(self, install, status=None):
-        self.requested, self.status = False, status
-        if install:
-            # Python runs the handler once for all the signals that came before it got to it, so two quick
-            # Ctrl-Cs could count as one; its C handler also writes a byte per signal to the wakeup fd: count those
-            self.signals, wakeup = os.pipe()
-            os.set_blocking(self.signals, False)
-            os.set_blocking(wakeup, False)
-            signal.set_wakeup_fd(wakeup, warn_on_full_buffer=False)
-            signal.signal(signal.SIGINT, self._handle)
-
-    def _handle(self, signum, frame):
-        try:
-            count = os.read(self.signals, 1024).count(bytes([signal.SIGINT]))
-        except BlockingIOError:
-            count = 1
-        if self.requested or count > 1:
-            self._quit()
-        self.requested = True
-        # os.write, not print: the signal may arrive while the main thread is inside a print to stderr
-        os.write(2, b"stopping after this step; Ctrl-C again to quit without saving\n")
-
-    def _quit(self):
-        remove_partial_files()
-        if self.status is not None:
-            self.status.end("stopped", error="interrupted before saving")
-        os.write(2, b"interrupted\n")
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()  # the log lines printed so far
-        os._exit(130)
 
 
 def finish(r):
@@ -692,7 +435,7 @@ def run_training(cfg, given, status):
                                                r.dev),
                              accum_steps, r.ctx, cfg["grad_clip"], r.ddp)
         if r.start and r.scaler.get_scale() >= scale:  # a lower scale: float16 overflowed, the step was skipped
-            decay_to_start(r.raw_model, r.start, lr, cfg["weight_decay"])
+            pull_toward_start(r.raw_model, r.start, lr, cfg["weight_decay"])
         t1 = time.time()
         dt, t0 = t1 - t0, t1
         r.step_times = (r.step_times + [dt])[-11:]  # recent steps only: the ETA follows speed changes
@@ -712,13 +455,6 @@ def run_training(cfg, given, status):
     return stopped
 
 
-def lr_at(cfg, iter_num):
-    """The learning rate of iteration iter_num under cfg's schedule."""
-    if not cfg["decay_lr"]:
-        return cfg["learning_rate"]
-    return get_lr(iter_num, cfg["learning_rate"], cfg["warmup_iters"], cfg["lr_decay_iters"], cfg["min_lr"])
-
-
 def main(argv=None):
     given = set()
     cfg = configure(DEFAULTS, sys.argv[1:] if argv is None else argv, __file__, given)
@@ -727,7 +463,7 @@ def main(argv=None):
     status = start_status(cfg)
     try:
         stopped = run_training(cfg, given, status)
-    except (UserError, ConfigError) as e:
+    except UserError as e:
         if status:
             status.end("failed", error=f"error: {first_line(e)}")  # the line run_main prints
         raise

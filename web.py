@@ -39,9 +39,10 @@ from babygpt import poetry  # noqa: E402
 from babygpt import status  # noqa: E402
 from babygpt import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
 from babygpt.checkpoint import atomic_write, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
-from configurator import ConfigError, configure, documented_keys, settings  # noqa: E402
+from configurator import configure, documented_keys, settings  # noqa: E402
 from babygpt.progress import read_log  # noqa: E402
-from babygpt.runtime import LOCAL_HOSTS, UserError, run_main  # noqa: E402
+from babygpt.errors import UserError, run_main
+from babygpt.runtime import LOCAL_HOSTS  # noqa: E402
 
 
 # -----------------------------------------------------------------------------
@@ -688,7 +689,7 @@ def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, no
         else:
             stats, command = prepare_upload(base, files or [], name or "", val_fraction, int(block_size), normalize,
                                             limit_mb, lang, lines.append, vocab or "")
-    except (UserError, charlevel.PrepareError) as e:
+    except UserError as e:
         return f"error: {shown(e, base)}", "", shown("\n".join(lines), base), gr.update()
     except OSError as e:  # an unreadable upload, a full disk: one line too, as prepare.py says it
         return f"error: {shown(e.filename or '', base)}: {e.strerror or e}", "", "", gr.update()
@@ -748,7 +749,7 @@ def on_start(base, resume, config, dataset, out_name, *rest):
                 pid = st["pid"] if status.is_running(st) else job["pid"]
                 return text("msg.busy", lang).format(out=out_name, pid=pid), job["command"] if job else ""
             job = start_training(argv, run_dir)
-    except (UserError, ConfigError) as e:  # train.py's own refusals: the last line of its log
+    except UserError as e:  # train.py's own refusals: the last line of its log
         return f"error: {shown(e, base)}", ""
     return text("msg.started", lang).format(pid=job["pid"]), job["command"]
 
@@ -821,7 +822,7 @@ def on_sample(base, run, ckpt, prompt, n, length, temperature, top_k, top_p, pen
                    repetition_penalty=float(penalty), seed=int(seed), form=(form or "").strip(),
                    acrostic=(acrostic or "").strip(), rhyme=bool(rhyme))
         samples = sample.start_samples(cfg, warn=notes.append)
-    except (UserError, ConfigError) as e:
+    except UserError as e:
         yield "", f"error: {shown(e, base)}", ""
         return
     command = sample_command(arg_path(run_dir, base), cfg)

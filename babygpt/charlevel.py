@@ -24,11 +24,12 @@ import os
 import pickle
 import re
 import signal
-import sys
 import urllib.error
 import urllib.request
 
 import numpy as np
+
+from babygpt.errors import UserError, run_main
 
 CHUNK_BYTES = 1 << 21        # 2 MB of input per step: big enough for numpy to pay off, small for RSS
 CHUNK_IDS = 1 << 20          # pass 2 reads 1M staged ids (2 or 4 MB) per step, for the same reasons
@@ -36,10 +37,6 @@ N_CODEPOINTS = 0x110000      # every Unicode code point, so the lookup tables ne
 UINT16_LIMIT = 65536         # ids 0..65535 fit in uint16; a bigger vocabulary needs uint32
 UTF8_BOM = codecs.BOM_UTF8
 OUTPUTS = ("train.bin", "val.bin", "meta.pkl")  # meta.pkl last: it describes the two .bin files
-
-
-class PrepareError(Exception):
-    """A problem the user can fix; main() prints it as one line, without a traceback."""
 
 
 class DecodeFailure(Exception):
@@ -61,7 +58,7 @@ def natural_key(path):
 def list_text_files(path):
     """The file itself, or every .txt under a folder (recursively, hidden entries skipped)."""
     if not os.path.exists(path):
-        raise PrepareError(f"--input={path}: no such file or folder")
+        raise UserError(f"--input={path}: no such file or folder")
     if os.path.isfile(path):
         return [path]
     found = []
@@ -70,7 +67,7 @@ def list_text_files(path):
         found += [os.path.join(root, n) for n in names
                   if n.lower().endswith(".txt") and not n.startswith(".")]
     if not found:
-        raise PrepareError(f"--input={path}: folder has no .txt files (searched recursively); "
+        raise UserError(f"--input={path}: folder has no .txt files (searched recursively); "
                            "save the text as .txt files or pass --input=FILE")
     return sorted(found, key=lambda p: natural_key(os.path.relpath(p, path)))
 
@@ -86,7 +83,7 @@ def download(url, dest, offline_hint):
         os.replace(part, dest)
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
-        raise PrepareError(f"could not download {url} ({reason}); {offline_hint}") from None
+        raise UserError(f"could not download {url} ({reason}); {offline_hint}") from None
     finally:
         if os.path.exists(part):
             os.remove(part)
@@ -99,11 +96,11 @@ def download(url, dest, offline_hint):
 def check_not_binary(path, raw, offset):
     """Reject UTF-16 and binary files early: they would decode into noise, not fail."""
     if offset == 0 and raw[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-        raise PrepareError(f"{path} is UTF-16 (starts with byte-order mark {raw[:2].hex(' ')}); "
+        raise UserError(f"{path} is UTF-16 (starts with byte-order mark {raw[:2].hex(' ')}); "
                            "save it as UTF-8 and run again")
     nul = raw.find(b"\x00")
     if nul >= 0:
-        raise PrepareError(f"{path} looks like a binary file (NUL byte at offset {offset + nul}); "
+        raise UserError(f"{path} looks like a binary file (NUL byte at offset {offset + nul}); "
                            "prepare reads text files in UTF-8 or GB18030")
 
 
@@ -219,7 +216,7 @@ def stage_file_any_encoding(path, normalize, sep, prov, staged):
         try:
             return "gb18030", *stage_file(path, "gb18030", normalize, sep, prov, staged)
         except DecodeFailure as gb:
-            raise PrepareError(
+            raise UserError(
                 f"{path}: not UTF-8 (bad byte 0x{utf8.byte:02x} at offset {utf8.offset}) "
                 f"nor GB18030 (bad byte 0x{gb.byte:02x} at offset {gb.offset}); "
                 "re-save it as UTF-8") from None
@@ -234,7 +231,7 @@ def read_text(path):
         try:
             return "".join(cps.tobytes().decode("utf-32-le") for cps in file_chunks(path, "gb18030")), "gb18030"
         except DecodeFailure:
-            raise PrepareError(f"{path}: neither UTF-8 (bad byte 0x{utf8.byte:02x} at offset "
+            raise UserError(f"{path}: neither UTF-8 (bad byte 0x{utf8.byte:02x} at offset "
                                f"{utf8.offset}) nor GB18030; re-save it as UTF-8") from None
 
 
@@ -350,9 +347,9 @@ def write_meta(path, vocab, dtype, n_train, n_val, extra=None):
 
 def check_has_text(vocab, label):
     if len(vocab) == 0:
-        raise PrepareError(f"{label} is empty; put some text in it")
+        raise UserError(f"{label} is empty; put some text in it")
     if all(chr(cp).isspace() for cp in vocab.tolist()):
-        raise PrepareError(f"{label} holds only whitespace; put some text in it")
+        raise UserError(f"{label} holds only whitespace; put some text in it")
 
 
 def split_sizes(n, val_fraction, block_size):
@@ -361,11 +358,11 @@ def split_sizes(n, val_fraction, block_size):
     n_val = n - n_train
     # train.py samples windows of block_size + 1 tokens, so a split needs more than block_size
     if n_val <= block_size:
-        raise PrepareError(f"validation split has {n_val:,} tokens (--val_fraction={val_fraction} "
+        raise UserError(f"validation split has {n_val:,} tokens (--val_fraction={val_fraction} "
                            f"of {n:,}), needs more than --block_size={block_size}; add text, "
                            "raise --val_fraction, or lower --block_size")
     if n_train <= block_size:
-        raise PrepareError(f"training split has {n_train:,} tokens, needs more than "
+        raise UserError(f"training split has {n_train:,} tokens, needs more than "
                            f"--block_size={block_size}; add text, lower --val_fraction, "
                            "or lower --block_size")
     return n_train, n_val
@@ -426,17 +423,13 @@ def read_base_vocab(path):
     characters as code points in id order). Read with checkpoint's unpickler, which runs no code."""
     meta_path = os.path.join(path, "meta.pkl") if os.path.isdir(path) else path
     if not os.path.isfile(meta_path):
-        raise PrepareError(f"--vocab_from={path}: no meta.pkl there; give a model folder (pretrained/hlm), "
+        raise UserError(f"--vocab_from={path}: no meta.pkl there; give a model folder (pretrained/hlm), "
                            "a run's out_dir or a meta.pkl")
     from babygpt.checkpoint import load_meta  # imports torch: only a prepare that extends a vocabulary pays for it
-    from babygpt.runtime import UserError
-    try:
-        meta = load_meta(meta_path)
-    except UserError as e:
-        raise PrepareError(str(e)) from None
+    meta = load_meta(meta_path)
     itos = [meta["itos"].get(i) for i in range(meta["vocab_size"])]
     if not all(isinstance(c, str) and len(c) == 1 for c in itos):
-        raise PrepareError(f"--vocab_from={path}: {meta_path} is not a character vocabulary with ids "
+        raise UserError(f"--vocab_from={path}: {meta_path} is not a character vocabulary with ids "
                            f"0..{meta['vocab_size'] - 1}; give a babygpt model's folder")
     return meta_path, np.array([ord(c) for c in itos], dtype=np.int64)
 
@@ -502,7 +495,7 @@ def prepare_texts(train_text, val_text, out_dir, block_size=256, extra_meta=None
     check_has_text(vocab, "the text")
     for name, n in (("validation", len(val_cps)), ("training", len(train_cps))):
         if n <= block_size:  # train.py samples windows of block_size + 1 tokens
-            raise PrepareError(f"the {name} split has {n:,} tokens, needs more than --block_size={block_size}; "
+            raise UserError(f"the {name} split has {n:,} tokens, needs more than --block_size={block_size}; "
                                "add text, or lower --block_size")
     dtype = np.uint16 if len(vocab) <= UINT16_LIMIT else np.uint32
     report_vocab(vocab, counts[vocab], dtype, log)
@@ -522,7 +515,7 @@ class OneLineParser(argparse.ArgumentParser):
     """argparse prints usage and exits 2 on a bad flag; we want our one-line error instead."""
 
     def error(self, message):
-        raise PrepareError(f"{message} (see --help)")
+        raise UserError(f"{message} (see --help)")
 
 
 def build_parser(description, out_dir, default_text):
@@ -551,16 +544,16 @@ def build_parser(description, out_dir, default_text):
 def check_options(val_fraction, block_size):
     """The two numbers prepare needs, checked before anything is read or written."""
     if not 0 < val_fraction < 1:
-        raise PrepareError(f"--val_fraction={val_fraction} must be between 0 and 1, "
+        raise UserError(f"--val_fraction={val_fraction} must be between 0 and 1, "
                            "exclusive (default 0.1)")
     if block_size < 1:
-        raise PrepareError(f"--block_size={block_size} must be at least 1 (default 256)")
+        raise UserError(f"--block_size={block_size} must be at least 1 (default 256)")
 
 
 def check_args(args):
     check_options(args.val_fraction, args.block_size)
     if args.input and args.url:
-        raise PrepareError("pass --input or --url, not both")
+        raise UserError("pass --input or --url, not both")
 
 
 def resolve_source(out_dir, default_source, offline_hint, input=None, url=None, log=print):
@@ -589,16 +582,25 @@ def main(description, out_dir, default_source, default_text, offline_hint, argv=
     """A dataset's prepare.py in one call. default_source(input_txt) writes the dataset's default
     text to input_txt and returns that path (default_text says what it is, for --help);
     offline_hint says what to do when a download fails."""
-    try:
+    def prepare_from_args():
         args = build_parser(description, out_dir, default_text).parse_args(argv)
         check_args(args)
         path = resolve_source(args.out_dir, default_source, offline_hint, args.input, args.url)
-        prepare_input(path, args.out_dir, args.val_fraction, args.block_size, args.normalize, vocab_from=args.vocab_from)
-    except PrepareError as e:
-        sys.exit(f"error: {e}")
-    except OSError as e:  # unreadable file, full disk: still one line
-        sys.exit(f"error: {e.filename or ''}: {e.strerror or e}")
-    except KeyboardInterrupt:
-        print("\ninterrupted: train.bin, val.bin and meta.pkl are all from before, or all from "
-              "this run if it had just finished", file=sys.stderr)
-        sys.exit(130)
+        with explained_os_errors():
+            prepare_input(path, args.out_dir, args.val_fraction, args.block_size, args.normalize,
+                          vocab_from=args.vocab_from)
+    run_main(prepare_from_args, interrupted=INTERRUPTED)
+
+
+# what a Ctrl-C during prepare leaves: the outputs are replaced together (write_outputs)
+INTERRUPTED = ("\ninterrupted: train.bin, val.bin and meta.pkl are all from before, or all from this run if it "
+               "had just finished")
+
+
+@contextlib.contextmanager
+def explained_os_errors():
+    """An unreadable file or a full disk is still one line."""
+    try:
+        yield
+    except OSError as e:
+        raise UserError(f"{e.filename or ''}: {e.strerror or e}") from None

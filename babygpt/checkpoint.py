@@ -11,7 +11,6 @@ meta.pkl through an unpickler that builds only plain containers, strings and num
 import contextlib
 import dataclasses
 import io
-import itertools
 import json
 import os
 import pickle
@@ -22,7 +21,8 @@ import numpy as np
 import torch
 
 from model import GPT, GPTConfig
-from babygpt.runtime import UserError, first_line
+from babygpt.atomic import atomic_write, explained_write, remove_partial_files, write_explained  # noqa: F401
+from babygpt.errors import UserError, first_line
 
 CKPT_NAME = "ckpt.pt"  # the latest save: what --init_from=resume continues
 BEST_NAME = "best.pt"  # the lowest val loss so far: weights only, for sampling
@@ -39,62 +39,9 @@ def saved_model_args(config):
     return args
 
 
-_writing = set()  # temporary files being written now: remove_partial_files() deletes them on a hard quit
-
-
-def atomic_write(path, write, fsync=True):
-    """write(f) into a temporary file beside path, fsync it, then rename it over path.
-    A crash or a full disk mid-save leaves the old file whole (os.replace is atomic on one filesystem).
-    fsync=False still never shows a reader half a file; only a power loss can then lose the new one.
-    The temporary name is registered before the file exists, so a second Ctrl-C arriving at any moment
-    can delete it (remove_partial_files) and leave no half-written file behind."""
-    tmp = f"{os.path.abspath(path)}.{os.getpid()}.{next(_serial)}.tmp"
-    _writing.add(tmp)
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            if fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    finally:
-        _writing.discard(tmp)
-
-
-_serial = itertools.count()
-
-
-def remove_partial_files():
-    """Delete the temporary files of writes under way (for a process about to quit without finishing them)."""
-    for tmp in list(_writing):
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-
-
 def save_checkpoint(out_dir, checkpoint, name=CKPT_NAME):
     """Atomic save; a full disk or an unwritable out_dir is a UserError and the old file stays whole."""
-    _write_or_explain(os.path.join(out_dir, name), lambda f: torch.save(checkpoint, f))
-
-
-@contextlib.contextmanager
-def explained_write(path, fix="free disk space or choose another --out_dir"):
-    """Turn a failed write of path (disk full, no permission) into a one-line UserError."""
-    try:
-        yield
-    except (OSError, RuntimeError) as e:  # torch.save reports a failed write as RuntimeError
-        if isinstance(e.__cause__ or e.__context__, KeyboardInterrupt) or "KeyboardInterrupt" in str(e):
-            raise KeyboardInterrupt from None  # a second Ctrl-C inside torch.save's writer: quit, not a disk error
-        raise UserError(f"could not write {path} ({first_line(e, 160)}); {fix} "
-                        "(the previous file, if any, is unchanged)") from None
-
-
-def _write_or_explain(path, write):
-    with explained_write(path):
-        atomic_write(path, write)
+    write_explained(os.path.join(out_dir, name), lambda f: torch.save(checkpoint, f))
 
 
 def rng_states():
@@ -218,7 +165,7 @@ def copy_meta(meta_path, out_dir):
     """Keep the vocabulary beside the checkpoint so sampling decodes with the run's own."""
     with open(meta_path, "rb") as src:
         data = src.read()
-    _write_or_explain(os.path.join(out_dir, META_NAME), lambda f: f.write(data))
+    write_explained(os.path.join(out_dir, META_NAME), lambda f: f.write(data))
 
 
 def dataset_dir(dataset):

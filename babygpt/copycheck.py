@@ -32,7 +32,7 @@ from collections import namedtuple
 import numpy as np
 
 from babygpt.checkpoint import META_NAME, dataset_file, load_checkpoint, load_meta, token_dtype
-from babygpt.runtime import UserError
+from babygpt.errors import UserError
 
 WINDOW = 10              # the report's window: the share of the sample's 10-token windows found in train.bin
 CHUNK = 1 << 23          # corpus windows hashed at a time: ~100 MB of work arrays, whatever train.bin's size

@@ -26,7 +26,7 @@ import torch
 
 from babygpt import copycheck
 from babygpt import rhymebook
-from babygpt.runtime import UserError
+from babygpt.errors import UserError
 
 LINE_END = "，。？！；"    # close a line (句); the corpus uses ； between clauses as it uses ，
 SENTENCE_END = "。？！"    # close a row of text too: the layout puts a newline after each

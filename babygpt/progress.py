@@ -13,7 +13,7 @@ import time
 
 from tqdm import tqdm
 
-from babygpt.checkpoint import atomic_write, explained_write
+from babygpt.atomic import atomic_write, explained_write
 
 LOG_NAME = "log.csv"
 PLOT_NAME = "loss.png"

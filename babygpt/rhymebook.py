@@ -23,7 +23,7 @@ import collections
 import functools
 import json
 
-from babygpt.runtime import UserError
+from babygpt.errors import UserError
 
 PING, ZE = "平", "仄"
 BOOKS = ("pingshui", "xinyun")

@@ -1,61 +1,20 @@
 """
 What every script needs before it touches a model: the device, the dtype and its autocast
-context, compile with a safe fallback, and how a script reports a user's mistake.
+context, compile with a safe fallback, and joining torchrun's process group.
 Imported by train.py, sample.py, bench.py, web.py and serve.py; it runs nothing on import.
 """
 
 import contextlib
 import os
-import signal
 import sys
-import threading
 
 import torch
 
-from configurator import ConfigError
+from babygpt.errors import UserError, first_line
 
 
 # the addresses that reach this machine only: web.py and serve.py need a login or key for any other --host
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-
-
-class UserError(Exception):
-    """A problem the user can fix; main() prints it as one line instead of a traceback."""
-
-
-def first_line(error, limit=200):
-    """An exception's message cut to its first line, for a one-line error that names the cause."""
-    return (str(error).strip().splitlines() or [""])[0][:limit]
-
-
-def run_main(main):
-    """Call main(); a UserError or ConfigError becomes one line on stderr and exit status 1.
-    Set BABYGPT_DEBUG=1 to see the full traceback instead."""
-    try:
-        main()
-    except (UserError, ConfigError) as e:
-        if os.environ.get("BABYGPT_DEBUG"):
-            raise
-        if int(os.environ.get("RANK", "0")) != 0:
-            # under torchrun every rank meets the same refusal (same settings, same files): rank 0 prints it
-            # and fails, so torchrun reports one failure instead of one per process
-            _exit_quietly(0)
-        print(f"error: {e}", file=sys.stderr)
-        _exit_quietly(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        _exit_quietly(130)
-    except SystemExit as e:  # train.py's 130 after a clean stop, --help's 0
-        _exit_quietly(e.code)
-    _exit_quietly(0)
-
-
-def _exit_quietly(code):
-    """sys.exit(code), deaf to Ctrl-C from here on: Python's shutdown puts back the default action for
-    SIGINT, so a Ctrl-C while it tears torch down would kill the process (status -2, not code)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-    sys.exit(code)
 
 
 def pick_device(device):

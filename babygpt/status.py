@@ -26,7 +26,7 @@ import os
 import sys
 import time
 
-from babygpt.checkpoint import atomic_write
+from babygpt.atomic import atomic_write
 
 STATUS_NAME = "status.json"
 VERSION = 1

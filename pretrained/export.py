@@ -24,7 +24,7 @@ from babygpt.checkpoint import (BEST_NAME, META_NAME, atomic_write, dataset_dir,
                         save_checkpoint)
 from configurator import configure, settings
 from babygpt.progress import read_log
-from babygpt.runtime import UserError, run_main
+from babygpt.errors import UserError, run_main
 from train import estimate_loss, load_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from babygpt import checkpoint  # noqa: E402  (imports torch before any fork)
 from babygpt import runtime  # noqa: E402
 import train  # noqa: E402
+from model import GPT, GPTConfig
 
 
 def start(argv):
@@ -58,7 +59,7 @@ def check(out_dir):
 
 def warm_up():
     """One tiny step here, so each child starts with torch's kernels already initialised (speed only)."""
-    model = train.GPT(train.GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=8))
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, block_size=4, vocab_size=8))
     optimizer = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), "cpu")
     idx = train.torch.zeros(1, 4, dtype=train.torch.long)
     model(idx, idx)[1].backward()

@@ -9,7 +9,8 @@ import pytest
 from conftest import REPO, assert_user_error, run
 
 import train
-from configurator import ConfigError, configure, documented_keys
+from configurator import configure, documented_keys
+from babygpt.errors import UserError
 
 DEFAULTS = {"batch_size": 12, "dropout": 0.0, "device": "auto", "compile": True, "start": "\n"}
 SCRIPT = os.path.join(REPO, "train.py")
@@ -37,7 +38,7 @@ def test_string_key_keeps_text_that_looks_like_a_number():
     (["no_such_config.py"], ["not found"]),
 ])
 def test_refusals(arg, words):
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(UserError) as err:
         configure(DEFAULTS, arg, SCRIPT)
     for w in words:
         assert w in str(err.value), f"{arg}: message should mention {w!r}: {err.value}"
@@ -62,7 +63,7 @@ def test_given_holds_the_keys_set_even_to_their_default(tmp_path):
 def test_config_file_typo_is_caught(tmp_path):
     path = tmp_path / "cfg.py"
     path.write_text("droput = 0.2\n", encoding="utf-8")
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(UserError) as err:
         configure(DEFAULTS, [str(path)], SCRIPT)
     assert "did you mean 'dropout'" in str(err.value), f"a typo should name the closest key: {err.value}"
 

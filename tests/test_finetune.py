@@ -15,6 +15,7 @@ from conftest import TEXT, TINY, assert_user_error, run, write_dataset
 
 from babygpt import checkpoint as ck
 import train
+from babygpt.finetune import pull_toward_start
 
 NEW_TEXT = "咖啡馆里，她打开电脑写日记：今天下雨了。\n"  # 咖啡馆电脑日记雨 are not in TEXT
 
@@ -130,7 +131,7 @@ def test_decay_to_start_pulls_toward_the_start_not_zero():
         model.weight.grad = torch.zeros_like(start)
         optimizer.step()
         if pull:
-            train.decay_to_start(model, {"weight": start}, lr=0.1, weight_decay=2.0)
+            pull_toward_start(model, {"weight": start}, lr=0.1, weight_decay=2.0)
         assert torch.allclose(model.weight, want, atol=1e-6), f"decay_to_start={pull}: {model.weight}"
 
 

@@ -12,7 +12,7 @@ import torch
 from babygpt import poetry
 from babygpt import rhymebook
 from model import GPT, GPTConfig, penalize_repeats
-from babygpt.runtime import UserError
+from babygpt.errors import UserError
 
 POEMS = ("静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n\n"
          "登鹳雀楼\n白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。\n\n"

@@ -16,7 +16,7 @@ from test_poetry_forms import POEMS, generate, tiny_model
 from babygpt import poetry
 from babygpt import rhymebook
 from conftest import REPO
-from babygpt.runtime import UserError
+from babygpt.errors import UserError
 
 PINGSHUI = rhymebook.book("pingshui")
 DENGGUAN = "白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。"  # 仄起, first line unrhymed, 流 楼 in 尤

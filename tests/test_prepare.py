@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from babygpt import charlevel
+from babygpt.errors import UserError
 import conftest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,7 +212,7 @@ def test_bad_byte_offset_is_exact_across_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(charlevel, "CHUNK_BYTES", 7)
     src = tmp_path / "in.txt"
     src.write_bytes("红楼梦".encode("utf-8") * 10 + b"\xff" + b"tail")
-    with pytest.raises(charlevel.PrepareError, match="offset 90") as e:
+    with pytest.raises(UserError, match="offset 90") as e:
         charlevel.prepare([str(src)], str(tmp_path), block_size=1, log=lambda *a: None)
     assert "UTF-8" in str(e.value) and "GB18030" in str(e.value), f"message: {e.value}"
 

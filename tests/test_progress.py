@@ -20,6 +20,7 @@ import pytest
 from conftest import REPO, TINY, run
 
 import train
+from babygpt import schedule
 
 
 def eval_lines(stdout):
@@ -41,7 +42,7 @@ def test_log_csv_holds_each_eval(trained_run):
         it = int(r["iter"])
         assert round(float(r["train_loss"]), 4) == logged[it][0], f"train loss at {it}: csv {r} vs log {logged[it]}"
         assert round(float(r["val_loss"]), 4) == logged[it][1], f"val loss at {it}: csv {r} vs log {logged[it]}"
-        want_lr = train.get_lr(it, train.learning_rate, train.warmup_iters, train.lr_decay_iters, train.min_lr)
+        want_lr = schedule.get_lr(it, train.learning_rate, train.warmup_iters, train.lr_decay_iters, train.min_lr)
         assert float(r["lr"]) == pytest.approx(want_lr, rel=1e-5), f"lr at {it}: {r['lr']} vs {want_lr}"
     times = [float(r["time_s"]) for r in rows]
     assert times == sorted(times) and times[-1] > 0, f"time_s should grow: {times}"

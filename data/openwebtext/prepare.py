@@ -17,7 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from babygpt.checkpoint import gpt2_encoding
-from babygpt.runtime import UserError, run_main
+from babygpt.errors import UserError, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

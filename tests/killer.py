@@ -18,7 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from babygpt import checkpoint  # noqa: E402  (imports torch before any fork)
-from babygpt import runtime  # noqa: E402
+from babygpt import errors  # noqa: E402
 import train  # noqa: E402
 from model import GPT, GPTConfig
 
@@ -31,7 +31,7 @@ def start(argv):
         os.dup2(devnull, 1)
         sys.argv = ["train.py", *argv]
         try:
-            runtime.run_main(train.main)
+            errors.run_main(train.main)
         finally:
             os._exit(0)
     return pid

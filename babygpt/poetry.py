@@ -328,6 +328,15 @@ class SlotSets:
         return member
 
 
+def viable_groups(rhymed, member):
+    """(K, G): the groups each template (rhymed (K, L): its rhymed slots) may rhyme in, those with a character
+    for each of its rhymed slots (a group with fewer would force a back-off at its last rhyme); all of them
+    when none has enough. member (V, G): which groups each token is in."""
+    need = rhymed.sum(dim=1)  # (K,)
+    viable = member.sum(dim=0)[None, :] >= need[:, None]  # (K, G)
+    return viable | ~viable.any(dim=1, keepdim=True)
+
+
 class PoemConstraint:
     """One state per sample row. mask(logits) leaves only the tokens the row's form allows (the others get
     -inf); advance(idx_next) moves each row on by the token it took; done (B,) says which rows have ended
@@ -340,8 +349,8 @@ class PoemConstraint:
     characters up to a newline first (or the forced title: a 词牌's name).
 
     Back-off: where no token fits any of a row's templates (a vocabulary with no 仄 character, or no rhyme
-    group with a character for each rhyme), that one position falls back to its base set: any Han character where a Spec stood, the fixed
-    token where one stood. Marks, newlines, acrostic characters and the poem's length never relax; the row's
+    group with a character for each rhyme), that one position falls back to its base set: any Han character
+    where a Spec stood, the fixed token where one stood. Marks, newlines, acrostic characters and the poem's length never relax; the row's
     templates and rhyme state stay as they were; backoffs (B,) counts the positions relaxed per row."""
 
     def __init__(self, templates, sets, member, newline, starts):
@@ -360,19 +369,12 @@ class PoemConstraint:
         self.forced = [list(s[2]) for s in starts]  # title tokens still to come (a 词牌's name)
         self.pos = torch.zeros(B, dtype=torch.long)  # (B,) slot of the next token in the templates
         self.alive = torch.ones(B, K, dtype=torch.bool)  # (B, K) templates the row still fits
-        self.groups = self._viable_groups(member)[None].repeat(B, 1, 1)  # (B, K, G) groups the rhymes share
+        self.groups = viable_groups(self.rhymed, member)[None].repeat(B, 1, 1)  # (B, K, G) groups the rhymes share
         self.used = torch.zeros(B, K, self.han.numel(), dtype=torch.bool)  # (B, K, V) rhyme characters so far
         self.relaxed = torch.zeros(B, dtype=torch.bool)  # (B,) this step backs off
         self.backoffs = torch.zeros(B, dtype=torch.long)  # (B,)
         self.done = torch.zeros(B, dtype=torch.bool)  # (B,)
         self.max_new_tokens = TITLE_MAX + 1 + int(self.length.max())  # enough for the longest poem
-
-    def _viable_groups(self, member):
-        """(K, G): the groups a template may rhyme in, those with a character for each of its rhymed slots
-        (a group with fewer would force a back-off at its last rhyme); all of them when none has enough."""
-        need = self.rhymed.sum(dim=1)  # (K,)
-        viable = member.sum(dim=0)[None, :] >= need[:, None]  # (K, G)
-        return viable | ~viable.any(dim=1, keepdim=True)
 
     def _to(self, device):
         for name in ("slots", "rhymed", "length", "sets", "base", "han", "member", "titling", "pos", "alive",

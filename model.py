@@ -222,10 +222,27 @@ class GPT(nn.Module):
         return flops_per_token * tokens_per_iter / dt / peak_flops
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, **options):
-        """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens): babygpt/engine.py's."""
-        from babygpt import engine
-        return engine.generate(self, idx, max_new_tokens, temperature, top_k, **options)
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens), re-running the
+        window every step; call model.eval() first. babygpt: the scripts generate through babygpt/engine.py
+        (a key/value cache, top-p, a repetition penalty, per-row seeds, streaming, poem constraints), whose
+        kv_cache=False path gives these same tokens."""
+        for _ in range(max_new_tokens):
+            # past block_size, the window slides: the model has learned block_size positions only
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :]  # (B, vocab_size)
+            if temperature == 0:  # babygpt: 0 means greedy
+                idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                logits = logits / temperature
+                if top_k:  # babygpt: 0 is no cut, and a top_k above the vocabulary is clamped
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k)
+                    logits[logits < v[:, [-1]]] = -float("Inf")
+                probs = F.softmax(logits, dim=-1)
+                idx_next = torch.multinomial(probs, num_samples=1)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
 
     @classmethod
     def from_pretrained(cls, name_or_path, override_args=None):

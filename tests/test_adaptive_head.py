@@ -14,6 +14,7 @@ import torch
 from conftest import TINY, assert_user_error, run
 
 from babygpt import checkpoint as ck
+from babygpt import engine
 from model import GPT, GPTConfig
 
 CFG = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True, adaptive_head=10)
@@ -58,10 +59,11 @@ def test_ignored_targets_are_left_out_of_the_loss(model):
 def test_cached_and_uncached_generate_the_same_tokens(model):
     idx = torch.randint(0, 50, (2, 3))
     new = 13  # 3 + 13 = block_size: no window sliding, so both paths must agree exactly
-    greedy = [model.generate(idx, new, temperature=0, kv_cache=c) for c in (True, False)]
+    greedy = [engine.generate(model, idx, new, temperature=0, kv_cache=c) for c in (True, False)]
     assert torch.equal(*greedy), "greedy decoding differs between cached and uncached generation"
-    sampled = [model.generate(idx, new, temperature=1.0, kv_cache=c,
-                              generators=[torch.Generator().manual_seed(7 + i) for i in range(2)]) for c in (True, False)]
+    sampled = [engine.generate(model, idx, new, temperature=1.0, kv_cache=c,
+                               generators=[torch.Generator().manual_seed(7 + i) for i in range(2)])
+               for c in (True, False)]
     assert torch.equal(*sampled), "sampling with the same seed differs between cached and uncached"
 
 

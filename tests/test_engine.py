@@ -64,6 +64,17 @@ def test_cached_and_uncached_generate_the_same_tokens(sharp_model, device):
     assert torch.equal(*sampled), "sampling with the same seed differs between cached and uncached"
 
 
+def test_model_generate_is_the_engine_s_uncached_reference(model):
+    """model.py keeps nanoGPT's plain generate; the engine without its cache must give the same tokens."""
+    idx = torch.randint(0, 50, (2, 5))
+    for temperature, top_k in ((0, None), (1.0, None), (1.5, 3), (0.8, 1000)):
+        torch.manual_seed(7)
+        plain = model.generate(idx, 30, temperature, top_k)  # 35 > block_size 16: the window slides
+        torch.manual_seed(7)
+        ours = generate(model, idx, 30, temperature, top_k, kv_cache=False)
+        assert torch.equal(plain, ours), f"GPT.generate and the engine differ at temperature {temperature}, top_k {top_k}"
+
+
 def test_past_block_size_the_cache_keeps_the_recent_half(model):
     bs = model.config.block_size
     idx = torch.randint(0, 50, (2, bs))

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from babygpt.heads import make_head
+
 
 @dataclass
 class GPTConfig:
@@ -119,18 +121,9 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
-        if config.adaptive_head:
-            # Grave et al. 2017: the head scores the N most frequent tokens plus one entry for "the rest";
-            # the rest get a 4x narrower projection, computed only for the targets that fall there.
-            # Its classes must be ordered by frequency, so a token id goes through `rank` (id -> frequency
-            # rank), which train.py fills from the training data; the identity is correct, only slower.
-            self.lm_head = nn.AdaptiveLogSoftmaxWithLoss(config.n_embd, config.vocab_size,
-                                                         cutoffs=[config.adaptive_head], div_value=4.0)
-            self.register_buffer("rank", torch.arange(config.vocab_size))
-        else:
-            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-            # weight tying (Press & Wolf 2017): the input embedding doubles as the output projection
-            self.transformer.wte.weight = self.lm_head.weight
+        # babygpt: the output layer is a module of its own (babygpt/heads.py): nanoGPT's lm_head tied to wte, or
+        # with adaptive_head > 0 an adaptive softmax; forward and estimate_mfu ask it, never the config
+        self.lm_head = make_head(config, self.transformer.wte)
         self.apply(self._init_weights)
         # GPT-2 paper: scale the residual projections by 1/sqrt(2 * n_layer) so the stream's
         # variance does not grow with depth
@@ -167,27 +160,9 @@ class GPT(nn.Module):
         if kv_cache is not None:
             kv_cache.pos += T
         x = self.transformer.ln_f(x)  # (B, T, C)
-        if self.config.adaptive_head:
-            return self._adaptive_head(x, targets)
-        if targets is not None:
-            logits = self.lm_head(x)  # (B, T, vocab_size)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        else:
-            # generation needs only the last position's logits: skip the (T, vocab) matmul for the rest
-            logits = self.lm_head(x[:, [-1], :])  # (B, 1, vocab_size)
-            loss = None
-        return logits, loss
-
-    def _adaptive_head(self, x, targets):
-        """forward's ending for adaptive_head > 0. Training returns no logits (never forming the
-        (B, T, vocab) matrix is the point); generation returns log-probabilities in token order, which the
-        engine's sample_next treats as logits (softmax of log p is p itself, and temperature and top_k act alike)."""
-        if targets is not None:
-            keep = targets.reshape(-1) != -1  # cross_entropy's ignore_index=-1
-            out = self.lm_head(x.reshape(-1, x.size(-1))[keep], self.rank[targets.reshape(-1)[keep]])
-            return None, out.loss
-        logprobs = self.lm_head.log_prob(x[:, -1, :])  # (B, vocab_size), column r = the token of rank r
-        return logprobs[:, self.rank].unsqueeze(1), None  # (B, 1, vocab_size), column t = token t
+        # the head returns nanoGPT's (logits, loss): every position's logits and the loss with targets, else
+        # only the last position's logits (generation needs no more)
+        return self.lm_head(x, targets)
 
     def crop_block_size(self, block_size):
         """Shrink the context window, e.g. to fine-tune GPT-2 (1024) with a shorter block_size."""
@@ -216,8 +191,7 @@ class GPT(nn.Module):
         cfg = self.config
         L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
         n = self.get_num_params()
-        if cfg.adaptive_head:  # untied, wte is a lookup, not a matmul; the tail runs for rare tokens only
-            n -= self.transformer.wte.weight.numel() + sum(p.numel() for p in self.lm_head.tail.parameters())
+        n -= self.lm_head.params_without_flops()  # babygpt: 0 for GPT-2's head; see heads.py
         flops_per_token = 6 * n + 12 * L * H * Q * T
         return flops_per_token * tokens_per_iter / dt / peak_flops
 

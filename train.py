@@ -223,15 +223,6 @@ def check_finite(losses, iter_num):
                         "(the last good checkpoint, if any, is kept)")
 
 
-def frequency_rank(data, vocab_size, chunk=1 << 24):
-    """Token id -> its rank by count in data (0: the most frequent), the order adaptive_head's
-    classes need. Counted in chunks, so a large memmapped train.bin is never loaded whole."""
-    counts = sum(np.bincount(data[i:i + chunk], minlength=vocab_size) for i in range(0, len(data), chunk))
-    rank = np.empty(vocab_size, dtype=np.int64)
-    rank[np.argsort(-counts, kind="stable")] = np.arange(vocab_size)  # ties: the lower id first
-    return torch.from_numpy(rank)
-
-
 def make_out_dir(out_dir, init_from):
     """Fail at the start, not after an hour of training, when out_dir cannot be a folder; and say so when
     this run will replace one that is there (nanoGPT replaces it without a word)."""
@@ -418,8 +409,8 @@ def start_run(cfg, status=None):
         f"{tokens_per_iter(cfg):,} tokens per iteration on {world_size} x {dev} in {run_dtype}")
 
     model, checkpoint = build_model(cfg, vocab_size, dev, meta)  # a refused resume opens no wandb run
-    if model.config.adaptive_head and cfg["init_from"] == "scratch":  # resumed and fine-tuned ones keep theirs
-        model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
+    if cfg["init_from"] == "scratch":  # an adaptive head's token order; resumed and fine-tuned ones keep theirs
+        model.lm_head.order_by_frequency(train_data)
     wandb_run = start_wandb(cfg) if cfg["wandb_log"] and master else None  # before any file is written
     if status is not None:  # rank 0, not eval_only (which writes nothing)
         make_out_dir(cfg["out_dir"], cfg["init_from"])  # before compiling and training, which can take minutes
@@ -451,7 +442,7 @@ def start_run(cfg, status=None):
         # an adaptive head's rare-token part gets no gradient from a batch without rare targets
         r.model = torch.nn.parallel.DistributedDataParallel(
             r.eval_model, device_ids=[local_rank] if device_type == "cuda" else None,
-            find_unused_parameters=bool(model.config.adaptive_head))
+            find_unused_parameters=model.lm_head.skips_parameters)
     if master and not cfg["eval_only"]:
         r.clock = start_log(cfg["out_dir"], r.iter_num if cfg["init_from"] == "resume" else None) - time.time()
         r.bar = progress_bar(cfg["max_iters"], initial=r.iter_num, desc="train")

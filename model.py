@@ -16,6 +16,10 @@ from torch.nn import functional as F
 
 from babygpt.heads import make_head
 
+# transformers' GPT-2 keeps these four layers as Conv1D, whose weight is (in, out): nn.Linear's transposed
+# (from_pretrained reads them, hfexport.py writes them)
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
 
 @dataclass
 class GPTConfig:
@@ -252,13 +256,12 @@ class GPT(nn.Module):
     @staticmethod
     def _state_dict_from_hf(hf_sd):
         """transformers' GPT-2 state dict -> ours. Same names; but GPT-2 stores its linear layers as
-        Conv1D, whose weight is (in, out), while nn.Linear's is (out, in): those four get transposed."""
-        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+        Conv1D, whose weight is (in, out), while nn.Linear's is (out, in): the CONV1D ones get transposed."""
         sd = {}
         for k, v in hf_sd.items():
             if k.endswith((".attn.bias", ".attn.masked_bias")):
                 continue  # the causal-mask buffers of older transformers versions, not weights
-            sd[k] = v.t() if k.endswith(conv1d) else v
+            sd[k] = v.t() if k.endswith(CONV1D) else v
         sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])  # tied: may be saved only once
         return sd
 

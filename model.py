@@ -68,13 +68,10 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        # with a cache, a new token attends to every earlier key: no mask is needed for one
-        # query; a prompt encoded into an empty cache is masked causally as usual
-        causal = True
+        # babygpt: the generation engine's key/value cache (babygpt/engine.py) stores k, v and hands back every
+        # key and value so far; one new query attends to all of them (no mask), a prompt in an empty cache causally
+        causal = kv_cache is None or kv_cache.pos == 0
         if kv_cache is not None:
-            causal = kv_cache.pos == 0
-            if not causal and T > 1:
-                raise ValueError("a KVCache takes several tokens only when it is empty")
             k, v = kv_cache.append(layer, k, v)  # (B, nh, pos + T, hs)
         # the fused kernel (flash attention on CUDA) never builds the (T, T) matrix in memory
         dropout = self.attn_dropout if self.training else 0.0
@@ -152,8 +149,8 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx, targets=None, kv_cache=None):
-        """kv_cache: a KVCache; idx then continues the tokens already in it (positions pos..pos+T-1)."""
         B, T = idx.size()
+        # babygpt: with the engine's KVCache, idx continues the tokens already in it (positions pos..pos+T-1)
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.block_size:
             raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
@@ -161,8 +158,6 @@ class GPT(nn.Module):
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, layer)
-        if kv_cache is not None:
-            kv_cache.pos += T
         x = self.transformer.ln_f(x)  # (B, T, C)
         # the head returns nanoGPT's (logits, loss): every position's logits and the loss with targets, else
         # only the last position's logits (generation needs no more)

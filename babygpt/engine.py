@@ -27,13 +27,18 @@ class KVCache:
         self.size = config.block_size
 
     def append(self, layer, k, v):
-        """Store k, v (B, nh, T, hs) at pos; return all keys and values so far (B, nh, pos + T, hs)."""
+        """Store k, v (B, nh, T, hs) at pos; return all keys and values so far (B, nh, pos + T, hs).
+        The last layer's call moves pos on by T (as nanochat's KVCache does)."""
+        if self.pos > 0 and k.size(2) > 1:  # attention masks a query causally only in an empty cache
+            raise ValueError("a KVCache takes several tokens only when it is empty")
         if self.k[layer] is None:  # allocated on first use, in the dtype autocast gives k and v
             self.k[layer] = k.new_empty(self.shape)
             self.v[layer] = v.new_empty(self.shape)
         end = self.pos + k.size(2)
         self.k[layer][:, :, self.pos:end] = k
         self.v[layer][:, :, self.pos:end] = v
+        if layer == len(self.k) - 1:
+            self.pos = end
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 

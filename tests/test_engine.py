@@ -49,6 +49,15 @@ def test_cached_logits_match_full_forward(model):
                 f"cached logits after {t} tokens differ by {(got[i] - want).abs().max():.2e}"
 
 
+def test_the_cache_moves_on_once_per_forward_and_takes_a_prompt_only_when_empty(model):
+    cache = KVCache(model.config, 1)
+    with torch.no_grad():
+        model(torch.zeros((1, 3), dtype=torch.long), kv_cache=cache)
+        assert cache.pos == 3, f"a 3-token prompt through {model.config.n_layer} layers should leave pos 3, not {cache.pos}"
+        with pytest.raises(ValueError, match="only when it is empty"):
+            model(torch.zeros((1, 2), dtype=torch.long), kv_cache=cache)  # no causal mask past the prompt
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 def test_cached_and_uncached_generate_the_same_tokens(sharp_model, device):

@@ -1,7 +1,9 @@
 """
-A GPT with GPT-2's architecture and layer names, in one file.
+A GPT with GPT-2's architecture and layer names, in one file: nanoGPT's model.py, read side by side with it;
+where babygpt differs, a comment starting "babygpt:" says how.
 
-Importing this module runs nothing; train.py and sample.py build a GPT from a GPTConfig.
+Importing this module runs nothing; train.py and sample.py build a GPT from a GPTConfig. Generation with a
+key/value cache, top-p, penalties and streaming is babygpt/engine.py's; the output layer is babygpt/heads.py's.
 Layer names follow GPT-2 (wte, wpe, h.N.attn.c_attn, ...) so checkpoints map one to one.
 Quick check: python -c "import model; print(model.GPT(model.GPTConfig()))"
 """
@@ -30,7 +32,7 @@ class GPTConfig:
     n_embd: int = 384         # width of the residual stream
     dropout: float = 0.0      # 0 for pretraining big data, ~0.2 for a small corpus we would overfit
     bias: bool = True         # biases in Linear and LayerNorm, as GPT-2; False is a bit faster and as good
-    adaptive_head: int = 0    # 0: GPT-2's head, a softmax over the whole vocabulary tied to wte. N > 0 (opt-in):
+    adaptive_head: int = 0    # babygpt: 0 is GPT-2's head, a softmax over the vocabulary tied to wte. N > 0 (opt-in):
                               # an adaptive softmax where only the N most frequent tokens cost a full-width
                               # matmul; faster when a large vocabulary dominates a small model's time
                               # (bench.py --what=train), but nanoGPT and transformers cannot load it
@@ -73,7 +75,8 @@ class CausalSelfAttention(nn.Module):
         causal = kv_cache is None or kv_cache.pos == 0
         if kv_cache is not None:
             k, v = kv_cache.append(layer, k, v)  # (B, nh, pos + T, hs)
-        # the fused kernel (flash attention on CUDA) never builds the (T, T) matrix in memory
+        # the fused kernel (flash attention on CUDA) never builds the (T, T) matrix in memory (babygpt: always;
+        # nanoGPT keeps a slow path for torch < 2.0)
         dropout = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
@@ -153,6 +156,7 @@ class GPT(nn.Module):
         # babygpt: with the engine's KVCache, idx continues the tokens already in it (positions pos..pos+T-1)
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.block_size:
+            # babygpt: a ValueError, where nanoGPT asserts (python -O would skip an assert)
             raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
@@ -186,7 +190,8 @@ class GPT(nn.Module):
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops=312e12):
         """Model FLOPs utilisation: achieved FLOP/s over peak_flops (A100 bf16 by default).
-        FLOPs per token from the PaLM paper's appendix B: 6N for the weights, plus attention."""
+        FLOPs per token from the PaLM paper's appendix B: 6N for the weights, plus attention.
+        babygpt: takes the tokens per iteration, where nanoGPT takes fwdbwd_per_iter sequences."""
         cfg = self.config
         L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
         n = self.get_num_params()
@@ -220,8 +225,8 @@ class GPT(nn.Module):
     @classmethod
     def from_pretrained(cls, name_or_path, override_args=None):
         """Load GPT-2 weights with transformers: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'
-        (downloaded from the Hugging Face hub, then cached), or a local folder holding a model saved
-        with GPT2LMHeadModel.save_pretrained (works offline). override_args: only 'dropout'."""
+        (downloaded from the Hugging Face hub, then cached), or (babygpt) a local folder holding a model
+        saved with GPT2LMHeadModel.save_pretrained (works offline). override_args: only 'dropout'."""
         from transformers import GPT2LMHeadModel  # imported here: model.py stays light and pure
         from transformers.utils import logging as hf_logging
 

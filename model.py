@@ -250,18 +250,18 @@ class GPT(nn.Module):
         config = GPTConfig(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, block_size=hf.n_positions,
                            vocab_size=hf.vocab_size, bias=True, dropout=override_args.get("dropout", 0.0))
         model = cls(config)
-        model.load_state_dict(cls._state_dict_from_hf(hf_model.state_dict()))
+        model.load_state_dict(state_dict_from_hf(hf_model.state_dict()))
         return model
 
-    @staticmethod
-    def _state_dict_from_hf(hf_sd):
-        """transformers' GPT-2 state dict -> ours. Same names; but GPT-2 stores its linear layers as
-        Conv1D, whose weight is (in, out), while nn.Linear's is (out, in): the CONV1D ones get transposed."""
-        sd = {}
-        for k, v in hf_sd.items():
-            if k.endswith((".attn.bias", ".attn.masked_bias")):
-                continue  # the causal-mask buffers of older transformers versions, not weights
-            sd[k] = v.t() if k.endswith(CONV1D) else v
-        sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])  # tied: may be saved only once
-        return sd
+
+def state_dict_from_hf(hf_sd):
+    """transformers' GPT-2 state dict -> ours. Same names; but GPT-2 stores its linear layers as
+    Conv1D, whose weight is (in, out), while nn.Linear's is (out, in): the CONV1D ones get transposed."""
+    sd = {}
+    for k, v in hf_sd.items():
+        if k.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # the causal-mask buffers of older transformers versions, not weights
+        sd[k] = v.t() if k.endswith(CONV1D) else v
+    sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])  # tied: may be saved only once
+    return sd
 

@@ -53,7 +53,7 @@ def test_the_cache_moves_on_once_per_forward_and_takes_a_prompt_only_when_empty(
     cache = KVCache(model.config, 1)
     with torch.no_grad():
         model(torch.zeros((1, 3), dtype=torch.long), kv_cache=cache)
-        assert cache.pos == 3, f"a 3-token prompt through {model.config.n_layer} layers should leave pos 3, not {cache.pos}"
+        assert cache.pos == 3, f"a 3-token prompt through every layer should leave pos 3, not {cache.pos}"
         with pytest.raises(ValueError, match="only when it is empty"):
             model(torch.zeros((1, 2), dtype=torch.long), kv_cache=cache)  # no causal mask past the prompt
 
@@ -81,7 +81,8 @@ def test_model_generate_is_the_engine_s_uncached_reference(model):
         plain = model.generate(idx, 30, temperature, top_k)  # 35 > block_size 16: the window slides
         torch.manual_seed(7)
         ours = generate(model, idx, 30, temperature, top_k, kv_cache=False)
-        assert torch.equal(plain, ours), f"GPT.generate and the engine differ at temperature {temperature}, top_k {top_k}"
+        assert torch.equal(plain, ours), \
+            f"GPT.generate and the engine differ at temperature {temperature}, top_k {top_k}"
 
 
 def test_past_block_size_the_cache_keeps_the_recent_half(model):

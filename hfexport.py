@@ -22,6 +22,7 @@ import torch
 
 from babygpt.checkpoint import best_hint, clean_state_dict, find_meta, load_checkpoint, load_meta, read_model_args
 from configurator import configure, settings
+from model import CONV1D  # GPT-2's layers whose weights transformers keeps transposed
 from babygpt.progress import read_log
 from babygpt.errors import UserError, first_line, run_main
 
@@ -37,8 +38,6 @@ sample_length = 200      # characters per sample on the card
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
 UNK = "<unk>"  # appended after meta.pkl's ids. A prompt holding the literal text "<unk>" reads as this token
-# transformers' GPT-2 keeps these four layers as Conv1D, whose weight is (in, out): nn.Linear's transposed
-CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 EXPORT_FILES = ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
                 "tokenizer_config.json", "README.md")
 

@@ -1,7 +1,9 @@
 """
-A GPT with GPT-2's architecture and layer names, in one file.
+A GPT with GPT-2's architecture and layer names, in one file: nanoGPT's model.py, read side by side with it;
+where babygpt differs, a comment starting "babygpt:" says how.
 
-Importing this module runs nothing; train.py and sample.py build a GPT from a GPTConfig.
+Importing this module runs nothing; train.py and sample.py build a GPT from a GPTConfig. Generation with a
+key/value cache, top-p, penalties and streaming is babygpt/engine.py's; the output layer is babygpt/heads.py's.
 Layer names follow GPT-2 (wte, wpe, h.N.attn.c_attn, ...) so checkpoints map one to one.
 Quick check: python -c "import model; print(model.GPT(model.GPTConfig()))"
 """
@@ -14,6 +16,12 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from babygpt.heads import make_head
+
+# transformers' GPT-2 keeps these four layers as Conv1D, whose weight is (in, out): nn.Linear's transposed
+# (from_pretrained reads them, hfexport.py writes them)
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
 
 @dataclass
 class GPTConfig:
@@ -24,7 +32,7 @@ class GPTConfig:
     n_embd: int = 384         # width of the residual stream
     dropout: float = 0.0      # 0 for pretraining big data, ~0.2 for a small corpus we would overfit
     bias: bool = True         # biases in Linear and LayerNorm, as GPT-2; False is a bit faster and as good
-    adaptive_head: int = 0    # 0: GPT-2's head, a softmax over the whole vocabulary tied to wte. N > 0 (opt-in):
+    adaptive_head: int = 0    # babygpt: 0 is GPT-2's head, a softmax over the vocabulary tied to wte. N > 0 (opt-in):
                               # an adaptive softmax where only the N most frequent tokens cost a full-width
                               # matmul; faster when a large vocabulary dominates a small model's time
                               # (bench.py --what=train), but nanoGPT and transformers cannot load it
@@ -62,15 +70,13 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
-        # with a cache, a new token attends to every earlier key: no mask is needed for one
-        # query; a prompt encoded into an empty cache is masked causally as usual
-        causal = True
+        # babygpt: the generation engine's key/value cache (babygpt/engine.py) stores k, v and hands back every
+        # key and value so far; one new query attends to all of them (no mask), a prompt in an empty cache causally
+        causal = kv_cache is None or kv_cache.pos == 0
         if kv_cache is not None:
-            causal = kv_cache.pos == 0
-            if not causal and T > 1:
-                raise ValueError("a KVCache takes several tokens only when it is empty")
             k, v = kv_cache.append(layer, k, v)  # (B, nh, pos + T, hs)
-        # the fused kernel (flash attention on CUDA) never builds the (T, T) matrix in memory
+        # the fused kernel (flash attention on CUDA) never builds the (T, T) matrix in memory (babygpt: always;
+        # nanoGPT keeps a slow path for torch < 2.0)
         dropout = self.attn_dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
@@ -106,29 +112,6 @@ class Block(nn.Module):
         return x
 
 
-class KVCache:
-    """Keys and values of every token fed so far, one buffer per layer, room for block_size tokens.
-    Generation then feeds one new token per step instead of re-running the whole context."""
-
-    def __init__(self, config, batch_size):
-        nh, hs = config.n_head, config.n_embd // config.n_head
-        self.shape = (batch_size, nh, config.block_size, hs)  # (B, nh, block_size, hs)
-        self.k = [None] * config.n_layer
-        self.v = [None] * config.n_layer
-        self.pos = 0  # tokens already stored: the position of the next token
-        self.size = config.block_size
-
-    def append(self, layer, k, v):
-        """Store k, v (B, nh, T, hs) at pos; return all keys and values so far (B, nh, pos + T, hs)."""
-        if self.k[layer] is None:  # allocated on first use, in the dtype autocast gives k and v
-            self.k[layer] = k.new_empty(self.shape)
-            self.v[layer] = v.new_empty(self.shape)
-        end = self.pos + k.size(2)
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-
 class GPT(nn.Module):
 
     def __init__(self, config):
@@ -142,18 +125,9 @@ class GPT(nn.Module):
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=LayerNorm(config.n_embd, bias=config.bias),
         ))
-        if config.adaptive_head:
-            # Grave et al. 2017: the head scores the N most frequent tokens plus one entry for "the rest";
-            # the rest get a 4x narrower projection, computed only for the targets that fall there.
-            # Its classes must be ordered by frequency, so a token id goes through `rank` (id -> frequency
-            # rank), which train.py fills from the training data; the identity is correct, only slower.
-            self.lm_head = nn.AdaptiveLogSoftmaxWithLoss(config.n_embd, config.vocab_size,
-                                                         cutoffs=[config.adaptive_head], div_value=4.0)
-            self.register_buffer("rank", torch.arange(config.vocab_size))
-        else:
-            self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-            # weight tying (Press & Wolf 2017): the input embedding doubles as the output projection
-            self.transformer.wte.weight = self.lm_head.weight
+        # babygpt: the output layer is a module of its own (babygpt/heads.py): nanoGPT's lm_head tied to wte, or
+        # with adaptive_head > 0 an adaptive softmax; forward and estimate_mfu ask it, never the config
+        self.lm_head = make_head(config, self.transformer.wte)
         self.apply(self._init_weights)
         # GPT-2 paper: scale the residual projections by 1/sqrt(2 * n_layer) so the stream's
         # variance does not grow with depth
@@ -178,39 +152,20 @@ class GPT(nn.Module):
         return n
 
     def forward(self, idx, targets=None, kv_cache=None):
-        """kv_cache: a KVCache; idx then continues the tokens already in it (positions pos..pos+T-1)."""
         B, T = idx.size()
+        # babygpt: with the engine's KVCache, idx continues the tokens already in it (positions pos..pos+T-1)
         start = kv_cache.pos if kv_cache is not None else 0
         if start + T > self.config.block_size:
+            # babygpt: a ValueError, where nanoGPT asserts (python -O would skip an assert)
             raise ValueError(f"sequence of length {start + T} is longer than block_size {self.config.block_size}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for layer, block in enumerate(self.transformer.h):
             x = block(x, kv_cache, layer)
-        if kv_cache is not None:
-            kv_cache.pos += T
         x = self.transformer.ln_f(x)  # (B, T, C)
-        if self.config.adaptive_head:
-            return self._adaptive_head(x, targets)
-        if targets is not None:
-            logits = self.lm_head(x)  # (B, T, vocab_size)
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
-        else:
-            # generation needs only the last position's logits: skip the (T, vocab) matmul for the rest
-            logits = self.lm_head(x[:, [-1], :])  # (B, 1, vocab_size)
-            loss = None
-        return logits, loss
-
-    def _adaptive_head(self, x, targets):
-        """forward's ending for adaptive_head > 0. Training returns no logits (never forming the
-        (B, T, vocab) matrix is the point); generation returns log-probabilities in token order, which
-        sample_next treats as logits (softmax of log p is p itself, and temperature and top_k act alike)."""
-        if targets is not None:
-            keep = targets.reshape(-1) != -1  # cross_entropy's ignore_index=-1
-            out = self.lm_head(x.reshape(-1, x.size(-1))[keep], self.rank[targets.reshape(-1)[keep]])
-            return None, out.loss
-        logprobs = self.lm_head.log_prob(x[:, -1, :])  # (B, vocab_size), column r = the token of rank r
-        return logprobs[:, self.rank].unsqueeze(1), None  # (B, 1, vocab_size), column t = token t
+        # the head returns nanoGPT's (logits, loss): every position's logits and the loss with targets, else
+        # only the last position's logits (generation needs no more)
+        return self.lm_head(x, targets)
 
     def crop_block_size(self, block_size):
         """Shrink the context window, e.g. to fine-tune GPT-2 (1024) with a shorter block_size."""
@@ -235,87 +190,43 @@ class GPT(nn.Module):
 
     def estimate_mfu(self, tokens_per_iter, dt, peak_flops=312e12):
         """Model FLOPs utilisation: achieved FLOP/s over peak_flops (A100 bf16 by default).
-        FLOPs per token from the PaLM paper's appendix B: 6N for the weights, plus attention."""
+        FLOPs per token from the PaLM paper's appendix B: 6N for the weights, plus attention.
+        babygpt: takes the tokens per iteration, where nanoGPT takes fwdbwd_per_iter sequences."""
         cfg = self.config
         L, H, Q, T = cfg.n_layer, cfg.n_head, cfg.n_embd // cfg.n_head, cfg.block_size
         n = self.get_num_params()
-        if cfg.adaptive_head:  # untied, wte is a lookup, not a matmul; the tail runs for rare tokens only
-            n -= self.transformer.wte.weight.numel() + sum(p.numel() for p in self.lm_head.tail.parameters())
+        n -= self.lm_head.params_without_flops()  # babygpt: 0 for GPT-2's head; see heads.py
         flops_per_token = 6 * n + 12 * L * H * Q * T
         return flops_per_token * tokens_per_iter / dt / peak_flops
 
     @torch.no_grad()
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, **options):
-        """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens).
-        temperature 0 means greedy. options: those of generate_tokens. Call model.eval() first."""
-        new = list(self.generate_tokens(idx, max_new_tokens, temperature, top_k, **options))
-        return torch.cat([idx, *new], dim=1)
-
-    @torch.no_grad()
-    def generate_tokens(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
-                        repetition_penalty=1.0, generators=None, kv_cache=True, constraint=None):
-        """Yield the new tokens (B, 1) one step at a time, for streaming.
-        generators: one torch.Generator per row, so each sample has its own random stream
-        (None: torch's global one). kv_cache=False re-runs the whole window every step (the
-        exact reference); with the cache, see _next_logits for what happens past block_size.
-        constraint (e.g. poetry.PoemConstraint): constraint.mask(logits) -> logits with the tokens it
-        forbids at -inf, applied first, so no penalty, temperature or top-k/top-p cut can bring one back;
-        constraint.advance(idx_next) after each step; generation ends early once constraint.done (B,) is all True."""
-        cache = None
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens), re-running the
+        window every step; call model.eval() first. babygpt: the scripts generate through babygpt/engine.py
+        (a key/value cache, top-p, a repetition penalty, per-row seeds, streaming, poem constraints), whose
+        kv_cache=False path gives these same tokens."""
         for _ in range(max_new_tokens):
-            logits, cache = self._next_logits(idx, cache, kv_cache)  # (B, vocab_size)
-            if constraint is not None:
-                logits = constraint.mask(logits)
-            logits = penalize_repeats(logits, idx[:, -self.config.block_size:], repetition_penalty)
-            idx_next = self.sample_next(logits, temperature, top_k, top_p, generators)  # (B, 1)
+            # past block_size, the window slides: the model has learned block_size positions only
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :]  # (B, vocab_size)
+            if temperature == 0:  # babygpt: 0 means greedy
+                idx_next = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            else:
+                logits = logits / temperature
+                if top_k:  # babygpt: 0 is no cut, and a top_k above the vocabulary is clamped
+                    v, _ = torch.topk(logits, min(top_k, logits.size(-1)))  # (B, k)
+                    logits[logits < v[:, [-1]]] = -float("Inf")
+                probs = F.softmax(logits, dim=-1)
+                idx_next = torch.multinomial(probs, num_samples=1)  # (B, 1)
             idx = torch.cat((idx, idx_next), dim=1)
-            if constraint is not None:
-                constraint.advance(idx_next)
-            yield idx_next
-            if constraint is not None and constraint.done.all():
-                return
-
-    def _next_logits(self, idx, cache, use_cache):
-        """Logits for the token after idx (B, T), and the cache to use next time.
-        The model has learned positions 0..block_size-1 only. Uncached, the window slides by one
-        token every step. Cached, positions cannot shift without recomputing every key, so when
-        the cache is full the most recent half of the window is encoded again into a fresh cache:
-        one long step every block_size/2 tokens, and the model then sees between half and a whole
-        window of context instead of always a whole one."""
-        bs = self.config.block_size
-        if not use_cache:
-            return self(idx[:, -bs:])[0][:, -1, :], None
-        if cache is None or cache.pos == cache.size:
-            keep = bs if cache is None else max(1, bs // 2)
-            cache = KVCache(self.config, idx.size(0))
-            return self(idx[:, -keep:], kv_cache=cache)[0][:, -1, :], cache
-        return self(idx[:, -1:], kv_cache=cache)[0][:, -1, :], cache
-
-    @staticmethod
-    def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generators=None):
-        """Pick one token per row of logits (B, vocab_size) -> (B, 1).
-        top_k above the vocabulary is clamped; top_p keeps the smallest set of tokens whose
-        probability adds up to top_p (nucleus sampling, Holtzman et al. 2019)."""
-        if temperature == 0:
-            return logits.argmax(dim=-1, keepdim=True)
-        logits = logits / temperature
-        if top_k:
-            k = min(top_k, logits.size(-1))  # a top_k above the vocabulary means "no cut"
-            kth = torch.topk(logits, k).values[:, [-1]]  # (B, 1)
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if top_p is not None and top_p < 1.0:
-            logits = nucleus_filter(logits, top_p)
-        probs = F.softmax(logits, dim=-1)
-        if generators is None:
-            return torch.multinomial(probs, num_samples=1)
-        # one draw per row from that row's own generator: sample i is the same whatever the batch
-        return torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
+        return idx
 
     @classmethod
     def from_pretrained(cls, name_or_path, override_args=None):
         """Load GPT-2 weights with transformers: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'
-        (downloaded from the Hugging Face hub, then cached), or a local folder holding a model saved
-        with GPT2LMHeadModel.save_pretrained (works offline). override_args: only 'dropout'."""
+        (downloaded from the Hugging Face hub, then cached), or (babygpt) a local folder holding a model
+        saved with GPT2LMHeadModel.save_pretrained (works offline). override_args: only 'dropout'."""
         from transformers import GPT2LMHeadModel  # imported here: model.py stays light and pure
         from transformers.utils import logging as hf_logging
 
@@ -339,38 +250,18 @@ class GPT(nn.Module):
         config = GPTConfig(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, block_size=hf.n_positions,
                            vocab_size=hf.vocab_size, bias=True, dropout=override_args.get("dropout", 0.0))
         model = cls(config)
-        model.load_state_dict(cls._state_dict_from_hf(hf_model.state_dict()))
+        model.load_state_dict(state_dict_from_hf(hf_model.state_dict()))
         return model
 
-    @staticmethod
-    def _state_dict_from_hf(hf_sd):
-        """transformers' GPT-2 state dict -> ours. Same names; but GPT-2 stores its linear layers as
-        Conv1D, whose weight is (in, out), while nn.Linear's is (out, in): those four get transposed."""
-        conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-        sd = {}
-        for k, v in hf_sd.items():
-            if k.endswith((".attn.bias", ".attn.masked_bias")):
-                continue  # the causal-mask buffers of older transformers versions, not weights
-            sd[k] = v.t() if k.endswith(conv1d) else v
-        sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])  # tied: may be saved only once
-        return sd
 
+def state_dict_from_hf(hf_sd):
+    """transformers' GPT-2 state dict -> ours. Same names; but GPT-2 stores its linear layers as
+    Conv1D, whose weight is (in, out), while nn.Linear's is (out, in): the CONV1D ones get transposed."""
+    sd = {}
+    for k, v in hf_sd.items():
+        if k.endswith((".attn.bias", ".attn.masked_bias")):
+            continue  # the causal-mask buffers of older transformers versions, not weights
+        sd[k] = v.t() if k.endswith(CONV1D) else v
+    sd.setdefault("lm_head.weight", sd["transformer.wte.weight"])  # tied: may be saved only once
+    return sd
 
-def nucleus_filter(logits, top_p):
-    """Mask (B, vocab) logits outside the top_p nucleus to -inf; the best token always stays."""
-    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, vocab)
-    cum = F.softmax(sorted_logits, dim=-1).cumsum(dim=-1)  # (B, vocab)
-    # drop a token when the ones before it already reach top_p
-    drop_sorted = (cum - F.softmax(sorted_logits, dim=-1)) >= top_p
-    drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
-    return logits.masked_fill(drop, float("-inf"))
-
-
-def penalize_repeats(logits, context, penalty):
-    """CTRL's repetition penalty (Keskar et al. 2019): the logit of every token already in context
-    (B, T) is divided by penalty if positive, multiplied if negative. 1.0 is off."""
-    if penalty == 1.0:
-        return logits
-    seen = torch.gather(logits, 1, context)  # (B, T)
-    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
-    return logits.scatter(1, context, seen)

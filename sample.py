@@ -12,7 +12,7 @@ Write continuations of a prompt with a trained model.
     python sample.py --out_dir=pretrained/poetry --form=对联 --start=春回大地千山秀          # its 下联
     python sample.py --help
 
-All samples are generated as one batch with a key/value cache (see GPT.generate_tokens);
+All samples are generated as one batch with a key/value cache (babygpt/engine.py's generate_tokens);
 --kv_cache=False is the exact, slow reference that re-runs the whole context for every character.
 After the samples, stderr gets a copy report (copycheck.py): per sample, the longest passage it copied
 verbatim from the run's train.bin and the share of its 10-character windows found there.
@@ -28,6 +28,7 @@ import sys
 import torch
 
 from babygpt import copycheck
+from babygpt import engine
 from babygpt import poetry
 from babygpt import rhymebook
 from babygpt.charlevel import read_text  # prompts are decoded as prepare.py decodes text
@@ -147,12 +148,11 @@ def sample_steps(model, x, dev, seed, max_new_tokens, temperature, top_k, top_p,
     seeds: one per row (serve.py batches rows of several requests); default seed + i for row i."""
     # one generator per sample: sample i's text depends on its own seed only, not on num_samples
     seeds = [seed + i for i in range(len(x))] if seeds is None else seeds
-    generators = [torch.Generator(device=dev).manual_seed(s) for s in seeds]
     if constraint is not None:  # enough steps for the longest poem of the form, whatever --max_new_tokens says
         max_new_tokens = max(max_new_tokens, constraint.max_new_tokens)
-    return model.generate_tokens(x, max_new_tokens, temperature, top_k, top_p=top_p,
-                                 repetition_penalty=repetition_penalty, generators=generators,
-                                 kv_cache=kv_cache, constraint=constraint)
+    return engine.generate_tokens(model, x, max_new_tokens, temperature, top_k, top_p=top_p,
+                                  repetition_penalty=repetition_penalty, generators=engine.row_generators(seeds, dev),
+                                  kv_cache=kv_cache, constraint=constraint)
 
 
 def load_model(init_from, out_dir, device, ckpt_name="ckpt.pt", warn=None):

@@ -18,7 +18,6 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 from babygpt.batches import batch_generator, estimate_loss, get_batch, load_dataset
@@ -131,15 +130,6 @@ def check_finite(losses, iter_num):
                         "(the last good checkpoint, if any, is kept)")
 
 
-def frequency_rank(data, vocab_size, chunk=1 << 24):
-    """Token id -> its rank by count in data (0: the most frequent), the order adaptive_head's
-    classes need. Counted in chunks, so a large memmapped train.bin is never loaded whole."""
-    counts = sum(np.bincount(data[i:i + chunk], minlength=vocab_size) for i in range(0, len(data), chunk))
-    rank = np.empty(vocab_size, dtype=np.int64)
-    rank[np.argsort(-counts, kind="stable")] = np.arange(vocab_size)  # ties: the lower id first
-    return torch.from_numpy(rank)
-
-
 def make_out_dir(out_dir, init_from):
     """Fail at the start, not after an hour of training, when out_dir cannot be a folder; and say so when
     this run will replace one that is there (nanoGPT replaces it without a word)."""
@@ -192,8 +182,8 @@ def build_trainee(cfg, meta, train_data, dev, device_type, run_dtype, report):
     made and status.json first written here, once every refusal has passed. Returns (trainee, iter_num,
     best_val_loss, the saved RNG states or None)."""
     model, checkpoint = build_model(cfg, meta["vocab_size"] if meta else None, dev, meta)
-    if model.config.adaptive_head and cfg["init_from"] == "scratch":  # resumed and fine-tuned ones keep theirs
-        model.rank.copy_(frequency_rank(train_data, model.config.vocab_size))
+    if cfg["init_from"] == "scratch":  # an adaptive head's token order; resumed and fine-tuned ones keep theirs
+        model.lm_head.order_by_frequency(train_data)
     report.wandb_run = start_wandb(cfg) if cfg["wandb_log"] and report.master else None  # before any file
     if report.status is not None:  # rank 0, not eval_only (which writes nothing)
         make_out_dir(cfg["out_dir"], cfg["init_from"])  # before compiling and training, which can take minutes
@@ -235,7 +225,7 @@ def wrap_for_training(trainee, cfg, train_data, dev, ctx, local_rank, device_typ
         # an adaptive head's rare-token part gets no gradient from a batch without rare targets
         trainee.model = torch.nn.parallel.DistributedDataParallel(
             trainee.eval_model, device_ids=[local_rank] if device_type == "cuda" else None,
-            find_unused_parameters=bool(model.config.adaptive_head))
+            find_unused_parameters=model.lm_head.skips_parameters)
 
 
 def save(cfg, trainee, meta_path, iter_num, best_val_loss, name=CKPT_NAME):

@@ -27,16 +27,14 @@ from babygpt.errors import UserError, first_line
 CKPT_NAME = "ckpt.pt"  # the latest save: what --init_from=resume continues
 BEST_NAME = "best.pt"  # the lowest val loss so far: weights only, for sampling
 META_NAME = "meta.pkl"
-MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout", "adaptive_head")
+OWN_ARGS = {"adaptive_head": 0}  # GPTConfig's keys that nanoGPT's lacks, and their defaults
+MODEL_ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size", "dropout", *OWN_ARGS)
 
 
 def saved_model_args(config):
-    """A GPTConfig as a checkpoint's model_args. adaptive_head is written only when used: nanoGPT's
-    GPTConfig(**model_args) would refuse a key it does not know, and a plain GPT is still its format."""
-    args = dict(config.__dict__)
-    if not args.get("adaptive_head"):
-        args.pop("adaptive_head", None)
-    return args
+    """A GPTConfig as a checkpoint's model_args. A key of OWN_ARGS is written only when it is not its default:
+    nanoGPT's GPTConfig(**model_args) would refuse a key it does not know, and a plain GPT is still its format."""
+    return {k: v for k, v in config.__dict__.items() if k not in OWN_ARGS or v != OWN_ARGS[k]}
 
 
 def save_checkpoint(out_dir, checkpoint, name=CKPT_NAME):
@@ -119,14 +117,17 @@ def best_hint(out_dir, name, checkpoint):
 
 
 def clean_state_dict(state_dict):
-    """A model saved after torch.compile has its keys prefixed with '_orig_mod.': strip it."""
+    """The keys today's GPT has: a model saved after torch.compile has them prefixed with '_orig_mod.' (stripped);
+    an adaptive head saved before it became one module (babygpt/heads.py) kept its token order at 'rank'."""
     prefix = "_orig_mod."
-    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+    renamed = {"rank": "lm_head.rank"}
+    state_dict = {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in state_dict.items()}
+    return {renamed.get(k, k): v for k, v in state_dict.items()}
 
 
 def read_model_args(checkpoint):
-    """saved_model_args read back: GPTConfig's keys only, adaptive_head 0 where it was not written."""
-    return {"adaptive_head": 0, **{k: v for k, v in checkpoint["model_args"].items() if k in MODEL_ARGS}}
+    """saved_model_args read back: GPTConfig's keys only, OWN_ARGS' defaults where they were not written."""
+    return {**OWN_ARGS, **{k: v for k, v in checkpoint["model_args"].items() if k in MODEL_ARGS}}
 
 
 def model_from_checkpoint(checkpoint, **overrides):

@@ -340,7 +340,7 @@ def viable_groups(rhymed, member):
 class PoemConstraint:
     """One state per sample row. mask(logits) leaves only the tokens the row's form allows (the others get
     -inf); advance(idx_next) moves each row on by the token it took; done (B,) says which rows have ended
-    their poem (they are then held on newlines). GPT.generate_tokens calls these and stops when all are done.
+    their poem (they are then held on newlines). engine.generate_tokens calls these and stops when all are done.
 
     A row may follow several templates at once (no --form: 五 or 七 characters, 4 or 8 lines; 平起 or 仄起, a
     first line rhymed or not); it keeps those its tokens fit, so the model itself picks the line length, the

@@ -14,6 +14,7 @@ import torch
 from conftest import TINY, assert_user_error, run
 
 from babygpt import checkpoint as ck
+from babygpt import engine
 from model import GPT, GPTConfig
 
 CFG = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True, adaptive_head=10)
@@ -28,7 +29,7 @@ def model():
     with torch.no_grad():
         for p in m.parameters():
             p.normal_(0.0, 0.3)
-        m.rank.copy_(torch.randperm(CFG["vocab_size"]))
+        m.lm_head.rank.copy_(torch.randperm(CFG["vocab_size"]))
     return m
 
 
@@ -58,11 +59,27 @@ def test_ignored_targets_are_left_out_of_the_loss(model):
 def test_cached_and_uncached_generate_the_same_tokens(model):
     idx = torch.randint(0, 50, (2, 3))
     new = 13  # 3 + 13 = block_size: no window sliding, so both paths must agree exactly
-    greedy = [model.generate(idx, new, temperature=0, kv_cache=c) for c in (True, False)]
+    greedy = [engine.generate(model, idx, new, temperature=0, kv_cache=c) for c in (True, False)]
     assert torch.equal(*greedy), "greedy decoding differs between cached and uncached generation"
-    sampled = [model.generate(idx, new, temperature=1.0, kv_cache=c,
-                              generators=[torch.Generator().manual_seed(7 + i) for i in range(2)]) for c in (True, False)]
+    sampled = [engine.generate(model, idx, new, temperature=1.0, kv_cache=c,
+                               generators=[torch.Generator().manual_seed(7 + i) for i in range(2)])
+               for c in (True, False)]
     assert torch.equal(*sampled), "sampling with the same seed differs between cached and uncached"
+
+
+def test_a_checkpoint_from_before_heads_py_loads(model):
+    """Adaptive runs saved before the head became one module keep its token order at 'rank', not 'lm_head.rank'."""
+    old = {("rank" if k == "lm_head.rank" else k): v for k, v in model.state_dict().items()}
+    loaded = ck.model_from_checkpoint({"model": old, "model_args": CFG})
+    assert torch.equal(loaded.lm_head.rank, model.lm_head.rank), "the saved token order should be loaded"
+
+
+def test_mfu_counts_the_head_s_matmul_only(model):
+    """The untied wte is a lookup and the tail runs for rare tokens only: neither counts as FLOPs per token."""
+    idle = model.transformer.wte.weight.numel() + sum(p.numel() for p in model.lm_head.tail.parameters())
+    assert model.lm_head.params_without_flops() == idle, f"{model.lm_head.params_without_flops()} != {idle}"
+    plain = GPT(GPTConfig(**dict(CFG, adaptive_head=0)))
+    assert plain.lm_head.params_without_flops() == 0, "GPT-2's tied head is all matmul"
 
 
 # -----------------------------------------------------------------------------
@@ -90,11 +107,11 @@ def test_train_orders_by_frequency_resumes_exactly_and_samples(tmp_path, tiny_da
     ckpt = ck.load_checkpoint(str(tmp_path / "a"))
     assert ckpt["model_args"]["adaptive_head"] == 8
     counts = collections.Counter(np.fromfile(f"{tiny_data}/train.bin", dtype=np.uint16).tolist())
-    rank = ckpt["model"]["rank"]
+    rank = ckpt["model"]["lm_head.rank"]
     by_rank = sorted(range(len(rank)), key=lambda i: rank[i].item())  # token ids, rank 0 first
     assert [counts[i] for i in by_rank] == sorted((counts[i] for i in by_rank), reverse=True), \
         "rank should order the tokens from the most to the least frequent in train.bin"
-    assert torch.equal(ck.load_checkpoint(str(tmp_path / "b"))["model"]["rank"], rank), "resume changed rank"
+    assert torch.equal(ck.load_checkpoint(str(tmp_path / "b"))["model"]["lm_head.rank"], rank), "resume changed rank"
 
     proc = run("sample.py", f"--out_dir={tmp_path / 'a'}", "--num_samples=2", "--max_new_tokens=30",
                "--copy_report=False")

@@ -2,7 +2,7 @@
 The CUDA paths on a real GPU: train.py in float16 with its GradScaler and torch.compile (dtype and compile
 left at their defaults, as config/train_chinese.py runs), an exact-enough resume, bfloat16 where the GPU
 has it, sample.py on the GPU, and a GPU-trained checkpoint sampled on a CPU (the KV cache on the GPU:
-tests/test_generate.py, whose cached-against-uncached test also runs there).
+tests/test_engine.py, whose cached-against-uncached test also runs there).
 Skipped where torch sees no CUDA GPU (CI has none; tests/test_fp16.py runs the float16 path on a CPU).
 Run on a GPU machine: python -m pytest tests/test_cuda.py
 """

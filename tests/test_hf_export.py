@@ -17,6 +17,7 @@ from conftest import REPO, TINY, assert_user_error, run, write_dataset
 pytestmark = pytest.mark.slow  # make test-fast leaves this file out
 
 from babygpt import checkpoint as ck
+from babygpt import engine
 import sample
 from model import GPT, GPTConfig
 
@@ -88,7 +89,7 @@ def test_pipeline_writes_chinese_with_no_spaces(shipped_hf, shipped):
     generate = pipeline("text-generation", model=shipped_hf, device="cpu")
     greedy = generate("宝玉笑道", do_sample=False)[0]["generated_text"]
     x = torch.tensor([[shipped[1]["stoi"][c] for c in "宝玉笑道"]])
-    ours = "".join(shipped[1]["itos"][i] for i in shipped[0].generate(x, 124, temperature=0)[0].tolist())
+    ours = "".join(shipped[1]["itos"][i] for i in engine.generate(shipped[0], x, 124, temperature=0)[0].tolist())
     assert greedy == ours, \
         f"the pipeline's greedy text should be babygpt's, character for character:\n{greedy!r}\n{ours!r}"
     torch.manual_seed(0)

@@ -11,7 +11,8 @@ import torch
 
 from babygpt import poetry
 from babygpt import rhymebook
-from model import GPT, GPTConfig, penalize_repeats
+from babygpt.engine import generate_tokens, next_logits, penalize_repeats, sample_next
+from model import GPT, GPTConfig
 from babygpt.errors import UserError
 
 POEMS = ("静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。\n\n"
@@ -51,8 +52,8 @@ def generate(model, meta, prompt="\n", rows=3, seed=0, temperature=1.0, kv_cache
     prompts = [prompt] * rows if isinstance(prompt, str) else prompt  # one per row, all of one length
     x = torch.tensor([[meta["stoi"][ch] for ch in p] for p in prompts])  # (rows, T)
     gens = [torch.Generator().manual_seed(seed + i) for i in range(rows)]
-    new = list(model.generate_tokens(x, c.max_new_tokens, temperature, generators=gens, kv_cache=kv_cache,
-                                     constraint=c, **settings))
+    new = list(generate_tokens(model, x, c.max_new_tokens, temperature, generators=gens, kv_cache=kv_cache,
+                                      constraint=c, **settings))
     y = torch.cat([x, *new], dim=1)  # (rows, T + steps)
     raw = ["".join(meta["itos"][i] for i in row) for row in y.tolist()]
     return [poetry.cut_poem(t, len(p)) for t, p in zip(raw, prompts)], raw, c
@@ -88,7 +89,7 @@ def test_top_k_top_p_and_penalty_never_bring_back_a_masked_token(model, meta):
     logits[:, meta["stoi"]["，"]] = 100.0  # the model's favourite is a comma, forbidden as a line's first token
     masked = c.mask(logits)
     for options in (dict(top_k=1), dict(top_k=3, top_p=0.1), dict(temperature=0)):
-        tok = GPT.sample_next(penalize_repeats(masked, torch.zeros(2, 1, dtype=torch.long), 1.3), **options)
+        tok = sample_next(penalize_repeats(masked, torch.zeros(2, 1, dtype=torch.long), 1.3), **options)
         assert all(meta["itos"][t] not in poetry.PUNCT for t in tok[:, 0].tolist()), \
             f"{options} sampled a forbidden mark: {tok.tolist()}"
     for options in (dict(top_k=1), dict(top_k=2, top_p=0.5, repetition_penalty=1.5), dict(temperature=0.0)):
@@ -192,9 +193,9 @@ def reference_tokens(model, idx, steps, temperature, top_k, top_p, penalty, gene
     """generate_tokens as it was before the poem constraints: the loop unmodified generation must still be."""
     cache, out = None, []
     for _ in range(steps):
-        logits, cache = model._next_logits(idx, cache, kv_cache)
+        logits, cache = next_logits(model, idx, cache, kv_cache)
         logits = penalize_repeats(logits, idx[:, -model.config.block_size:], penalty)
-        idx_next = model.sample_next(logits, temperature, top_k, top_p, generators)
+        idx_next = sample_next(logits, temperature, top_k, top_p, generators)
         idx = torch.cat((idx, idx_next), dim=1)
         out.append(idx_next)
     return torch.cat(out, dim=1)
@@ -208,8 +209,8 @@ def test_unconstrained_generation_is_unchanged(model, meta, kv_cache):
         with torch.no_grad():
             want = reference_tokens(model, idx, 150, *args, [torch.Generator().manual_seed(i) for i in (1, 2)],
                                     kv_cache)
-        got = torch.cat(list(model.generate_tokens(idx, 150, temperature, top_k, top_p, penalty,
-                                                   [torch.Generator().manual_seed(i) for i in (1, 2)], kv_cache)), 1)
+        got = torch.cat(list(generate_tokens(model, idx, 150, temperature, top_k, top_p, penalty,
+                                                    [torch.Generator().manual_seed(i) for i in (1, 2)], kv_cache)), 1)
         assert torch.equal(got, want), f"without a constraint the tokens changed ({args}, kv_cache={kv_cache})"
     assert poetry.constraint_for(meta) is None, "no option set: no constraint"
 

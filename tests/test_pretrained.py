@@ -12,6 +12,7 @@ from conftest import TINY, assert_user_error, run
 from tiny_gpt2 import save_tiny_gpt2, tiny_encoding
 
 from babygpt import checkpoint as ck
+from babygpt import engine
 from model import GPT
 
 OFFLINE = {"HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9", "HF_HUB_OFFLINE": "1"}
@@ -43,6 +44,9 @@ def test_greedy_generation_matches_transformers(gpt2_dir):
     want = hf.generate(x, max_new_tokens=24, do_sample=False, pad_token_id=hf.config.eos_token_id)
     got = ours.generate(x, max_new_tokens=24, temperature=0)
     assert got.tolist() == want.tolist(), f"greedy tokens differ:\nours {got.tolist()}\nhf   {want.tolist()}"
+    cached = engine.generate(ours, x, 24, temperature=0)  # what sample.py runs: the key/value cache
+    assert cached.tolist() == want.tolist(), \
+        f"the engine's greedy tokens differ:\nours {cached.tolist()}\nhf   {want.tolist()}"
 
 
 def test_bpe_codec_with_own_ranks_round_trips_and_decodes_samples(gpt2_dir):

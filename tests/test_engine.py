@@ -1,13 +1,14 @@
 """
-model.py generation: the KV cache against the uncached reference, per-sample random streams,
-top_k / top_p / repetition penalty.
-Run: python -m pytest tests/test_generate.py
+babygpt/engine.py, generation over token ids: the KV cache against the uncached reference, per-sample random
+streams, top_k / top_p / repetition penalty.
+Run: python -m pytest tests/test_engine.py
 """
 
 import pytest
 import torch
 
-from model import GPT, GPTConfig, KVCache, nucleus_filter, penalize_repeats
+from babygpt.engine import KVCache, generate, next_logits, nucleus_filter, penalize_repeats, sample_next
+from model import GPT, GPTConfig
 
 CFG = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
 
@@ -48,49 +49,79 @@ def test_cached_logits_match_full_forward(model):
                 f"cached logits after {t} tokens differ by {(got[i] - want).abs().max():.2e}"
 
 
+def test_the_cache_moves_on_once_per_forward_and_takes_a_prompt_only_when_empty(model):
+    cache = KVCache(model.config, 1)
+    with torch.no_grad():
+        model(torch.zeros((1, 3), dtype=torch.long), kv_cache=cache)
+        assert cache.pos == 3, f"a 3-token prompt through every layer should leave pos 3, not {cache.pos}"
+        with pytest.raises(ValueError, match="only when it is empty"):
+            model(torch.zeros((1, 2), dtype=torch.long), kv_cache=cache)  # no causal mask past the prompt
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
 def test_cached_and_uncached_generate_the_same_tokens(sharp_model, device):
     model = sharp_model.to(device)
     idx = torch.randint(0, 50, (2, 4)).to(device)
     new = 12  # 4 + 12 = block_size: no window sliding, so both paths must agree exactly
-    greedy = [model.generate(idx, new, temperature=0, kv_cache=c) for c in (True, False)]
+    greedy = [generate(model, idx, new, temperature=0, kv_cache=c) for c in (True, False)]
     assert torch.equal(*greedy), "greedy decoding differs between cached and uncached generation"
-    top1 = [model.generate(idx, new, top_k=1, kv_cache=c, generators=streams(2, device=device)) for c in (True, False)]
+    top1 = [generate(model, idx, new, top_k=1, kv_cache=c, generators=streams(2, device=device)) for c in (True, False)]
     assert torch.equal(*top1), "top_k=1 decoding differs between cached and uncached generation"
-    sampled = [model.generate(idx, new, temperature=1.5, top_k=None, kv_cache=c, generators=streams(2, device=device))
+    sampled = [generate(model, idx, new, temperature=1.5, top_k=None, kv_cache=c, generators=streams(2, device=device))
                for c in (True, False)]
     assert torch.equal(*sampled), "sampling with the same seed differs between cached and uncached"
+
+
+def test_model_generate_is_the_engine_s_uncached_reference(model):
+    """model.py keeps nanoGPT's plain generate; the engine without its cache must give the same tokens."""
+    idx = torch.randint(0, 50, (2, 5))
+    for temperature, top_k in ((0, None), (1.0, None), (1.5, 3), (0.8, 1000)):
+        torch.manual_seed(7)
+        plain = model.generate(idx, 30, temperature, top_k)  # 35 > block_size 16: the window slides
+        torch.manual_seed(7)
+        ours = generate(model, idx, 30, temperature, top_k, kv_cache=False)
+        assert torch.equal(plain, ours), \
+            f"GPT.generate and the engine differ at temperature {temperature}, top_k {top_k}"
 
 
 def test_past_block_size_the_cache_keeps_the_recent_half(model):
     bs = model.config.block_size
     idx = torch.randint(0, 50, (2, bs))
     with torch.no_grad():
-        _, cache = model._next_logits(idx, None, True)
+        _, cache = next_logits(model, idx, None, True)
         assert cache.pos == bs, f"a full-window prompt should fill the cache, pos is {cache.pos}"
         idx = torch.cat([idx, torch.randint(0, 50, (2, 1))], dim=1)  # one more token: past the window
-        logits, cache = model._next_logits(idx, cache, True)
+        logits, cache = next_logits(model, idx, cache, True)
         want = model(idx[:, -(bs // 2):])[0][:, -1]
     assert cache.pos == bs // 2, f"a full cache should restart from the last half window, pos is {cache.pos}"
     assert torch.allclose(logits, want, atol=1e-4), "after a refill the logits should be those of the last half window"
-    out = model.generate(idx[:, :3], 3 * bs, temperature=1.0, generators=streams(2))
+    out = generate(model, idx[:, :3], 3 * bs, temperature=1.0, generators=streams(2))
     assert out.shape == (2, 3 + 3 * bs), f"generation past block_size should keep going, got {tuple(out.shape)}"
 
 
 def test_each_sample_has_its_own_random_stream(model):
     idx = torch.zeros((3, 1), dtype=torch.long)
-    batch = model.generate(idx, 12, temperature=1.5, generators=streams(3))
-    again = model.generate(idx, 12, temperature=1.5, generators=streams(3))
+    batch = generate(model, idx, 12, temperature=1.5, generators=streams(3))
+    again = generate(model, idx, 12, temperature=1.5, generators=streams(3))
     assert torch.equal(batch, again), "the same seeds should give the same samples"
     assert not torch.equal(batch[0], batch[1]), "two samples of one batch should differ"
-    alone = model.generate(idx[:1], 12, temperature=1.5, generators=[torch.Generator().manual_seed(1337 + 1)])
+    alone = generate(model, idx[:1], 12, temperature=1.5, generators=[torch.Generator().manual_seed(1337 + 1)])
     assert torch.equal(batch[1], alone[0]), "sample 1 should depend on its own seed, not on the batch around it"
 
 
 def test_top_k_above_vocabulary_is_clamped(model):
-    out = model.generate(torch.zeros((1, 1), dtype=torch.long), 5, top_k=10_000, generators=streams(1))
+    out = generate(model, torch.zeros((1, 1), dtype=torch.long), 5, top_k=10_000, generators=streams(1))
     assert out.shape == (1, 6), "top_k larger than the vocabulary should sample, not fail"
+
+
+def test_top_k_limits_choices_and_is_clamped():
+    logits = torch.tensor([[5.0, 4.0, 3.0, -1.0, -2.0]])
+    torch.manual_seed(0)
+    picks = {sample_next(logits, 1.0, top_k=2).item() for _ in range(300)}
+    assert picks == {0, 1}, f"top_k=2 should sample only the two best tokens, saw {picks}"
+    picks = {sample_next(logits, 2.0, top_k=1000).item() for _ in range(500)}
+    assert len(picks) >= 3, f"a top_k above the vocabulary should keep all tokens, saw {picks}"
 
 
 def test_nucleus_keeps_the_smallest_set_reaching_top_p():
@@ -100,7 +131,7 @@ def test_nucleus_keeps_the_smallest_set_reaching_top_p():
     assert kept(0.81) == {0, 1, 3}, f"0.81 needs the third likeliest too, got {kept(0.81)}"
     assert kept(0.01) == {1}, f"the best token always stays, got {kept(0.01)}"
     torch.manual_seed(0)
-    picks = {GPT.sample_next(logits, 1.0, top_p=0.8).item() for _ in range(300)}
+    picks = {sample_next(logits, 1.0, top_p=0.8).item() for _ in range(300)}
     assert picks == {1, 3}, f"sampling with top_p=0.8 should pick only tokens 1 and 3, saw {picks}"
 
 
@@ -113,8 +144,8 @@ def test_repetition_penalty_lowers_seen_tokens():
 
 def test_repetition_penalty_breaks_a_greedy_loop(model):
     idx = torch.zeros((1, 1), dtype=torch.long)
-    plain = model.generate(idx, 15, temperature=0)
-    penalized = model.generate(idx, 15, temperature=0, repetition_penalty=100.0)
+    plain = generate(model, idx, 15, temperature=0)
+    penalized = generate(model, idx, 15, temperature=0, repetition_penalty=100.0)
     assert len(set(penalized[0].tolist())) == 16, \
         f"a strong penalty within one window should never repeat a token: {penalized[0].tolist()}"
     assert len(set(plain[0].tolist())) < 16, "the untrained model should repeat without a penalty (test premise)"

@@ -1,0 +1,137 @@
+"""
+The generation engine: token ids in, token ids out, over a model.py GPT. It knows nothing of text; sample.py
+turns text into ids and back (and serve.py, web.py, bench.py and hfexport.py's cards sample through sample.py).
+It holds what a plain nanoGPT `generate` lacks: a key/value cache (with a refill past the context), streaming,
+top-k/top-p, the repetition penalty, one random stream per row, and decode-time constraints (a poem's form).
+nanochat keeps its engine.py apart from its model the same way.
+
+    python sample.py --out_dir=out-chinese --stream=True --top_p=0.9 --repetition_penalty=1.2
+    python -m pytest tests/test_engine.py
+"""
+
+import torch
+from torch.nn import functional as F
+
+
+class KVCache:
+    """Keys and values of every token fed so far, one buffer per layer, room for block_size tokens.
+    Generation then feeds one new token per step instead of re-running the whole context.
+    GPT.forward(idx, kv_cache=cache) threads it through the blocks to CausalSelfAttention."""
+
+    def __init__(self, config, batch_size):
+        nh, hs = config.n_head, config.n_embd // config.n_head
+        self.shape = (batch_size, nh, config.block_size, hs)  # (B, nh, block_size, hs)
+        self.k = [None] * config.n_layer
+        self.v = [None] * config.n_layer
+        self.pos = 0  # tokens already stored: the position of the next token
+        self.size = config.block_size
+
+    def append(self, layer, k, v):
+        """Store k, v (B, nh, T, hs) at pos; return all keys and values so far (B, nh, pos + T, hs).
+        The last layer's call moves pos on by T (as nanochat's KVCache does)."""
+        if self.pos > 0 and k.size(2) > 1:  # attention masks a query causally only in an empty cache
+            raise ValueError("a KVCache takes several tokens only when it is empty")
+        if self.k[layer] is None:  # allocated on first use, in the dtype autocast gives k and v
+            self.k[layer] = k.new_empty(self.shape)
+            self.v[layer] = v.new_empty(self.shape)
+        end = self.pos + k.size(2)
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        if layer == len(self.k) - 1:
+            self.pos = end
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+
+def row_generators(seeds, device="cpu"):
+    """One torch.Generator per row, seeded: row i's samples then depend on seeds[i] only, not on the batch."""
+    return [torch.Generator(device=device).manual_seed(s) for s in seeds]
+
+
+@torch.no_grad()
+def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, **options):
+    """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens).
+    temperature 0 means greedy. options: those of generate_tokens. Call model.eval() first."""
+    new = list(generate_tokens(model, idx, max_new_tokens, temperature, top_k, **options))
+    return torch.cat([idx, *new], dim=1)
+
+
+@torch.no_grad()
+def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                    repetition_penalty=1.0, generators=None, kv_cache=True, constraint=None):
+    """Yield the new tokens (B, 1) one step at a time, for streaming.
+    generators: one torch.Generator per row, so each sample has its own random stream
+    (None: torch's global one). kv_cache=False re-runs the whole window every step (the
+    exact reference); with the cache, see next_logits for what happens past block_size.
+    constraint (e.g. poetry.PoemConstraint): constraint.mask(logits) -> logits with the tokens it
+    forbids at -inf, applied first, so no penalty, temperature or top-k/top-p cut can bring one back;
+    constraint.advance(idx_next) after each step; generation ends early once constraint.done (B,) is all True."""
+    cache = None
+    for _ in range(max_new_tokens):
+        logits, cache = next_logits(model, idx, cache, kv_cache)  # (B, vocab_size)
+        if constraint is not None:
+            logits = constraint.mask(logits)
+        logits = penalize_repeats(logits, idx[:, -model.config.block_size:], repetition_penalty)
+        idx_next = sample_next(logits, temperature, top_k, top_p, generators)  # (B, 1)
+        idx = torch.cat((idx, idx_next), dim=1)
+        if constraint is not None:
+            constraint.advance(idx_next)
+        yield idx_next
+        if constraint is not None and constraint.done.all():
+            return
+
+
+def next_logits(model, idx, cache, use_cache):
+    """Logits for the token after idx (B, T), and the cache to use next time.
+    The model has learned positions 0..block_size-1 only. Uncached, the window slides by one
+    token every step. Cached, positions cannot shift without recomputing every key, so when
+    the cache is full the most recent half of the window is encoded again into a fresh cache:
+    one long step every block_size/2 tokens, and the model then sees between half and a whole
+    window of context instead of always a whole one."""
+    bs = model.config.block_size
+    if not use_cache:
+        return model(idx[:, -bs:])[0][:, -1, :], None
+    if cache is None or cache.pos == cache.size:
+        keep = bs if cache is None else max(1, bs // 2)
+        cache = KVCache(model.config, idx.size(0))
+        return model(idx[:, -keep:], kv_cache=cache)[0][:, -1, :], cache
+    return model(idx[:, -1:], kv_cache=cache)[0][:, -1, :], cache
+
+
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generators=None):
+    """Pick one token per row of logits (B, vocab_size) -> (B, 1).
+    top_k above the vocabulary is clamped; top_p keeps the smallest set of tokens whose
+    probability adds up to top_p (nucleus sampling, Holtzman et al. 2019)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits / temperature
+    if top_k:
+        k = min(top_k, logits.size(-1))  # a top_k above the vocabulary means "no cut"
+        kth = torch.topk(logits, k).values[:, [-1]]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        logits = nucleus_filter(logits, top_p)
+    probs = F.softmax(logits, dim=-1)
+    if generators is None:
+        return torch.multinomial(probs, num_samples=1)
+    # one draw per row from that row's own generator: sample i is the same whatever the batch
+    return torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
+
+
+def nucleus_filter(logits, top_p):
+    """Mask (B, vocab) logits outside the top_p nucleus to -inf; the best token always stays."""
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, vocab)
+    cum = F.softmax(sorted_logits, dim=-1).cumsum(dim=-1)  # (B, vocab)
+    # drop a token when the ones before it already reach top_p
+    drop_sorted = (cum - F.softmax(sorted_logits, dim=-1)) >= top_p
+    drop = drop_sorted.scatter(1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def penalize_repeats(logits, context, penalty):
+    """CTRL's repetition penalty (Keskar et al. 2019): the logit of every token already in context
+    (B, T) is divided by penalty if positive, multiplied if negative. 1.0 is off."""
+    if penalty == 1.0:
+        return logits
+    seen = torch.gather(logits, 1, context)  # (B, T)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(1, context, seen)

@@ -8,7 +8,7 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
     python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, ~15 min
-    python bench.py --what=time_to_loss --baseline=config/baseline_old_demo.py --target=4.42 \
+    python bench.py --what=time_to_loss --baseline=experiments/config/baseline_old_demo.py --target=4.42 \
         --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
     python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
@@ -34,7 +34,7 @@ warm-up ones), ms/iter follows from it, MFU is train.py's formula (against an A1
 --nproc=N adds a torchrun run with N processes beside the 1-process one.
 
 time_to_loss: train.py on the built-in corpus twice, one run after the other: a baseline config
-(--baseline, default config/baseline_nanogpt_cpu.py: nanoGPT's CPU recipe; config/baseline_old_demo.py
+(--baseline, default experiments/config/baseline_nanogpt_cpu.py: nanoGPT's CPU recipe; experiments/config/baseline_old_demo.py
 is the 4-layer CPU demo babygpt had before) and --config (default config/train_chinese_cpu.py, with any
 --key=value). Each eval is timed from process start to the moment its row appears in the run's log.csv,
 so start-up, compile, evals and saves all count, and both runs
@@ -880,8 +880,8 @@ def main():
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
     p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")
     p.add_argument("--target", type=float, default=4.57, help="time_to_loss: the val loss to reach (nanoGPT's final)")
-    p.add_argument("--baseline", default="config/baseline_nanogpt_cpu.py",
-                   help="time_to_loss: the config to compare with (config/baseline_*.py)")
+    p.add_argument("--baseline", default="experiments/config/baseline_nanogpt_cpu.py",
+                   help="time_to_loss: the config to compare with (experiments/config/baseline_*.py)")
     # internal: bench_prepare re-runs this script as a child, one method per process
     p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)

@@ -71,7 +71,7 @@ def test_time_to_loss_reads_the_loss_reached_in_the_baselines_time():
 def test_baselines_are_config_files_train_py_reads():
     """The recipes time_to_loss compares with are config files a user can also train with."""
     import bench
-    nanogpt = bench.train_config(["config/baseline_nanogpt_cpu.py"], [])
-    old_demo = bench.train_config(["config/baseline_old_demo.py"], [])
+    nanogpt = bench.train_config(["experiments/config/baseline_nanogpt_cpu.py"], [])
+    old_demo = bench.train_config(["experiments/config/baseline_old_demo.py"], [])
     assert (nanogpt["n_layer"], nanogpt["batch_size"], nanogpt["compile"]) == (4, 12, False), nanogpt
     assert (old_demo["n_layer"], old_demo["batch_size"], old_demo["compile"]) == (4, 32, True), old_demo

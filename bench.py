@@ -286,17 +286,13 @@ def write_random_dataset(folder, vocab_size, n_tokens=1_000_000, seed=1337):
 def run_train(args, data, out_dir, nproc):
     """train.py on args.config for TRAIN_WARMUP + args.iters steps; its speed read from out_dir/status.json
     (the median of its last steps), not from its printed lines."""
-    launch = [sys.executable] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = [*launch, os.path.join(ROOT, "train.py"), args.config, f"--dataset={data}", f"--out_dir={out_dir}",
-           f"--max_iters={TRAIN_WARMUP + args.iters}", "--log_interval=1", "--eval_iters=1",
-           f"--eval_interval={10 ** 9}", "--always_save_checkpoint=False", *args.overrides]
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8")
-    if done.returncode != 0:
-        sys.exit(f"error: train.py failed ({' '.join(cmd[len(launch):])}):\n{done.stderr[-2000:]}")
+    import train
     from babygpt.status import read_status
-    cfg = train_config([args.config], args.overrides)
-    tokens = cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+    from babygpt.trainjob import run_train as train_py
+    train_py([args.config, f"--dataset={data}", f"--max_iters={TRAIN_WARMUP + args.iters}", "--log_interval=1",
+              "--eval_iters=1", f"--eval_interval={10 ** 9}", "--always_save_checkpoint=False", *args.overrides],
+             out_dir, nproc)
+    tokens = train.tokens_per_iter(train_config([args.config], args.overrides))
     ms_per_iter = tokens / read_status(out_dir)["tokens_per_s"] * 1000
     mfu = config_model(args).estimate_mfu(tokens // nproc, ms_per_iter / 1000)  # one process's share
     return {"nproc": nproc, "tokens_per_iter": tokens, "ms_per_iter": ms_per_iter,
@@ -348,35 +344,15 @@ EVAL_TOKENS = 192_000  # tokens trained between evals, alike for both runs (nano
 def run_to_loss(label, config, overrides):
     """train.py (with a config file, or None: train.py's defaults) from process start to its end;
     returns [(seconds since start, iteration, val loss)] per eval, read from its log.csv."""
+    import train
+    from babygpt.trainjob import timed_train
     config = [config] if config else []
     cfg = train_config(config, overrides)
-    tokens = cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+    tokens = train.tokens_per_iter(cfg)
     evals = [f"--eval_iters={max(1, round(EVAL_WINDOWS / cfg['batch_size']))}",
              f"--eval_interval={max(1, EVAL_TOKENS // tokens)}", "--log_interval=100000"]
     with tempfile.TemporaryDirectory() as out_dir:
         return timed_train(label, [*config, *overrides, *evals], out_dir)
-
-
-def timed_train(label, argv, out_dir, env=None):
-    """python train.py argv --out_dir=out_dir from process start to its end; returns
-    [(seconds since start, iteration, val loss)] per eval, each timed when its row appears in log.csv."""
-    from babygpt.progress import read_log
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *argv, f"--out_dir={out_dir}"]
-    print(f"{label}: {' '.join(cmd[1:])}", flush=True)
-    points, start = [], time.time()
-
-    def new_evals():  # polled every 50 ms
-        return [(time.time() - start, row["iter"], row["val_loss"]) for row in read_log(out_dir)[len(points):]]
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        while proc.poll() is None:
-            points += new_evals()
-            time.sleep(0.05)
-        points += new_evals()
-        if proc.returncode != 0:
-            err.seek(0)
-            sys.exit(f"error: train.py failed ({' '.join(cmd[1:])}):\n{err.read()[-2000:]}")
-    return points
 
 
 def first_below(points, target):
@@ -488,12 +464,11 @@ def run_config(argv):
 def steps_per_second(argv, out_dir, env):
     """train.py's speed for argv on one core, from the status.json of a 30-step run (tokens/s over its
     last steps, so start-up is not counted)."""
+    import train
     from babygpt.status import read_status
-    cfg = run_config(argv)
-    subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv, "--passes=0", "--max_iters=30",
-                    "--eval_interval=1000", f"--out_dir={out_dir}"], env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return read_status(out_dir)["tokens_per_s"] / (cfg["batch_size"] * cfg["block_size"])
+    from babygpt.trainjob import run_train as train_py
+    train_py([*argv, "--passes=0", "--max_iters=30", "--eval_interval=1000"], out_dir, env=env)
+    return read_status(out_dir)["tokens_per_s"] / train.tokens_per_iter(run_config(argv))
 
 
 FINETUNE_EVAL_TOKENS = 8192  # val tokens per eval, in fixed windows spread over the split: a whole-split eval
@@ -505,6 +480,7 @@ def budget_run(label, argv, seconds, work, env, evals=6):
     fewer where its config's passes over the text end sooner (a fine-tune as a user runs it), `evals` evals.
     Returns [(seconds, iter, val loss)] per eval."""
     import train
+    from babygpt.trainjob import timed_train
     folder = os.path.join(work, label)
     speed = steps_per_second(argv, folder + "-probe", env)
     iters = max(10, int(seconds * speed))
@@ -568,7 +544,7 @@ def bench_finetune(args):
             for label, argv, seconds in jobs:
                 runs[label] = budget_run(label.replace(" ", "-").replace("/", "-"), argv, seconds, work, env,
                                          evals=round(5 * seconds / args.budget))
-        except (SystemExit, subprocess.CalledProcessError) as e:  # a thread would swallow the exit
+        except SystemExit as e:  # a thread would swallow the exit
             failures.append(e)
     threads = [threading.Thread(target=lane, args=(jobs,)) for jobs in lanes]
     for t in threads:

@@ -7,9 +7,6 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
-    python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, ~15 min
-    python bench.py --what=time_to_loss --baseline=experiments/config/baseline_old_demo.py --target=4.42 \
-        --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
     python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
     python bench.py --what=serve --run=pretrained/hlm # characters/s through serve.py at 1, 4 and 16 clients
@@ -32,17 +29,6 @@ random tokens of the 红楼梦 vocabulary size, as frequent as in text (Zipf); t
 train.py's status.json ends with (the median of its last 11 steps: run more than 11 after the 5
 warm-up ones), ms/iter follows from it, MFU is train.py's formula (against an A100's 312 TFLOPS).
 --nproc=N adds a torchrun run with N processes beside the 1-process one.
-
-time_to_loss: train.py on the built-in corpus twice, one run after the other: a baseline config
-(--baseline, default experiments/config/baseline_nanogpt_cpu.py: nanoGPT's CPU recipe; experiments/config/baseline_old_demo.py
-is the 4-layer CPU demo babygpt had before) and --config (default config/train_chinese_cpu.py, with any
---key=value). Each eval is timed from process start to the moment its row appears in the run's log.csv,
-so start-up, compile, evals and saves all count, and both runs
-are evaluated alike: the same fixed val windows, an eval every EVAL_TOKENS trained tokens.
-With --repeat=N (default 2) the two recipes run N times, alternated; training is deterministic, so
-the runs of one recipe give the same losses (within 0.002) and differ only in time. A busy or throttled machine
-only ever adds time, so each eval's fastest time is shown; each alternated pair's ratio shows the noise.
-Besides the time to --target, it prints babygpt's val loss at its last eval before the baseline ended.
 
 copy: sample.py's copy report (copycheck.copy_stats and its lines) for 10 samples x 500 characters,
 against the built-in corpus' train.bin (535k tokens) and a synthetic 50M-token train.bin of 红楼梦's
@@ -332,86 +318,6 @@ def bench_train(args):
     for r in runs:
         print(f"{r['nproc']:<11}{r['tokens_per_iter']:>12,}{r['ms_per_iter']:>10.1f}"
               f"{r['tokens_per_s']:>11,.0f}{r['mfu_percent']:>10.3g}%")
-
-
-# -----------------------------------------------------------------------------
-# time_to_loss
-
-EVAL_WINDOWS = 480     # val windows per eval: the same fixed ones for both runs (train.eval_windows)
-EVAL_TOKENS = 192_000  # tokens trained between evals, alike for both runs (nanoGPT's eval_interval=250 x 768)
-
-
-def run_to_loss(label, config, overrides):
-    """train.py (with a config file, or None: train.py's defaults) from process start to its end;
-    returns [(seconds since start, iteration, val loss)] per eval, read from its log.csv."""
-    import train
-    from babygpt.trainjob import timed_train
-    config = [config] if config else []
-    cfg = train_config(config, overrides)
-    tokens = train.tokens_per_iter(cfg)
-    evals = [f"--eval_iters={max(1, round(EVAL_WINDOWS / cfg['batch_size']))}",
-             f"--eval_interval={max(1, EVAL_TOKENS // tokens)}", "--log_interval=100000"]
-    with tempfile.TemporaryDirectory() as out_dir:
-        return timed_train(label, [*config, *overrides, *evals], out_dir)
-
-
-def first_below(points, target):
-    """Seconds until the first eval at or below target (None if never)."""
-    return next((s for s, _, v in points if v <= target), None)
-
-
-def last_within(points, seconds):
-    """The last eval (seconds, iteration, val loss) at or before seconds (None if none)."""
-    return next((p for p in reversed(points) if p[0] <= seconds), None)
-
-
-def fastest(repeats, tolerance=0.002):
-    """One recipe's repeated runs -> [(fastest seconds, iteration, val loss)] per eval. The runs must
-    agree on every iteration, and on every loss within tolerance (threaded CPU kernels may add floats
-    in another order, and thousands of steps can carry that to the 4th decimal): only then is the
-    time the one thing that differs. The first run's losses are shown."""
-    first = repeats[0]
-    for points in repeats[1:]:
-        if [it for _, it, _ in points] != [it for _, it, _ in first] or \
-                any(abs(v - w) > tolerance for (_, _, v), (_, _, w) in zip(points, first)):
-            sys.exit(f"error: two runs of one recipe gave different losses (beyond {tolerance}); "
-                     f"training should be deterministic:\n{first}\n{points}")
-    return [(min(points[i][0] for points in repeats), it, v) for i, (_, it, v) in enumerate(first)]
-
-
-def bench_time_to_loss(args):
-    if not os.path.isfile(os.path.join(ROOT, "data", "chinese", "val.bin")):
-        sys.exit("error: the built-in corpus is not prepared; run python data/chinese/prepare.py first")
-    repeat = args.repeat or 2
-    base_name = os.path.splitext(os.path.basename(args.baseline))[0]
-    recipes = {base_name: (args.baseline, []), "babygpt": (args.config, args.overrides)}
-    repeats = {name: [] for name in recipes}
-    for i in range(repeat):  # alternated, so a slow spell of the machine hits both recipes alike
-        for name, (config, overrides) in recipes.items():
-            repeats[name].append(run_to_loss(f"{name} ({i + 1}/{repeat})", config, overrides))
-    runs = {name: fastest(r) for name, r in repeats.items()}
-    times = {name: first_below(points, args.target) for name, points in runs.items()}
-    each = {name: [first_below(p, args.target) for p in r] for name, r in repeats.items()}
-    if args.json:
-        print(json.dumps({"target": args.target, "runs": runs, "seconds_to_target": times, "each_run": each}))
-        return
-    for name, points in runs.items():
-        print(f"\n{name} (fastest of {repeat} runs at each eval)\n{'seconds':>9}{'iter':>7}{'val loss':>10}")
-        for s, it, v in points:
-            print(f"{s:>9.1f}{it:>7}{v:>10.4f}")
-    print(f"\nval loss <= {args.target} (the same {EVAL_WINDOWS} fixed val windows for both), wall time from process start:")
-    for name, s in times.items():
-        runs_s = ", ".join("never" if t is None else f"{t:.1f}" for t in each[name])
-        print(f"  {name:<16}{'never' if s is None else f'{s:.1f} s'}   (each run: {runs_s})")
-    base, ours = times[base_name], times["babygpt"]
-    if base and ours:
-        pairs = ", ".join(f"{b / a:.2f}x" for a, b in zip(each[base_name], each["babygpt"]) if a and b)
-        print(f"  babygpt needs {ours / base:.2f}x the time ({base / ours:.2f}x faster); each pair: {pairs}")
-    end_s, _, end_loss = runs[base_name][-1]
-    same_time = last_within(runs["babygpt"], end_s)
-    if same_time:
-        print(f"  in the {base_name}'s {end_s:.1f} s (its end, val {end_loss:.4f}): babygpt's last eval, "
-              f"{same_time[0]:.1f} s (step {same_time[1]}), val {same_time[2]:.4f}")
 
 
 # -----------------------------------------------------------------------------
@@ -822,7 +728,7 @@ def bench_serve(args):
 # -----------------------------------------------------------------------------
 
 BENCHMARKS = {"copy": bench_copy, "finetune": bench_finetune, "hf_sample": bench_hf_sample, "poems": bench_poems, "prepare": bench_prepare,
-              "sample": bench_sample, "serve": bench_serve, "time_to_loss": bench_time_to_loss, "train": bench_train}
+              "sample": bench_sample, "serve": bench_serve, "train": bench_train}
 
 
 def main():
@@ -838,7 +744,7 @@ def main():
                    "per client")
     p.add_argument("--big_tokens", type=int, default=50_000_000, help="copy: the synthetic train.bin's size")
     p.add_argument("--repeat", type=int, default=0,
-                   help="copy: runs timed (the median is shown; default 3); time_to_loss: runs of each (default 2); "
+                   help="copy: runs timed (the median is shown; default 3); "
                         "prepare: pairs of runs (the median ratio's pair is shown; default 1); "
                         "hf_sample: alternated runs of each (the fastest is shown; default 3)")
     p.add_argument("--threads", type=int, default=0,
@@ -855,16 +761,13 @@ def main():
     p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
     p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")
-    p.add_argument("--target", type=float, default=4.57, help="time_to_loss: the val loss to reach (nanoGPT's final)")
-    p.add_argument("--baseline", default="experiments/config/baseline_nanogpt_cpu.py",
-                   help="time_to_loss: the config to compare with (experiments/config/baseline_*.py)")
     # internal: bench_prepare re-runs this script as a child, one method per process
     p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
     p.add_argument("--out_dir", help=argparse.SUPPRESS)
     # train: any --key=value that bench.py does not know goes on to train.py (--batch_size=8)
     args, args.overrides = p.parse_known_args()
-    unknown = [o for o in args.overrides if not (args.what in ("train", "time_to_loss", "finetune") and o.startswith("--"))]
+    unknown = [o for o in args.overrides if not (args.what in ("train", "finetune") and o.startswith("--"))]
     args.config = args.config or ("config/finetune_chinese.py" if args.what == "finetune" else "config/train_chinese_cpu.py")
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")

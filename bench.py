@@ -538,85 +538,6 @@ def bench_copy(args):
 
 
 # -----------------------------------------------------------------------------
-# poems
-
-def val_poems(dataset_path):
-    """The val split's poems as (title, body), from the dataset's val.bin and meta.pkl (data/poetry's layout)."""
-    import numpy as np
-    from babygpt import poetry
-    from babygpt.checkpoint import codec, load_meta, token_dtype
-    meta = load_meta(os.path.join(dataset_path, "meta.pkl"))
-    ids = np.fromfile(os.path.join(dataset_path, "val.bin"), dtype=token_dtype(meta))
-    records = codec(meta)[1](ids.tolist()).split("\n\n")
-    return [poetry.split_title(r) for r in records if r.strip()]
-
-
-def poem_settings(title, body, setting):
-    """sample.py's settings for one bench configuration on one val title ({} when it does not apply)."""
-    from babygpt import poetry
-    if setting == "acrostic":  # the real poem's own line heads, when it has 4 or 8 lines
-        heads = "".join(line[:1] for line in poetry.poem_lines(body))
-        return {"acrostic": heads} if len(heads) in (4, 8) and all(map(poetry.is_han, heads)) else {}
-    # --tone and --rhyme are on by default with a form: "bare" is the form alone, as sampling was before them
-    return {"": {}, "bare": {"form": "七绝", "tone": False, "rhyme": False}, "form": {"form": "七绝"}}[setting]
-
-
-def write_poems(cfg, titles, bodies, setting, per_title):
-    """[(title, poem)]: per_title samples for each title (the prompt: the title and its newline), each cut
-    where its poem ends and without its title row."""
-    from babygpt import poetry
-    import sample
-    poems = []
-    for title, body in zip(titles, bodies):
-        extra = poem_settings(title, body, setting)
-        if setting and not extra:
-            continue
-        samples = sample.start_samples(dict(cfg, start=title + "\n", num_samples=per_title, **extra),
-                                       warn=lambda line: None)
-        for _ in samples.steps():
-            pass
-        # without a poem option a sample runs on past its poem's end: cut it there, as sample.py cuts a poem
-        poems += [(title, poetry.cut_poem(text, len(title) + 1).partition("\n")[2]) for text in samples.texts()]
-    return poems
-
-
-SETTINGS = {"": "no option", "bare": "七绝 tone, rhyme off", "form": "--form=七绝", "acrostic": "--acrostic=<real heads>"}
-
-
-def bench_poems(args):
-    """Form, rhyme, repeats and copies of poems written for val titles, beside the real val poems."""
-    import random as _random
-    import numpy as np
-    from babygpt import poetry
-    import sample
-    from babygpt.checkpoint import dataset_dir, load_checkpoint, load_meta
-    run_dir = args.run
-    dataset_path = dataset_dir(load_checkpoint(run_dir, mmap=True)["config"]["dataset"])
-    pairs = _random.Random(1337).sample(val_poems(dataset_path), args.num_samples // args.per_title)
-    titles, bodies = [t for t, _ in pairs], [b for _, b in pairs]
-    corpus = np.memmap(os.path.join(dataset_path, "train.bin"), dtype=np.uint16, mode="r")
-    stoi = load_meta(os.path.join(dataset_path, "meta.pkl"))["stoi"]
-    cfg = dict(sample.DEFAULTS, out_dir=run_dir, device="cpu", max_new_tokens=160, copy_report=False)
-    columns = {"real val poems": pairs}
-    for setting, label in SETTINGS.items():
-        columns[label] = write_poems(cfg, titles, bodies, setting, args.per_title)
-    figures = {label: poetry.measure([p for _, p in poems], corpus, stoi) for label, poems in columns.items()}
-    if args.json:
-        print(json.dumps(figures, ensure_ascii=False))
-        return
-    print(f"poems for {len(titles)} val titles of {os.path.relpath(dataset_path, ROOT)}, {args.per_title} each, "
-          f"from {run_dir}")
-    print(f"{'':<22}" + "".join(f"{label[:24]:>26}" for label in columns))
-    for key, fmt in [("poems", "{:.0f}"), ("form_rate", "{:.3f}"), ("rhyme_rate", "{:.3f}"), ("tone_rate", "{:.3f}"),
-                     ("pingshui_rate", "{:.3f}"), ("repeat_rate", "{:.3f}"),
-                     ("copied_lines", "{:.3f}"), ("longest_copy", "{:.0f}")]:
-        cells = ["-" if f[key] is None else fmt.format(f[key]) for f in figures.values()]
-        print(f"{key:<22}" + "".join(f"{c:>26}" for c in cells))
-    for label, poems in columns.items():
-        print(f"\n{label}, the first two:\n" + "\n\n".join(f"{t}\n{p}" for t, p in poems[:2]))
-
-
-# -----------------------------------------------------------------------------
 # hf_sample
 
 def time_hf_generate(model, ids):
@@ -727,7 +648,7 @@ def bench_serve(args):
 
 # -----------------------------------------------------------------------------
 
-BENCHMARKS = {"copy": bench_copy, "finetune": bench_finetune, "hf_sample": bench_hf_sample, "poems": bench_poems, "prepare": bench_prepare,
+BENCHMARKS = {"copy": bench_copy, "finetune": bench_finetune, "hf_sample": bench_hf_sample, "prepare": bench_prepare,
               "sample": bench_sample, "serve": bench_serve, "train": bench_train}
 
 
@@ -735,11 +656,8 @@ def main():
     p = argparse.ArgumentParser(description="babygpt benchmarks")
     p.add_argument("--what", choices=sorted(BENCHMARKS), required=True, help="which benchmark")
     p.add_argument("--chars", type=int, default=50_000_000, help="prepare: corpus size")
-    p.add_argument("--num_samples", type=int, default=10, help="sample, copy: samples in the work; poems: in all "
-                   "(use 200)")
-    p.add_argument("--per_title", type=int, default=4, help="poems: samples per val title (a batch)")
-    p.add_argument("--run", default="pretrained/poetry", help="poems: the run or shipped model to sample; serve: "
-                   "to serve")
+    p.add_argument("--num_samples", type=int, default=10, help="sample, copy: samples in the work")
+    p.add_argument("--run", default="pretrained/poetry", help="serve: the run or shipped model to serve")
     p.add_argument("--max_new_tokens", type=int, default=500, help="sample, copy: characters per sample; serve: "
                    "per client")
     p.add_argument("--big_tokens", type=int, default=50_000_000, help="copy: the synthetic train.bin's size")

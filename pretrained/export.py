@@ -7,7 +7,7 @@ Turn a finished run into a shipped pretrained model: pretrained/<name>/{ckpt.pt,
 It takes the run's best.pt (lowest val loss), keeps the weights only, in float16 (half the bytes; a
 char-level model samples the same text from them), measures train and val loss over every window of
 each split, and writes the model card with unedited samples from sample.py and their copy report (for
-the poetry model: poems in form, and bench.py --what=poems's figures). Run it again only when the model
+the poetry model: poems in form, and experiments/poems.py's figures). Run it again only when the model
 changes: the folder is committed to git.
 """
 
@@ -35,7 +35,7 @@ to = "pretrained/hlm"               # the folder to write: ckpt.pt, meta.pkl, RE
 samples = 3                         # unedited samples on the model card
 sample_length = 300                 # characters per sample on the card
 note = ""                           # a line for the card: how the run differed from its config, if it did
-poems = 0                           # poems bench.py --what=poems writes for the card (poetry: 200); 0: none
+poems = 0                           # poems experiments/poems.py writes for the card (poetry: 200); 0: none
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
 SIZE_LIMIT_MB = 15
@@ -93,10 +93,10 @@ def card_samples(export, options):
 
 
 def poem_figures(export):
-    """bench.py --what=poems on the exported model: its table, as the card's section (poetry only)."""
+    """experiments/poems.py on the exported model: its table, as the card's section (poetry only)."""
     args = [f"--run={export['to']}", f"--num_samples={export['poems']}", "--per_title=8"]
-    stdout, _ = run_script("bench.py", "--what=poems", *args)
-    return [f"## Poems, measured (`python bench.py --what=poems {' '.join(args)}`)", "", "```", stdout.rstrip(),
+    stdout, _ = run_script("experiments/poems.py", *args)
+    return [f"## Poems, measured (`python experiments/poems.py {' '.join(args)}`)", "", "```", stdout.rstrip(),
             "```", ""]
 
 

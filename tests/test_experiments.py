@@ -3,12 +3,15 @@ The experiments in experiments/ (recipes compared, quality measured): their runn
 Run: python -m pytest tests/test_experiments.py
 """
 
+import json
+
 import pytest
 
 import train
-from conftest import TINY, run
+from conftest import TINY, run, write_dataset
 from configurator import configure
 from experiments import time_to_loss
+from test_poetry_sample import POEMS
 
 
 @pytest.mark.slow
@@ -63,3 +66,21 @@ def test_time_to_loss_command_lists_its_options():
     assert proc.returncode == 0, f"experiments/time_to_loss.py --help failed:\n{proc.stderr}"
     for option in ("--config", "--baseline", "--target", "--repeat"):
         assert option in proc.stdout, f"--help should list {option}:\n{proc.stdout}"
+
+
+def test_poems_measures_each_option_beside_the_real_poems(tmp_path):
+    """experiments/poems.py on a tiny model trained on a few 唐诗: a column of figures for the real val poems and
+    one for each poem option; with --form=七绝 every poem is one in form."""
+    write_dataset(str(tmp_path / "ds"), text=POEMS * 30)
+    proc = run("train.py", f"--dataset={tmp_path / 'ds'}", f"--out_dir={tmp_path / 'out'}", *TINY, "--max_iters=10",
+               "--eval_interval=10")
+    assert proc.returncode == 0, f"training the tiny poet failed:\n{proc.stderr}"
+    proc = run("experiments/poems.py", f"--run={tmp_path / 'out'}", "--num_samples=2", "--per_title=1", "--json")
+    assert proc.returncode == 0, f"experiments/poems.py failed:\n{proc.stderr}"
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    columns = ["real val poems", "no option", "七绝 tone, rhyme off", "--form=七绝", "--acrostic=<real heads>"]
+    assert list(figures) == columns, f"one column per option, the real poems first: {list(figures)}"
+    assert [figures[c]["poems"] for c in columns[:4]] == [2, 2, 2, 2], f"2 titles x 1 poem each: {figures}"
+    form = figures["--form=七绝"]
+    assert (form["form_rate"], form["tone_rate"], form["pingshui_rate"]) == (1.0, 1.0, 1.0), \
+        f"--form=七绝 keeps the form, 平仄 and the 平水韵 rhyme in every poem: {form}"

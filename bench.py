@@ -10,9 +10,6 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
     python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
     python bench.py --what=serve --run=pretrained/hlm # characters/s through serve.py at 1, 4 and 16 clients
-    python bench.py --what=finetune                   # fine-tuning the shipped models vs from scratch, ~22 min
-    python bench.py --what=finetune --text=guwen      # the same on prose: 古文观止
-    python bench.py --what=finetune --budget=120 --scratch_args="--dropout=0.1" --batch_size=16
 
 prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
@@ -36,16 +33,6 @@ lines shuffled (every passage ~94 times), both page-cached. Half the samples are
 characters cut from the training text and pasted together (an overfit model), half are shuffled
 training text (a model that copies nothing, whose longest copies are short: the slower path).
 The median of --repeat runs is shown.
-finetune: a text in neither shipped model's training data, from the chinese-poetry tarball: 苏轼's 宋诗 (261k
-characters as data/poetry lays poems out) or, with --text=guwen, 古文观止's essays (143k characters); the last
-10 % is val. It is prepared as a user would: once on its own vocabulary, once per shipped model with
---vocab_from. On one core each, two lanes run side by side: one trains from scratch (--scratch_config, default
-config/train_chinese_cpu.py, plus --scratch_args) for 4x --budget seconds; the other trains from scratch for
---budget, then fine-tunes each shipped model (--config, default config/finetune_chinese.py, the poetry model at
-learning rate 3e-4, plus any --key=value) for --budget. Each run's max_iters (and its cosine's end) come from a
-30-step speed probe, or from the config's passes over the text when those end sooner; 5 evals per run over
-8,192 val tokens in fixed windows. The table gives the best val loss so far (what best.pt holds) at fractions of
-the budget.
 hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 samples, then 1, of block_size minus
 the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
 (sample.py's generator: KV cache, one batch) and by transformers' generate (its own KV cache, one batch), on the
@@ -321,160 +308,6 @@ def bench_train(args):
 
 
 # -----------------------------------------------------------------------------
-# finetune
-
-# each shipped model with its recipe's changes to config/finetune_chinese.py: the poetry model already writes this
-# kind of poem, and 2e-3 first undoes what it knows (docs/experiments.md), so it takes smaller steps
-FINETUNE_BASES = {"pretrained/hlm": [], "pretrained/poetry": ["--learning_rate=3e-4", "--min_lr=3e-5"]}
-
-
-def songshi_text(tarball, poet="蘇軾"):
-    """苏轼's 宋诗 (the dataset writes him 蘇軾) from the chinese-poetry tarball, as data/poetry writes poems (title
-    row, the poem's rows, a blank row), in simplified characters: a user's own .txt of some 260k characters."""
-    import collections
-    from data.poetry import prepare as poems
-    convert, removed, seen, out = poems.converter("simplified"), collections.Counter(), set(), []
-    for _, _, records in poems.source_files(tarball, ["song"]):
-        for rec in records:
-            cleaned = rec.get("author") == poet and poems.clean_poem(rec, "song", removed)
-            if cleaned and cleaned[1] not in seen:
-                seen.add(cleaned[1])
-                out.append(poems.record(*convert("\n".join(cleaned)).split("\n")))
-    return "".join(out)
-
-
-def guwen_text(tarball):
-    """古文观止, the anthology of 222 prose essays (左传 to 明), from the same tarball: each essay's title row, its
-    paragraphs a row each, a blank row, in simplified characters; some 140k characters of prose."""
-    import json
-    import tarfile
-    from data.poetry import prepare as poems
-    with tarfile.open(tarball) as tar:
-        book = json.load(tar.extractfile("package/dist/mengxue/guwenguanzhi.json"))
-    essays = [e["chapter"] + "\n" + "\n".join(e["paragraphs"]) + "\n\n" for part in book["content"] for e in part["content"]]
-    return poems.converter("simplified")("".join(essays))
-
-
-# texts in neither shipped model's training data, each the size of a user's own text: a poet's poems, and prose
-FINETUNE_TEXTS = {"songshi": ("苏轼's 宋诗", songshi_text), "guwen": ("古文观止's prose", guwen_text)}
-
-
-def run_config(argv):
-    """train.py's settings for argv (a config file and --key=value), with a fine-tune's shape from its base."""
-    import train
-    given = set()
-    cfg = train_config([a for a in argv if not a.startswith("--")], [a for a in argv if a.startswith("--")], given)
-    return train.base_shape(cfg, given)
-
-
-def steps_per_second(argv, out_dir, env):
-    """train.py's speed for argv on one core, from the status.json of a 30-step run (tokens/s over its
-    last steps, so start-up is not counted)."""
-    import train
-    from babygpt.status import read_status
-    from babygpt.trainjob import run_train as train_py
-    train_py([*argv, "--passes=0", "--max_iters=30", "--eval_interval=1000"], out_dir, env=env)
-    return read_status(out_dir)["tokens_per_s"] / train.tokens_per_iter(run_config(argv))
-
-
-FINETUNE_EVAL_TOKENS = 8192  # val tokens per eval, in fixed windows spread over the split: a whole-split eval
-                             # would take a tenth of a fine-tune's budget on one core
-
-
-def budget_run(label, argv, seconds, work, env, evals=6):
-    """argv trained for about `seconds` on one core: max_iters (and the cosine's end) from a speed probe, or
-    fewer where its config's passes over the text end sooner (a fine-tune as a user runs it), `evals` evals.
-    Returns [(seconds, iter, val loss)] per eval."""
-    import train
-    from babygpt.trainjob import timed_train
-    folder = os.path.join(work, label)
-    speed = steps_per_second(argv, folder + "-probe", env)
-    iters = max(10, int(seconds * speed))
-    cfg = run_config(argv)
-    if cfg["passes"]:
-        n_train = len(train.load_dataset(train.dataset_dir(cfg["dataset"]), cfg["block_size"])[0])
-        iters = min(iters, train.steps_for_passes(cfg, n_train))
-    batches = -(-FINETUNE_EVAL_TOKENS // (cfg["batch_size"] * cfg["block_size"]))
-    every = [f"--eval_iters={batches}", f"--eval_interval={max(1, iters // evals)}", "--log_interval=100000"]
-    return timed_train(label, [*argv, "--passes=0", f"--max_iters={iters}", f"--lr_decay_iters={iters}", *every],
-                       folder, env)
-
-
-def finetune_samples(work, labels, n=3, length=120):
-    """Unedited samples of each run's best.pt, with their copy report against the run's train.bin."""
-    import sample
-    for label in labels:
-        folder = os.path.join(work, label.replace(" ", "-").replace("/", "-"))
-        cfg = dict(sample.DEFAULTS, out_dir=folder, ckpt="best.pt", device="cpu", num_samples=n, max_new_tokens=length)
-        samples = sample.start_samples(cfg, warn=lambda line: None)
-        for _ in samples.steps():
-            pass
-        print(f"\n{label}: python sample.py --out_dir={folder} --ckpt=best.pt --num_samples={n} "
-              f"--max_new_tokens={length}")
-        print("".join(f"{text}\n{sample.SEPARATOR}\n" for text in samples.texts()), end="")
-        print("\n".join(samples.copy_report()))
-
-
-def bench_finetune(args):
-    """Fine-tuning each shipped model on a text of --text against training from scratch on it, one core each:
-    lane 1 trains from scratch for 4x the budget while lane 2 trains from scratch, then fine-tunes each base,
-    for the budget each."""
-    import threading
-    from babygpt import charlevel
-    from data.poetry import prepare as poems
-    tarball = os.path.join(ROOT, "data", "poetry", poems.TARBALL)
-    bases = [b for b in FINETUNE_BASES if os.path.isfile(os.path.join(ROOT, b, "ckpt.pt"))]
-    if not os.path.isfile(tarball) or not bases:
-        sys.exit("error: the benchmark needs data/poetry's tarball and a shipped model; run make setup first")
-    work = tempfile.mkdtemp(prefix="babygpt-finetune-")
-    text_path = os.path.join(work, "text.txt")
-    with open(text_path, "w", encoding="utf-8") as f:
-        f.write(FINETUNE_TEXTS[args.text][1](tarball))
-    stats = charlevel.prepare([text_path], os.path.join(work, "scratch-data"), block_size=128, log=lambda *a: None)
-    print(f"text: {FINETUNE_TEXTS[args.text][0]}, {stats['chars']:,} characters, the last 10 % val; "
-          f"budget {args.budget:.0f} s per run, one core each", flush=True)
-    for base in bases:  # prepare's own line on what the base's vocabulary lacked
-        charlevel.prepare([text_path], os.path.join(work, base.replace("/", "-") + "-data"), block_size=128,
-                          log=lambda line: line.startswith("vocabulary:") and print(line, flush=True),
-                          vocab_from=os.path.join(ROOT, base))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    scratch = [args.scratch_config, f"--dataset={os.path.join(work, 'scratch-data')}", *args.scratch_args.split()]
-    finetune = lambda base: [args.config, f"--dataset={os.path.join(work, base.replace('/', '-') + '-data')}",
-                             f"--init_from={os.path.join(ROOT, base)}", *FINETUNE_BASES[base], *args.overrides]
-    runs, failures = {}, []
-    lanes = [[("scratch 4x", scratch, 4 * args.budget)],
-             [("scratch", scratch, args.budget)] + [(base, finetune(base), args.budget) for base in bases]]
-
-    def lane(jobs):
-        try:
-            for label, argv, seconds in jobs:
-                runs[label] = budget_run(label.replace(" ", "-").replace("/", "-"), argv, seconds, work, env,
-                                         evals=round(5 * seconds / args.budget))
-        except SystemExit as e:  # a thread would swallow the exit
-            failures.append(e)
-    threads = [threading.Thread(target=lane, args=(jobs,)) for jobs in lanes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        sys.exit(f"error: a run failed ({failures[0]}); runs kept in {work}")
-    best = lambda points, seconds: min((v for s, _, v in points if s <= seconds), default=float("nan"))
-    print(f"\nbest val loss so far (what best.pt holds) after ... seconds, one core each")
-    marks = [args.budget / 2, args.budget, 2 * args.budget, 4 * args.budget]
-    print(f"{'run':<22}" + "".join(f"{m:>9.0f}" for m in marks))
-    for label, points in runs.items():
-        print(f"{label:<22}" + "".join(f"{best(points, m):>9.3f}" for m in marks))
-    at_budget = best(runs["scratch"], args.budget * 1.05)  # a run's last eval lands a little after its budget
-    for base in bases:
-        ours = best(runs[base], args.budget * 1.05)
-        print(f"{base}: {at_budget - ours:+.3f} below scratch at equal time, "
-              f"{best(runs['scratch 4x'], 4.2 * args.budget) - ours:+.3f} below scratch given 4x the time")
-    finetune_samples(work, list(runs))
-    print(f"runs kept in {work}: sample them with python sample.py --out_dir={work}/<run>")
-
-
-# -----------------------------------------------------------------------------
 # copy
 
 def copy_samples(train, n, length, seed=1337):
@@ -648,7 +481,7 @@ def bench_serve(args):
 
 # -----------------------------------------------------------------------------
 
-BENCHMARKS = {"copy": bench_copy, "finetune": bench_finetune, "hf_sample": bench_hf_sample, "prepare": bench_prepare,
+BENCHMARKS = {"copy": bench_copy, "hf_sample": bench_hf_sample, "prepare": bench_prepare,
               "sample": bench_sample, "serve": bench_serve, "train": bench_train}
 
 
@@ -668,14 +501,7 @@ def main():
     p.add_argument("--threads", type=int, default=0,
                    help="sample, hf_sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
-    p.add_argument("--config", default=None, help="train: the config to time (default config/train_chinese_cpu.py); "
-                   "finetune: the fine-tune's (default config/finetune_chinese.py)")
-    p.add_argument("--scratch_config", default="config/train_chinese_cpu.py", help="finetune: the from-scratch recipe")
-    p.add_argument("--scratch_args", default="--dropout=0.2",
-                   help="finetune: --key=value settings for the from-scratch runs (without dropout they overfit)")
-    p.add_argument("--budget", type=float, default=300, help="finetune: seconds of training per run")
-    p.add_argument("--text", default="songshi", choices=sorted(FINETUNE_TEXTS),
-                   help="finetune: songshi (苏轼's 宋诗, the default) or guwen (古文观止's prose essays)")
+    p.add_argument("--config", default="config/train_chinese_cpu.py", help="train: the config to time")
     p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
     p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")
@@ -685,8 +511,7 @@ def main():
     p.add_argument("--out_dir", help=argparse.SUPPRESS)
     # train: any --key=value that bench.py does not know goes on to train.py (--batch_size=8)
     args, args.overrides = p.parse_known_args()
-    unknown = [o for o in args.overrides if not (args.what in ("train", "finetune") and o.startswith("--"))]
-    args.config = args.config or ("config/finetune_chinese.py" if args.what == "finetune" else "config/train_chinese_cpu.py")
+    unknown = [o for o in args.overrides if not (args.what == "train" and o.startswith("--"))]
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.child:

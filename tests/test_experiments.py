@@ -4,13 +4,14 @@ Run: python -m pytest tests/test_experiments.py
 """
 
 import json
+import os
 
 import pytest
 
 import train
 from conftest import TINY, run, write_dataset
 from configurator import configure
-from experiments import time_to_loss
+from experiments import finetune, time_to_loss
 from test_poetry_sample import POEMS
 
 
@@ -84,3 +85,22 @@ def test_poems_measures_each_option_beside_the_real_poems(tmp_path):
     form = figures["--form=七绝"]
     assert (form["form_rate"], form["tone_rate"], form["pingshui_rate"]) == (1.0, 1.0, 1.0), \
         f"--form=七绝 keeps the form, 平仄 and the 平水韵 rhyme in every poem: {form}"
+
+
+def test_finetune_texts_are_in_neither_shipped_model_s_data_and_their_documented_size():
+    """The two texts experiments/finetune.py trains on, read from data/poetry's tarball as the docs describe them."""
+    tarball = os.path.join(finetune.ROOT, "data", "poetry", finetune.poetry_prepare().TARBALL)
+    if not os.path.isfile(tarball):
+        pytest.skip("no chinese-poetry tarball: make setup fetches it")
+    songshi, guwen = finetune.songshi_text(tarball), finetune.guwen_text(tarball)
+    assert round(len(songshi), -3) == 261_000, f"苏轼's 宋诗 should be some 261k characters: {len(songshi):,}"
+    assert round(len(guwen), -3) == 143_000, f"古文观止 should be some 143k characters: {len(guwen):,}"
+    assert songshi.startswith("郭纶\n") and "\n\n" in songshi, f"poems as data/poetry lays them out: {songshi[:40]!r}"
+    assert guwen.startswith("郑伯克段于鄢\n"), f"an essay's title row first: {guwen[:40]!r}"
+
+
+def test_finetune_command_lists_its_options():
+    proc = run("experiments/finetune.py", "--help")
+    assert proc.returncode == 0, f"experiments/finetune.py --help failed:\n{proc.stderr}"
+    for option in ("--config", "--scratch_config", "--scratch_args", "--budget", "--text"):
+        assert option in proc.stdout, f"--help should list {option}:\n{proc.stdout}"

@@ -1,7 +1,8 @@
 """
-Benchmarks for babygpt: one function per benchmark, picked with --what.
+Speed benchmarks for babygpt: one function per benchmark, picked with --what. The experiments that compare
+recipes (fine-tuning, time to a loss) or measure the poems are scripts of their own in experiments/.
 
-    python bench.py --what=prepare                    # 50M-character corpus, ~15 s
+    python bench.py --what=prepare                    # 50M-character corpus, ~15 s a pair of runs
     python bench.py --what=prepare --chars=5000000 --json
     python bench.py --what=sample                     # config/train_chinese.py's size, 10 x 500 chars, ~1 min
     python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
@@ -13,7 +14,8 @@ Benchmarks for babygpt: one function per benchmark, picked with --what.
 
 prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
-in its own child process, so each peak-memory figure (the child's max RSS) is its own.
+in its own child process, so each peak-memory figure (the child's max RSS) is its own. --repeat pairs run, and
+the pair with the median ratio is shown.
 
 sample: sample.py's default work (10 samples x 500 characters) through sample.py's own generator
 (start_samples), with a model the size of config/train_chinese.py's (9 layers, 12 heads, 384 dims,
@@ -36,7 +38,7 @@ The median of --repeat runs is shown.
 hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 samples, then 1, of block_size minus
 the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
 (sample.py's generator: KV cache, one batch) and by transformers' generate (its own KV cache, one batch), on the
-CPU in float32, alternated --repeat times (default 3); the fastest of each is shown.
+CPU in float32, alternated --repeat times; the fastest of each is shown.
 serve: serve.py over --run on a free localhost port; 1, then 4, then 16 clients (threads of this process, on the
 same machine) each stream a completion of --max_new_tokens characters from a newline, all started at once, read
 as raw Server-Sent Events; characters received per second of wall time, and that against one client's.
@@ -53,6 +55,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def write_meta(path, chars, n_train, n_val):
+    """meta.pkl for a vocabulary of chars (ids in their order) through charlevel's writer, the one prepare uses."""
+    import numpy as np
+    from babygpt import charlevel
+    charlevel.write_meta(path, np.array([ord(c) for c in chars]), np.uint16, n_train, n_val)
 
 
 def peak_rss_mb():
@@ -100,6 +109,7 @@ def prepare_baseline(corpus, out_dir):
     val_ids = [stoi[c] for c in data[int(n * 0.9):]]
     np.array(train_ids, dtype=np.uint16).tofile(os.path.join(out_dir, "train.bin"))
     np.array(val_ids, dtype=np.uint16).tofile(os.path.join(out_dir, "val.bin"))
+    # nanoGPT's own meta.pkl lines, not babygpt's writer: they are part of what the baseline times
     meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}
     with open(os.path.join(out_dir, "meta.pkl"), "wb") as f:
         pickle.dump(meta, f)
@@ -150,7 +160,7 @@ def prepare_pair(corpus, out_dir):
 
 
 def bench_prepare(args):
-    repeat = args.repeat or 1
+    repeat = args.repeat
     with tempfile.TemporaryDirectory() as tmp:
         corpus = os.path.join(tmp, "corpus.txt")
         make_chinese_corpus(corpus, args.chars)
@@ -193,9 +203,7 @@ def write_random_run(run_dir, vocab_size=4506):
     save_checkpoint(run_dir, {"model": model.state_dict(), "model_args": saved_model_args(model.config),
                               "iter_num": 0, "best_val_loss": 0.0, "config": {"dataset": run_dir}})
     chars = ["\n"] + [chr(0x4E00 + i) for i in range(vocab_size - 1)]
-    with open(os.path.join(run_dir, "meta.pkl"), "wb") as f:
-        pickle.dump({"vocab_size": vocab_size, "itos": dict(enumerate(chars)),
-                     "stoi": {c: i for i, c in enumerate(chars)}}, f)
+    write_meta(os.path.join(run_dir, "meta.pkl"), chars, 0, 0)  # no dataset behind the run: no tokens
 
 
 def time_samples(cfg):
@@ -250,10 +258,8 @@ def write_random_dataset(folder, vocab_size, n_tokens=1_000_000, seed=1337):
     ids = np.random.default_rng(seed).choice(vocab_size, n_tokens, p=weights / weights.sum()).astype(np.uint16)
     ids[:n_tokens * 9 // 10].tofile(os.path.join(folder, "train.bin"))
     ids[n_tokens * 9 // 10:].tofile(os.path.join(folder, "val.bin"))
-    chars = [chr(0x4E00 + i) for i in range(vocab_size)]
-    meta = {"vocab_size": vocab_size, "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}}
-    with open(os.path.join(folder, "meta.pkl"), "wb") as f:
-        pickle.dump(meta, f)
+    write_meta(os.path.join(folder, "meta.pkl"), [chr(0x4E00 + i) for i in range(vocab_size)],
+               n_tokens * 9 // 10, n_tokens - n_tokens * 9 // 10)
 
 
 def run_train(args, data, out_dir, nproc):
@@ -355,14 +361,14 @@ def bench_copy(args):
         train = np.fromfile(os.path.join(builtin, "train.bin"), dtype=np.uint16)
         samples = copy_samples(train, args.num_samples, args.max_new_tokens)
         _, decode = codec(load_meta(os.path.join(builtin, "meta.pkl")))
-        runs = {name: time_copy_report(os.path.join(folder, "train.bin"), samples, decode, args.repeat or 3)
+        runs = {name: time_copy_report(os.path.join(folder, "train.bin"), samples, decode, args.repeat)
                 for name, folder in (("builtin", builtin), ("synthetic", big))}
     summary = {name: {"tokens": n, "seconds": s, "longest": longest} for name, (s, n, longest, _) in runs.items()}
     if args.json:
         print(json.dumps(summary))
         return
     print(f"copy report: {args.num_samples} samples x {args.max_new_tokens} characters (the first half pasted from "
-          f"2-30-character pieces of train.bin, the rest shuffled), median of {args.repeat or 3}")
+          f"2-30-character pieces of train.bin, the rest shuffled), median of {args.repeat}")
     print(f"{'train.bin':<40}{'tokens':>12}{'time':>9}   longest copies")
     for label, name in (("built-in corpus", "builtin"), ("synthetic: its lines shuffled, repeated", "synthetic")):
         r = summary[name]
@@ -391,7 +397,7 @@ def bench_hf_sample(args):
     from transformers import AutoModelForCausalLM
     if args.threads:
         torch.set_num_threads(args.threads)
-    shipped, repeat, rows = os.path.join(ROOT, "pretrained", "hlm"), args.repeat or 3, {}
+    shipped, repeat, rows = os.path.join(ROOT, "pretrained", "hlm"), args.repeat, {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = hfexport.export(dict(hfexport.DEFAULTS, out_dir=shipped, hf_dir=os.path.join(tmp, "hlm"), samples=0),
                                  warn=lambda line: None)
@@ -494,10 +500,9 @@ def main():
     p.add_argument("--max_new_tokens", type=int, default=500, help="sample, copy: characters per sample; serve: "
                    "per client")
     p.add_argument("--big_tokens", type=int, default=50_000_000, help="copy: the synthetic train.bin's size")
-    p.add_argument("--repeat", type=int, default=0,
-                   help="copy: runs timed (the median is shown; default 3); "
-                        "prepare: pairs of runs (the median ratio's pair is shown; default 1); "
-                        "hf_sample: alternated runs of each (the fastest is shown; default 3)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="copy: runs timed (the median is shown); prepare: pairs of runs (the median ratio's pair is "
+                        "shown); hf_sample: alternated runs of each (the fastest is shown)")
     p.add_argument("--threads", type=int, default=0,
                    help="sample, hf_sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")

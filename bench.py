@@ -196,12 +196,12 @@ def write_random_run(run_dir, vocab_size=4506):
     """A run folder sample.py reads: a seed-size GPT with random weights (speed does not depend on them)
     and a vocabulary of vocab_size characters, '\\n' (sample.py's default prompt) among them."""
     import torch
-    from babygpt.checkpoint import save_checkpoint, saved_model_args
+    from babygpt.checkpoint import checkpoint_dict, save_checkpoint, saved_model_args
     from model import GPT, GPTConfig
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=9, n_head=12, n_embd=384, block_size=256, vocab_size=vocab_size, dropout=0.0))
-    save_checkpoint(run_dir, {"model": model.state_dict(), "model_args": saved_model_args(model.config),
-                              "iter_num": 0, "best_val_loss": 0.0, "config": {"dataset": run_dir}})
+    save_checkpoint(run_dir, checkpoint_dict(model.state_dict(), saved_model_args(model.config), 0, 0.0,
+                                             {"dataset": run_dir}))
     chars = ["\n"] + [chr(0x4E00 + i) for i in range(vocab_size - 1)]
     write_meta(os.path.join(run_dir, "meta.pkl"), chars, 0, 0)  # no dataset behind the run: no tokens
 

@@ -39,6 +39,13 @@ def saved_model_args(config):
     return args
 
 
+def checkpoint_dict(state_dict, model_args, iter_num, best_val_loss, config):
+    """What every saved checkpoint holds, in nanoGPT's keys: the weights, their shape (saved_model_args), the
+    iteration, the best val loss so far and the run's settings. ckpt.pt adds what a resume needs."""
+    return {"model": state_dict, "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss,
+            "config": config}
+
+
 _writing = set()  # temporary files being written now: remove_partial_files() deletes them on a hard quit
 
 

@@ -20,8 +20,8 @@ import sys
 
 import torch
 
-from babygpt.checkpoint import (BEST_NAME, META_NAME, atomic_write, dataset_dir, load_checkpoint, model_from_checkpoint,
-                        save_checkpoint)
+from babygpt.checkpoint import (BEST_NAME, META_NAME, atomic_write, checkpoint_dict, dataset_dir, load_checkpoint,
+                                model_from_checkpoint, save_checkpoint)
 from configurator import configure, settings
 from babygpt.progress import read_log
 from babygpt.runtime import UserError, run_main
@@ -56,8 +56,7 @@ def half_weights(best):
     halves = {}  # by storage: wte and the tied lm_head stay one tensor, saved once
     state = {k: halves.setdefault(v.data_ptr(), v.half()) if v.is_floating_point() else v
              for k, v in best["model"].items()}
-    return {"model": state, "model_args": best["model_args"], "iter_num": best["iter_num"],
-            "best_val_loss": best["best_val_loss"], "config": best["config"]}
+    return checkpoint_dict(state, best["model_args"], best["iter_num"], best["best_val_loss"], best["config"])
 
 
 def whole_split_losses(checkpoint):

@@ -24,6 +24,7 @@ from babygpt.checkpoint import best_hint, clean_state_dict, find_meta, load_chec
 from configurator import configure, settings
 from babygpt.progress import read_log
 from babygpt.runtime import UserError, first_line, run_main
+from babygpt.sampleformat import format_sample
 
 # -----------------------------------------------------------------------------
 out_dir = "out-chinese"  # the run (or shipped model) to export: its checkpoint and meta.pkl
@@ -165,8 +166,7 @@ def card_samples(cfg):
     samples = sample.start_samples(run, warn=lambda line: None)
     for _ in samples.steps():
         pass
-    texts = [f"{text}\n{sample.SEPARATOR}\n{torch.Size([1, len(row)])}"  # as sample.py prints them
-             for text, row in zip(samples.texts(), samples.rows)]
+    texts = [format_sample(text, len(row)) for text, row in zip(samples.texts(), samples.rows)]
     command = (f"python sample.py --out_dir={cfg['out_dir']} --ckpt={cfg['ckpt']} --num_samples={cfg['samples']} "
                f"--max_new_tokens={cfg['sample_length']}")
     return texts, samples.copy_report(), command

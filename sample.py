@@ -35,6 +35,7 @@ from babygpt.checkpoint import (atomic_write, best_hint, bpe_codec, codec, expla
                         is_model_folder, is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure, settings
 from babygpt.progress import progress_bar
+from babygpt.sampleformat import SEPARATOR, format_sample  # noqa: F401  web.py reads sample.SEPARATOR
 from babygpt.runtime import UserError, run_main, setup
 
 
@@ -67,7 +68,6 @@ tone = True             # with a regular form or an acrostic: the 平仄 of regu
 rhyme_book = "pingshui"  # tones and rhyme groups: pingshui (平水韵, the poets' own) or xinyun (中华新韵, Mandarin)
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
-SEPARATOR = "---------------"
 
 
 def check_settings(init_from, max_new_tokens, num_samples, temperature, top_k, top_p, repetition_penalty, ckpt,
@@ -284,10 +284,8 @@ def print_samples(samples, stream):
         bar.close()
     texts = samples.texts()
     for i, (text, new) in enumerate(zip(texts, samples.new_ids())):
-        if not (stream and i == 0):  # the streamed sample's text is already on screen
-            print(text)
-        print(SEPARATOR)
-        print(torch.Size([1, samples.x.size(1) + len(new)]))
+        shown = format_sample(text, samples.x.size(1) + len(new))
+        print(shown[len(text) + 1:] if stream and i == 0 else shown)  # the streamed sample's text is on screen
     return texts
 
 
@@ -299,7 +297,7 @@ def main():
     samples = start_samples(cfg, warn)
     texts = print_samples(samples, cfg["stream"])
     if cfg["out_file"]:
-        data = "".join(f"{t}\n{SEPARATOR}\n" for t in texts).encode("utf-8")
+        data = "".join(format_sample(t) + "\n" for t in texts).encode("utf-8")
         with explained_write(cfg["out_file"], "free disk space or choose another --out_file"):
             atomic_write(cfg["out_file"], lambda f: f.write(data))
         warn(f"wrote {len(texts)} samples to {cfg['out_file']}")

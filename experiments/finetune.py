@@ -30,6 +30,7 @@ import threading
 import sample
 import train
 from babygpt import charlevel
+from babygpt.sampleformat import format_sample
 from babygpt.status import read_status
 from babygpt.trainjob import run_train, timed_train
 from configurator import configure
@@ -124,7 +125,7 @@ def finetune_samples(work, labels, n=3, length=120):
             pass
         print(f"\n{label}: python sample.py --out_dir={folder} --ckpt=best.pt --num_samples={n} "
               f"--max_new_tokens={length}")
-        print("".join(f"{text}\n{sample.SEPARATOR}\n" for text in samples.texts()), end="")
+        print("".join(format_sample(text) + "\n" for text in samples.texts()), end="")
         print("\n".join(samples.copy_report()))
 
 

@@ -129,39 +129,29 @@ def finetune_samples(work, labels, n=3, length=120):
         print("\n".join(samples.copy_report()))
 
 
-def compare(args):
-    """Fine-tuning each shipped model on a text of --text against training from scratch on it, one core each:
-    lane 1 trains from scratch for 4x the budget while lane 2 trains from scratch, then fine-tunes each base,
-    for the budget each."""
-    poems = poetry_prepare()
-    tarball = os.path.join(ROOT, "data", "poetry", poems.TARBALL)
-    bases = [b for b in FINETUNE_BASES if os.path.isfile(os.path.join(ROOT, b, "ckpt.pt"))]
-    if not os.path.isfile(tarball) or not bases:
-        sys.exit("error: the benchmark needs data/poetry's tarball and a shipped model; run make setup first")
-    work = tempfile.mkdtemp(prefix="babygpt-finetune-")
+def prepare_text(work, text, tarball, base=None):
+    """The text as a user's .txt, prepared as a user would: on its own vocabulary (scratch-data), or with base
+    --vocab_from=base (<base>-data; prepare's line on what the base's vocabulary lacked is printed)."""
     text_path = os.path.join(work, "text.txt")
-    with open(text_path, "w", encoding="utf-8") as f:
-        f.write(FINETUNE_TEXTS[args.text][1](tarball))
-    stats = charlevel.prepare([text_path], os.path.join(work, "scratch-data"), block_size=128, log=lambda *a: None)
-    print(f"text: {FINETUNE_TEXTS[args.text][0]}, {stats['chars']:,} characters, the last 10 % val; "
-          f"budget {args.budget:.0f} s per run, one core each", flush=True)
-    for base in bases:  # prepare's own line on what the base's vocabulary lacked
-        charlevel.prepare([text_path], os.path.join(work, base.replace("/", "-") + "-data"), block_size=128,
-                          log=lambda line: line.startswith("vocabulary:") and print(line, flush=True),
-                          vocab_from=os.path.join(ROOT, base))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    scratch = [args.scratch_config, f"--dataset={os.path.join(work, 'scratch-data')}", *args.scratch_args.split()]
-    finetune = lambda base: [args.config, f"--dataset={os.path.join(work, base.replace('/', '-') + '-data')}",
-                             f"--init_from={os.path.join(ROOT, base)}", *FINETUNE_BASES[base], *args.overrides]
+    if not os.path.isfile(text_path):
+        with open(text_path, "w", encoding="utf-8") as f:
+            f.write(FINETUNE_TEXTS[text][1](tarball))
+    if base is None:
+        return charlevel.prepare([text_path], os.path.join(work, "scratch-data"), block_size=128, log=lambda *a: None)
+    return charlevel.prepare([text_path], os.path.join(work, base.replace("/", "-") + "-data"), block_size=128,
+                             log=lambda line: line.startswith("vocabulary:") and print(line, flush=True),
+                             vocab_from=os.path.join(ROOT, base))
+
+
+def run_lanes(lanes, budget, work, env):
+    """Each lane's runs one after the other, the lanes side by side (one core each); {label: evals}."""
     runs, failures = {}, []
-    lanes = [[("scratch 4x", scratch, 4 * args.budget)],
-             [("scratch", scratch, args.budget)] + [(base, finetune(base), args.budget) for base in bases]]
 
     def lane(jobs):
         try:
             for label, argv, seconds in jobs:
                 runs[label] = budget_run(label.replace(" ", "-").replace("/", "-"), argv, seconds, work, env,
-                                         evals=round(5 * seconds / args.budget))
+                                         evals=round(5 * seconds / budget))
         except SystemExit as e:  # a thread would swallow the exit
             failures.append(e)
     threads = [threading.Thread(target=lane, args=(jobs,)) for jobs in lanes]
@@ -171,17 +161,46 @@ def compare(args):
         t.join()
     if failures:
         sys.exit(f"error: a run failed ({failures[0]}); runs kept in {work}")
+    return runs
+
+
+def print_table(runs, bases, budget):
+    """The best val loss so far of each run at fractions of the budget, and each base against scratch."""
     best = lambda points, seconds: min((v for s, _, v in points if s <= seconds), default=float("nan"))
-    print(f"\nbest val loss so far (what best.pt holds) after ... seconds, one core each")
-    marks = [args.budget / 2, args.budget, 2 * args.budget, 4 * args.budget]
+    print("\nbest val loss so far (what best.pt holds) after ... seconds, one core each")
+    marks = [budget / 2, budget, 2 * budget, 4 * budget]
     print(f"{'run':<22}" + "".join(f"{m:>9.0f}" for m in marks))
     for label, points in runs.items():
         print(f"{label:<22}" + "".join(f"{best(points, m):>9.3f}" for m in marks))
-    at_budget = best(runs["scratch"], args.budget * 1.05)  # a run's last eval lands a little after its budget
+    at_budget = best(runs["scratch"], budget * 1.05)  # a run's last eval lands a little after its budget
     for base in bases:
-        ours = best(runs[base], args.budget * 1.05)
+        ours = best(runs[base], budget * 1.05)
         print(f"{base}: {at_budget - ours:+.3f} below scratch at equal time, "
-              f"{best(runs['scratch 4x'], 4.2 * args.budget) - ours:+.3f} below scratch given 4x the time")
+              f"{best(runs['scratch 4x'], 4.2 * budget) - ours:+.3f} below scratch given 4x the time")
+
+
+def compare(args):
+    """Fine-tuning each shipped model on a text of --text against training from scratch on it, one core each:
+    lane 1 trains from scratch for 4x the budget while lane 2 trains from scratch, then fine-tunes each base,
+    for the budget each."""
+    tarball = os.path.join(ROOT, "data", "poetry", poetry_prepare().TARBALL)
+    bases = [b for b in FINETUNE_BASES if os.path.isfile(os.path.join(ROOT, b, "ckpt.pt"))]
+    if not os.path.isfile(tarball) or not bases:
+        sys.exit("error: the benchmark needs data/poetry's tarball and a shipped model; run make setup first")
+    work = tempfile.mkdtemp(prefix="babygpt-finetune-")
+    stats = prepare_text(work, args.text, tarball)
+    print(f"text: {FINETUNE_TEXTS[args.text][0]}, {stats['chars']:,} characters, the last 10 % val; "
+          f"budget {args.budget:.0f} s per run, one core each", flush=True)
+    for base in bases:
+        prepare_text(work, args.text, tarball, base)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    scratch = [args.scratch_config, f"--dataset={os.path.join(work, 'scratch-data')}", *args.scratch_args.split()]
+    finetune = lambda base: [args.config, f"--dataset={os.path.join(work, base.replace('/', '-') + '-data')}",
+                             f"--init_from={os.path.join(ROOT, base)}", *FINETUNE_BASES[base], *args.overrides]
+    lanes = [[("scratch 4x", scratch, 4 * args.budget)],
+             [("scratch", scratch, args.budget)] + [(base, finetune(base), args.budget) for base in bases]]
+    runs = run_lanes(lanes, args.budget, work, env)
+    print_table(runs, bases, args.budget)
     finetune_samples(work, list(runs))
     print(f"runs kept in {work}: sample them with python sample.py --out_dir={work}/<run>")
 

@@ -46,3 +46,13 @@ def timed_train(label, argv, out_dir, env=None):
             err.seek(0)
             sys.exit(f"error: train.py failed ({' '.join(cmd[1:])}):\n{err.read()[-2000:]}")
     return points
+
+
+def parse_with_train_settings(parser, argv=None):
+    """parser's own options, with every other --key=value kept for train.py as args.overrides (--batch_size=16);
+    anything else is refused as argparse refuses it."""
+    args, args.overrides = parser.parse_known_args(argv)
+    unknown = [o for o in args.overrides if not o.startswith("--")]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args

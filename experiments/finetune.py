@@ -32,7 +32,7 @@ import train
 from babygpt import charlevel
 from babygpt.sampleformat import format_sample
 from babygpt.status import read_status
-from babygpt.trainjob import run_train, timed_train
+from babygpt.trainjob import parse_with_train_settings, run_train, timed_train
 from configurator import configure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -215,11 +215,7 @@ def main():
     p.add_argument("--text", default="songshi", choices=sorted(FINETUNE_TEXTS),
                    help="songshi (苏轼's 宋诗, the default) or guwen (古文观止's prose essays)")
     # any --key=value this script does not know goes on to train.py for the fine-tunes (--batch_size=16)
-    args, args.overrides = p.parse_known_args()
-    unknown = [o for o in args.overrides if not o.startswith("--")]
-    if unknown:
-        p.error(f"unrecognized arguments: {' '.join(unknown)}")
-    compare(args)
+    compare(parse_with_train_settings(p))
 
 
 if __name__ == "__main__":

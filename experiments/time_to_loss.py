@@ -24,7 +24,7 @@ import sys
 import tempfile
 
 import train
-from babygpt.trainjob import timed_train
+from babygpt.trainjob import parse_with_train_settings, timed_train
 from configurator import configure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,11 +113,7 @@ def main():
     p.add_argument("--repeat", type=int, default=2, help="runs of each recipe, alternated")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
     # any --key=value this script does not know goes on to train.py for --config's runs (--max_iters=3600)
-    args, args.overrides = p.parse_known_args()
-    unknown = [o for o in args.overrides if not o.startswith("--")]
-    if unknown:
-        p.error(f"unrecognized arguments: {' '.join(unknown)}")
-    compare(args)
+    compare(parse_with_train_settings(p))
 
 
 if __name__ == "__main__":

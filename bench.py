@@ -1,25 +1,21 @@
 """
-Benchmarks for babygpt: one function per benchmark, picked with --what.
+Speed benchmarks for babygpt: one function per benchmark, picked with --what. The experiments that compare
+recipes (fine-tuning, time to a loss) or measure the poems are scripts of their own in experiments/.
 
-    python bench.py --what=prepare                    # 50M-character corpus, ~15 s
+    python bench.py --what=prepare                    # 50M-character corpus, ~15 s a pair of runs
     python bench.py --what=prepare --chars=5000000 --json
     python bench.py --what=sample                     # config/train_chinese.py's size, 10 x 500 chars, ~1 min
     python bench.py --what=sample --threads=1         # on a busy machine: 2 threads crawl on small ops
     python bench.py --what=train                      # config/train_chinese_cpu.py, 30 iterations
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
-    python bench.py --what=time_to_loss               # CPU config vs nanoGPT's CPU recipe to val 4.57, ~15 min
-    python bench.py --what=time_to_loss --baseline=config/baseline_old_demo.py --target=4.42 \
-        --max_iters=3600 --lr_decay_iters=3600
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
     python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
     python bench.py --what=serve --run=pretrained/hlm # characters/s through serve.py at 1, 4 and 16 clients
-    python bench.py --what=finetune                   # fine-tuning the shipped models vs from scratch, ~22 min
-    python bench.py --what=finetune --text=guwen      # the same on prose: 古文观止
-    python bench.py --what=finetune --budget=120 --scratch_args="--dropout=0.1" --batch_size=16
 
 prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
-in its own child process, so each peak-memory figure (the child's max RSS) is its own.
+in its own child process, so each peak-memory figure (the child's max RSS) is its own. --repeat pairs run, and
+the pair with the median ratio is shown.
 
 sample: sample.py's default work (10 samples x 500 characters) through sample.py's own generator
 (start_samples), with a model the size of config/train_chinese.py's (9 layers, 12 heads, 384 dims,
@@ -33,37 +29,16 @@ train.py's status.json ends with (the median of its last 11 steps: run more than
 warm-up ones), ms/iter follows from it, MFU is train.py's formula (against an A100's 312 TFLOPS).
 --nproc=N adds a torchrun run with N processes beside the 1-process one.
 
-time_to_loss: train.py on the built-in corpus twice, one run after the other: a baseline config
-(--baseline, default config/baseline_nanogpt_cpu.py: nanoGPT's CPU recipe; config/baseline_old_demo.py
-is the 4-layer CPU demo babygpt had before) and --config (default config/train_chinese_cpu.py, with any
---key=value). Each eval is timed from process start to the moment its row appears in the run's log.csv,
-so start-up, compile, evals and saves all count, and both runs
-are evaluated alike: the same fixed val windows, an eval every EVAL_TOKENS trained tokens.
-With --repeat=N (default 2) the two recipes run N times, alternated; training is deterministic, so
-the runs of one recipe give the same losses (within 0.002) and differ only in time. A busy or throttled machine
-only ever adds time, so each eval's fastest time is shown; each alternated pair's ratio shows the noise.
-Besides the time to --target, it prints babygpt's val loss at its last eval before the baseline ended.
-
 copy: sample.py's copy report (copycheck.copy_stats and its lines) for 10 samples x 500 characters,
 against the built-in corpus' train.bin (535k tokens) and a synthetic 50M-token train.bin of 红楼梦's
 lines shuffled (every passage ~94 times), both page-cached. Half the samples are pieces of 2-30
 characters cut from the training text and pasted together (an overfit model), half are shuffled
 training text (a model that copies nothing, whose longest copies are short: the slower path).
 The median of --repeat runs is shown.
-finetune: a text in neither shipped model's training data, from the chinese-poetry tarball: 苏轼's 宋诗 (261k
-characters as data/poetry lays poems out) or, with --text=guwen, 古文观止's essays (143k characters); the last
-10 % is val. It is prepared as a user would: once on its own vocabulary, once per shipped model with
---vocab_from. On one core each, two lanes run side by side: one trains from scratch (--scratch_config, default
-config/train_chinese_cpu.py, plus --scratch_args) for 4x --budget seconds; the other trains from scratch for
---budget, then fine-tunes each shipped model (--config, default config/finetune_chinese.py, the poetry model at
-learning rate 3e-4, plus any --key=value) for --budget. Each run's max_iters (and its cosine's end) come from a
-30-step speed probe, or from the config's passes over the text when those end sooner; 5 evals per run over
-8,192 val tokens in fixed windows. The table gives the best val loss so far (what best.pt holds) at fractions of
-the budget.
 hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 samples, then 1, of block_size minus
 the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
 (sample.py's generator: KV cache, one batch) and by transformers' generate (its own KV cache, one batch), on the
-CPU in float32, alternated --repeat times (default 3); the fastest of each is shown.
+CPU in float32, alternated --repeat times; the fastest of each is shown.
 serve: serve.py over --run on a free localhost port; 1, then 4, then 16 clients (threads of this process, on the
 same machine) each stream a completion of --max_new_tokens characters from a newline, all started at once, read
 as raw Server-Sent Events; characters received per second of wall time, and that against one client's.
@@ -80,6 +55,13 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+def write_meta(path, chars, n_train, n_val):
+    """meta.pkl for a vocabulary of chars (ids in their order) through charlevel's writer, the one prepare uses."""
+    import numpy as np
+    from babygpt import charlevel
+    charlevel.write_meta(path, np.array([ord(c) for c in chars]), np.uint16, n_train, n_val)
 
 
 def peak_rss_mb():
@@ -127,6 +109,7 @@ def prepare_baseline(corpus, out_dir):
     val_ids = [stoi[c] for c in data[int(n * 0.9):]]
     np.array(train_ids, dtype=np.uint16).tofile(os.path.join(out_dir, "train.bin"))
     np.array(val_ids, dtype=np.uint16).tofile(os.path.join(out_dir, "val.bin"))
+    # nanoGPT's own meta.pkl lines, not babygpt's writer: they are part of what the baseline times
     meta = {"vocab_size": len(chars), "itos": dict(enumerate(chars)), "stoi": stoi}
     with open(os.path.join(out_dir, "meta.pkl"), "wb") as f:
         pickle.dump(meta, f)
@@ -177,7 +160,7 @@ def prepare_pair(corpus, out_dir):
 
 
 def bench_prepare(args):
-    repeat = args.repeat or 1
+    repeat = args.repeat
     with tempfile.TemporaryDirectory() as tmp:
         corpus = os.path.join(tmp, "corpus.txt")
         make_chinese_corpus(corpus, args.chars)
@@ -213,16 +196,14 @@ def write_random_run(run_dir, vocab_size=4506):
     """A run folder sample.py reads: a seed-size GPT with random weights (speed does not depend on them)
     and a vocabulary of vocab_size characters, '\\n' (sample.py's default prompt) among them."""
     import torch
-    from babygpt.checkpoint import save_checkpoint, saved_model_args
+    from babygpt.checkpoint import checkpoint_dict, save_checkpoint, saved_model_args
     from model import GPT, GPTConfig
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=9, n_head=12, n_embd=384, block_size=256, vocab_size=vocab_size, dropout=0.0))
-    save_checkpoint(run_dir, {"model": model.state_dict(), "model_args": saved_model_args(model.config),
-                              "iter_num": 0, "best_val_loss": 0.0, "config": {"dataset": run_dir}})
+    save_checkpoint(run_dir, checkpoint_dict(model.state_dict(), saved_model_args(model.config), 0, 0.0,
+                                             {"dataset": run_dir}))
     chars = ["\n"] + [chr(0x4E00 + i) for i in range(vocab_size - 1)]
-    with open(os.path.join(run_dir, "meta.pkl"), "wb") as f:
-        pickle.dump({"vocab_size": vocab_size, "itos": dict(enumerate(chars)),
-                     "stoi": {c: i for i, c in enumerate(chars)}}, f)
+    write_meta(os.path.join(run_dir, "meta.pkl"), chars, 0, 0)  # no dataset behind the run: no tokens
 
 
 def time_samples(cfg):
@@ -277,26 +258,20 @@ def write_random_dataset(folder, vocab_size, n_tokens=1_000_000, seed=1337):
     ids = np.random.default_rng(seed).choice(vocab_size, n_tokens, p=weights / weights.sum()).astype(np.uint16)
     ids[:n_tokens * 9 // 10].tofile(os.path.join(folder, "train.bin"))
     ids[n_tokens * 9 // 10:].tofile(os.path.join(folder, "val.bin"))
-    chars = [chr(0x4E00 + i) for i in range(vocab_size)]
-    meta = {"vocab_size": vocab_size, "itos": dict(enumerate(chars)), "stoi": {c: i for i, c in enumerate(chars)}}
-    with open(os.path.join(folder, "meta.pkl"), "wb") as f:
-        pickle.dump(meta, f)
+    write_meta(os.path.join(folder, "meta.pkl"), [chr(0x4E00 + i) for i in range(vocab_size)],
+               n_tokens * 9 // 10, n_tokens - n_tokens * 9 // 10)
 
 
 def run_train(args, data, out_dir, nproc):
     """train.py on args.config for TRAIN_WARMUP + args.iters steps; its speed read from out_dir/status.json
     (the median of its last steps), not from its printed lines."""
-    launch = [sys.executable] if nproc == 1 else [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
-    cmd = [*launch, os.path.join(ROOT, "train.py"), args.config, f"--dataset={data}", f"--out_dir={out_dir}",
-           f"--max_iters={TRAIN_WARMUP + args.iters}", "--log_interval=1", "--eval_iters=1",
-           f"--eval_interval={10 ** 9}", "--always_save_checkpoint=False", *args.overrides]
-    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, encoding="utf-8")
-    if done.returncode != 0:
-        sys.exit(f"error: train.py failed ({' '.join(cmd[len(launch):])}):\n{done.stderr[-2000:]}")
+    import train
     from babygpt.status import read_status
-    cfg = train_config([args.config], args.overrides)
-    tokens = cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
+    from babygpt.trainjob import run_train as train_py
+    train_py([args.config, f"--dataset={data}", f"--max_iters={TRAIN_WARMUP + args.iters}", "--log_interval=1",
+              "--eval_iters=1", f"--eval_interval={10 ** 9}", "--always_save_checkpoint=False", *args.overrides],
+             out_dir, nproc)
+    tokens = train.tokens_per_iter(train_config([args.config], args.overrides))
     ms_per_iter = tokens / read_status(out_dir)["tokens_per_s"] * 1000
     mfu = config_model(args).estimate_mfu(tokens // nproc, ms_per_iter / 1000)  # one process's share
     return {"nproc": nproc, "tokens_per_iter": tokens, "ms_per_iter": ms_per_iter,
@@ -336,260 +311,6 @@ def bench_train(args):
     for r in runs:
         print(f"{r['nproc']:<11}{r['tokens_per_iter']:>12,}{r['ms_per_iter']:>10.1f}"
               f"{r['tokens_per_s']:>11,.0f}{r['mfu_percent']:>10.3g}%")
-
-
-# -----------------------------------------------------------------------------
-# time_to_loss
-
-EVAL_WINDOWS = 480     # val windows per eval: the same fixed ones for both runs (train.eval_windows)
-EVAL_TOKENS = 192_000  # tokens trained between evals, alike for both runs (nanoGPT's eval_interval=250 x 768)
-
-
-def run_to_loss(label, config, overrides):
-    """train.py (with a config file, or None: train.py's defaults) from process start to its end;
-    returns [(seconds since start, iteration, val loss)] per eval, read from its log.csv."""
-    config = [config] if config else []
-    cfg = train_config(config, overrides)
-    tokens = cfg["gradient_accumulation_steps"] * cfg["batch_size"] * cfg["block_size"]
-    evals = [f"--eval_iters={max(1, round(EVAL_WINDOWS / cfg['batch_size']))}",
-             f"--eval_interval={max(1, EVAL_TOKENS // tokens)}", "--log_interval=100000"]
-    with tempfile.TemporaryDirectory() as out_dir:
-        return timed_train(label, [*config, *overrides, *evals], out_dir)
-
-
-def timed_train(label, argv, out_dir, env=None):
-    """python train.py argv --out_dir=out_dir from process start to its end; returns
-    [(seconds since start, iteration, val loss)] per eval, each timed when its row appears in log.csv."""
-    from babygpt.progress import read_log
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), *argv, f"--out_dir={out_dir}"]
-    print(f"{label}: {' '.join(cmd[1:])}", flush=True)
-    points, start = [], time.time()
-
-    def new_evals():  # polled every 50 ms
-        return [(time.time() - start, row["iter"], row["val_loss"]) for row in read_log(out_dir)[len(points):]]
-    with tempfile.TemporaryFile("w+", encoding="utf-8") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        while proc.poll() is None:
-            points += new_evals()
-            time.sleep(0.05)
-        points += new_evals()
-        if proc.returncode != 0:
-            err.seek(0)
-            sys.exit(f"error: train.py failed ({' '.join(cmd[1:])}):\n{err.read()[-2000:]}")
-    return points
-
-
-def first_below(points, target):
-    """Seconds until the first eval at or below target (None if never)."""
-    return next((s for s, _, v in points if v <= target), None)
-
-
-def last_within(points, seconds):
-    """The last eval (seconds, iteration, val loss) at or before seconds (None if none)."""
-    return next((p for p in reversed(points) if p[0] <= seconds), None)
-
-
-def fastest(repeats, tolerance=0.002):
-    """One recipe's repeated runs -> [(fastest seconds, iteration, val loss)] per eval. The runs must
-    agree on every iteration, and on every loss within tolerance (threaded CPU kernels may add floats
-    in another order, and thousands of steps can carry that to the 4th decimal): only then is the
-    time the one thing that differs. The first run's losses are shown."""
-    first = repeats[0]
-    for points in repeats[1:]:
-        if [it for _, it, _ in points] != [it for _, it, _ in first] or \
-                any(abs(v - w) > tolerance for (_, _, v), (_, _, w) in zip(points, first)):
-            sys.exit(f"error: two runs of one recipe gave different losses (beyond {tolerance}); "
-                     f"training should be deterministic:\n{first}\n{points}")
-    return [(min(points[i][0] for points in repeats), it, v) for i, (_, it, v) in enumerate(first)]
-
-
-def bench_time_to_loss(args):
-    if not os.path.isfile(os.path.join(ROOT, "data", "chinese", "val.bin")):
-        sys.exit("error: the built-in corpus is not prepared; run python data/chinese/prepare.py first")
-    repeat = args.repeat or 2
-    base_name = os.path.splitext(os.path.basename(args.baseline))[0]
-    recipes = {base_name: (args.baseline, []), "babygpt": (args.config, args.overrides)}
-    repeats = {name: [] for name in recipes}
-    for i in range(repeat):  # alternated, so a slow spell of the machine hits both recipes alike
-        for name, (config, overrides) in recipes.items():
-            repeats[name].append(run_to_loss(f"{name} ({i + 1}/{repeat})", config, overrides))
-    runs = {name: fastest(r) for name, r in repeats.items()}
-    times = {name: first_below(points, args.target) for name, points in runs.items()}
-    each = {name: [first_below(p, args.target) for p in r] for name, r in repeats.items()}
-    if args.json:
-        print(json.dumps({"target": args.target, "runs": runs, "seconds_to_target": times, "each_run": each}))
-        return
-    for name, points in runs.items():
-        print(f"\n{name} (fastest of {repeat} runs at each eval)\n{'seconds':>9}{'iter':>7}{'val loss':>10}")
-        for s, it, v in points:
-            print(f"{s:>9.1f}{it:>7}{v:>10.4f}")
-    print(f"\nval loss <= {args.target} (the same {EVAL_WINDOWS} fixed val windows for both), wall time from process start:")
-    for name, s in times.items():
-        runs_s = ", ".join("never" if t is None else f"{t:.1f}" for t in each[name])
-        print(f"  {name:<16}{'never' if s is None else f'{s:.1f} s'}   (each run: {runs_s})")
-    base, ours = times[base_name], times["babygpt"]
-    if base and ours:
-        pairs = ", ".join(f"{b / a:.2f}x" for a, b in zip(each[base_name], each["babygpt"]) if a and b)
-        print(f"  babygpt needs {ours / base:.2f}x the time ({base / ours:.2f}x faster); each pair: {pairs}")
-    end_s, _, end_loss = runs[base_name][-1]
-    same_time = last_within(runs["babygpt"], end_s)
-    if same_time:
-        print(f"  in the {base_name}'s {end_s:.1f} s (its end, val {end_loss:.4f}): babygpt's last eval, "
-              f"{same_time[0]:.1f} s (step {same_time[1]}), val {same_time[2]:.4f}")
-
-
-# -----------------------------------------------------------------------------
-# finetune
-
-# each shipped model with its recipe's changes to config/finetune_chinese.py: the poetry model already writes this
-# kind of poem, and 2e-3 first undoes what it knows (docs/experiments.md), so it takes smaller steps
-FINETUNE_BASES = {"pretrained/hlm": [], "pretrained/poetry": ["--learning_rate=3e-4", "--min_lr=3e-5"]}
-
-
-def songshi_text(tarball, poet="蘇軾"):
-    """苏轼's 宋诗 (the dataset writes him 蘇軾) from the chinese-poetry tarball, as data/poetry writes poems (title
-    row, the poem's rows, a blank row), in simplified characters: a user's own .txt of some 260k characters."""
-    import collections
-    from data.poetry import prepare as poems
-    convert, removed, seen, out = poems.converter("simplified"), collections.Counter(), set(), []
-    for _, _, records in poems.source_files(tarball, ["song"]):
-        for rec in records:
-            cleaned = rec.get("author") == poet and poems.clean_poem(rec, "song", removed)
-            if cleaned and cleaned[1] not in seen:
-                seen.add(cleaned[1])
-                out.append(poems.record(*convert("\n".join(cleaned)).split("\n")))
-    return "".join(out)
-
-
-def guwen_text(tarball):
-    """古文观止, the anthology of 222 prose essays (左传 to 明), from the same tarball: each essay's title row, its
-    paragraphs a row each, a blank row, in simplified characters; some 140k characters of prose."""
-    import json
-    import tarfile
-    from data.poetry import prepare as poems
-    with tarfile.open(tarball) as tar:
-        book = json.load(tar.extractfile("package/dist/mengxue/guwenguanzhi.json"))
-    essays = [e["chapter"] + "\n" + "\n".join(e["paragraphs"]) + "\n\n" for part in book["content"] for e in part["content"]]
-    return poems.converter("simplified")("".join(essays))
-
-
-# texts in neither shipped model's training data, each the size of a user's own text: a poet's poems, and prose
-FINETUNE_TEXTS = {"songshi": ("苏轼's 宋诗", songshi_text), "guwen": ("古文观止's prose", guwen_text)}
-
-
-def run_config(argv):
-    """train.py's settings for argv (a config file and --key=value), with a fine-tune's shape from its base."""
-    import train
-    given = set()
-    cfg = train_config([a for a in argv if not a.startswith("--")], [a for a in argv if a.startswith("--")], given)
-    return train.base_shape(cfg, given)
-
-
-def steps_per_second(argv, out_dir, env):
-    """train.py's speed for argv on one core, from the status.json of a 30-step run (tokens/s over its
-    last steps, so start-up is not counted)."""
-    from babygpt.status import read_status
-    cfg = run_config(argv)
-    subprocess.run([sys.executable, os.path.join(ROOT, "train.py"), *argv, "--passes=0", "--max_iters=30",
-                    "--eval_interval=1000", f"--out_dir={out_dir}"], env=env, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
-    return read_status(out_dir)["tokens_per_s"] / (cfg["batch_size"] * cfg["block_size"])
-
-
-FINETUNE_EVAL_TOKENS = 8192  # val tokens per eval, in fixed windows spread over the split: a whole-split eval
-                             # would take a tenth of a fine-tune's budget on one core
-
-
-def budget_run(label, argv, seconds, work, env, evals=6):
-    """argv trained for about `seconds` on one core: max_iters (and the cosine's end) from a speed probe, or
-    fewer where its config's passes over the text end sooner (a fine-tune as a user runs it), `evals` evals.
-    Returns [(seconds, iter, val loss)] per eval."""
-    import train
-    folder = os.path.join(work, label)
-    speed = steps_per_second(argv, folder + "-probe", env)
-    iters = max(10, int(seconds * speed))
-    cfg = run_config(argv)
-    if cfg["passes"]:
-        n_train = len(train.load_dataset(train.dataset_dir(cfg["dataset"]), cfg["block_size"])[0])
-        iters = min(iters, train.steps_for_passes(cfg, n_train))
-    batches = -(-FINETUNE_EVAL_TOKENS // (cfg["batch_size"] * cfg["block_size"]))
-    every = [f"--eval_iters={batches}", f"--eval_interval={max(1, iters // evals)}", "--log_interval=100000"]
-    return timed_train(label, [*argv, "--passes=0", f"--max_iters={iters}", f"--lr_decay_iters={iters}", *every],
-                       folder, env)
-
-
-def finetune_samples(work, labels, n=3, length=120):
-    """Unedited samples of each run's best.pt, with their copy report against the run's train.bin."""
-    import sample
-    for label in labels:
-        folder = os.path.join(work, label.replace(" ", "-").replace("/", "-"))
-        cfg = dict(sample.DEFAULTS, out_dir=folder, ckpt="best.pt", device="cpu", num_samples=n, max_new_tokens=length)
-        samples = sample.start_samples(cfg, warn=lambda line: None)
-        for _ in samples.steps():
-            pass
-        print(f"\n{label}: python sample.py --out_dir={folder} --ckpt=best.pt --num_samples={n} "
-              f"--max_new_tokens={length}")
-        print("".join(f"{text}\n{sample.SEPARATOR}\n" for text in samples.texts()), end="")
-        print("\n".join(samples.copy_report()))
-
-
-def bench_finetune(args):
-    """Fine-tuning each shipped model on a text of --text against training from scratch on it, one core each:
-    lane 1 trains from scratch for 4x the budget while lane 2 trains from scratch, then fine-tunes each base,
-    for the budget each."""
-    import threading
-    from babygpt import charlevel
-    from data.poetry import prepare as poems
-    tarball = os.path.join(ROOT, "data", "poetry", poems.TARBALL)
-    bases = [b for b in FINETUNE_BASES if os.path.isfile(os.path.join(ROOT, b, "ckpt.pt"))]
-    if not os.path.isfile(tarball) or not bases:
-        sys.exit("error: the benchmark needs data/poetry's tarball and a shipped model; run make setup first")
-    work = tempfile.mkdtemp(prefix="babygpt-finetune-")
-    text_path = os.path.join(work, "text.txt")
-    with open(text_path, "w", encoding="utf-8") as f:
-        f.write(FINETUNE_TEXTS[args.text][1](tarball))
-    stats = charlevel.prepare([text_path], os.path.join(work, "scratch-data"), block_size=128, log=lambda *a: None)
-    print(f"text: {FINETUNE_TEXTS[args.text][0]}, {stats['chars']:,} characters, the last 10 % val; "
-          f"budget {args.budget:.0f} s per run, one core each", flush=True)
-    for base in bases:  # prepare's own line on what the base's vocabulary lacked
-        charlevel.prepare([text_path], os.path.join(work, base.replace("/", "-") + "-data"), block_size=128,
-                          log=lambda line: line.startswith("vocabulary:") and print(line, flush=True),
-                          vocab_from=os.path.join(ROOT, base))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    scratch = [args.scratch_config, f"--dataset={os.path.join(work, 'scratch-data')}", *args.scratch_args.split()]
-    finetune = lambda base: [args.config, f"--dataset={os.path.join(work, base.replace('/', '-') + '-data')}",
-                             f"--init_from={os.path.join(ROOT, base)}", *FINETUNE_BASES[base], *args.overrides]
-    runs, failures = {}, []
-    lanes = [[("scratch 4x", scratch, 4 * args.budget)],
-             [("scratch", scratch, args.budget)] + [(base, finetune(base), args.budget) for base in bases]]
-
-    def lane(jobs):
-        try:
-            for label, argv, seconds in jobs:
-                runs[label] = budget_run(label.replace(" ", "-").replace("/", "-"), argv, seconds, work, env,
-                                         evals=round(5 * seconds / args.budget))
-        except (SystemExit, subprocess.CalledProcessError) as e:  # a thread would swallow the exit
-            failures.append(e)
-    threads = [threading.Thread(target=lane, args=(jobs,)) for jobs in lanes]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if failures:
-        sys.exit(f"error: a run failed ({failures[0]}); runs kept in {work}")
-    best = lambda points, seconds: min((v for s, _, v in points if s <= seconds), default=float("nan"))
-    print(f"\nbest val loss so far (what best.pt holds) after ... seconds, one core each")
-    marks = [args.budget / 2, args.budget, 2 * args.budget, 4 * args.budget]
-    print(f"{'run':<22}" + "".join(f"{m:>9.0f}" for m in marks))
-    for label, points in runs.items():
-        print(f"{label:<22}" + "".join(f"{best(points, m):>9.3f}" for m in marks))
-    at_budget = best(runs["scratch"], args.budget * 1.05)  # a run's last eval lands a little after its budget
-    for base in bases:
-        ours = best(runs[base], args.budget * 1.05)
-        print(f"{base}: {at_budget - ours:+.3f} below scratch at equal time, "
-              f"{best(runs['scratch 4x'], 4.2 * args.budget) - ours:+.3f} below scratch given 4x the time")
-    finetune_samples(work, list(runs))
-    print(f"runs kept in {work}: sample them with python sample.py --out_dir={work}/<run>")
 
 
 # -----------------------------------------------------------------------------
@@ -640,98 +361,19 @@ def bench_copy(args):
         train = np.fromfile(os.path.join(builtin, "train.bin"), dtype=np.uint16)
         samples = copy_samples(train, args.num_samples, args.max_new_tokens)
         _, decode = codec(load_meta(os.path.join(builtin, "meta.pkl")))
-        runs = {name: time_copy_report(os.path.join(folder, "train.bin"), samples, decode, args.repeat or 3)
+        runs = {name: time_copy_report(os.path.join(folder, "train.bin"), samples, decode, args.repeat)
                 for name, folder in (("builtin", builtin), ("synthetic", big))}
     summary = {name: {"tokens": n, "seconds": s, "longest": longest} for name, (s, n, longest, _) in runs.items()}
     if args.json:
         print(json.dumps(summary))
         return
     print(f"copy report: {args.num_samples} samples x {args.max_new_tokens} characters (the first half pasted from "
-          f"2-30-character pieces of train.bin, the rest shuffled), median of {args.repeat or 3}")
+          f"2-30-character pieces of train.bin, the rest shuffled), median of {args.repeat}")
     print(f"{'train.bin':<40}{'tokens':>12}{'time':>9}   longest copies")
     for label, name in (("built-in corpus", "builtin"), ("synthetic: its lines shuffled, repeated", "synthetic")):
         r = summary[name]
         print(f"{label:<40}{r['tokens']:>12,}{r['seconds']:>8.2f}s   {r['longest']}")
     print("first line against the built-in corpus: " + runs["builtin"][3][0])
-
-
-# -----------------------------------------------------------------------------
-# poems
-
-def val_poems(dataset_path):
-    """The val split's poems as (title, body), from the dataset's val.bin and meta.pkl (data/poetry's layout)."""
-    import numpy as np
-    from babygpt import poetry
-    from babygpt.checkpoint import codec, load_meta, token_dtype
-    meta = load_meta(os.path.join(dataset_path, "meta.pkl"))
-    ids = np.fromfile(os.path.join(dataset_path, "val.bin"), dtype=token_dtype(meta))
-    records = codec(meta)[1](ids.tolist()).split("\n\n")
-    return [poetry.split_title(r) for r in records if r.strip()]
-
-
-def poem_settings(title, body, setting):
-    """sample.py's settings for one bench configuration on one val title ({} when it does not apply)."""
-    from babygpt import poetry
-    if setting == "acrostic":  # the real poem's own line heads, when it has 4 or 8 lines
-        heads = "".join(line[:1] for line in poetry.poem_lines(body))
-        return {"acrostic": heads} if len(heads) in (4, 8) and all(map(poetry.is_han, heads)) else {}
-    # --tone and --rhyme are on by default with a form: "bare" is the form alone, as sampling was before them
-    return {"": {}, "bare": {"form": "七绝", "tone": False, "rhyme": False}, "form": {"form": "七绝"}}[setting]
-
-
-def write_poems(cfg, titles, bodies, setting, per_title):
-    """[(title, poem)]: per_title samples for each title (the prompt: the title and its newline), each cut
-    where its poem ends and without its title row."""
-    from babygpt import poetry
-    import sample
-    poems = []
-    for title, body in zip(titles, bodies):
-        extra = poem_settings(title, body, setting)
-        if setting and not extra:
-            continue
-        samples = sample.start_samples(dict(cfg, start=title + "\n", num_samples=per_title, **extra),
-                                       warn=lambda line: None)
-        for _ in samples.steps():
-            pass
-        # without a poem option a sample runs on past its poem's end: cut it there, as sample.py cuts a poem
-        poems += [(title, poetry.cut_poem(text, len(title) + 1).partition("\n")[2]) for text in samples.texts()]
-    return poems
-
-
-SETTINGS = {"": "no option", "bare": "七绝 tone, rhyme off", "form": "--form=七绝", "acrostic": "--acrostic=<real heads>"}
-
-
-def bench_poems(args):
-    """Form, rhyme, repeats and copies of poems written for val titles, beside the real val poems."""
-    import random as _random
-    import numpy as np
-    from babygpt import poetry
-    import sample
-    from babygpt.checkpoint import dataset_dir, load_checkpoint, load_meta
-    run_dir = args.run
-    dataset_path = dataset_dir(load_checkpoint(run_dir, mmap=True)["config"]["dataset"])
-    pairs = _random.Random(1337).sample(val_poems(dataset_path), args.num_samples // args.per_title)
-    titles, bodies = [t for t, _ in pairs], [b for _, b in pairs]
-    corpus = np.memmap(os.path.join(dataset_path, "train.bin"), dtype=np.uint16, mode="r")
-    stoi = load_meta(os.path.join(dataset_path, "meta.pkl"))["stoi"]
-    cfg = dict(sample.DEFAULTS, out_dir=run_dir, device="cpu", max_new_tokens=160, copy_report=False)
-    columns = {"real val poems": pairs}
-    for setting, label in SETTINGS.items():
-        columns[label] = write_poems(cfg, titles, bodies, setting, args.per_title)
-    figures = {label: poetry.measure([p for _, p in poems], corpus, stoi) for label, poems in columns.items()}
-    if args.json:
-        print(json.dumps(figures, ensure_ascii=False))
-        return
-    print(f"poems for {len(titles)} val titles of {os.path.relpath(dataset_path, ROOT)}, {args.per_title} each, "
-          f"from {run_dir}")
-    print(f"{'':<22}" + "".join(f"{label[:24]:>26}" for label in columns))
-    for key, fmt in [("poems", "{:.0f}"), ("form_rate", "{:.3f}"), ("rhyme_rate", "{:.3f}"), ("tone_rate", "{:.3f}"),
-                     ("pingshui_rate", "{:.3f}"), ("repeat_rate", "{:.3f}"),
-                     ("copied_lines", "{:.3f}"), ("longest_copy", "{:.0f}")]:
-        cells = ["-" if f[key] is None else fmt.format(f[key]) for f in figures.values()]
-        print(f"{key:<22}" + "".join(f"{c:>26}" for c in cells))
-    for label, poems in columns.items():
-        print(f"\n{label}, the first two:\n" + "\n\n".join(f"{t}\n{p}" for t, p in poems[:2]))
 
 
 # -----------------------------------------------------------------------------
@@ -755,7 +397,7 @@ def bench_hf_sample(args):
     from transformers import AutoModelForCausalLM
     if args.threads:
         torch.set_num_threads(args.threads)
-    shipped, repeat, rows = os.path.join(ROOT, "pretrained", "hlm"), args.repeat or 3, {}
+    shipped, repeat, rows = os.path.join(ROOT, "pretrained", "hlm"), args.repeat, {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = hfexport.export(dict(hfexport.DEFAULTS, out_dir=shipped, hf_dir=os.path.join(tmp, "hlm"), samples=0),
                                  warn=lambda line: None)
@@ -845,51 +487,36 @@ def bench_serve(args):
 
 # -----------------------------------------------------------------------------
 
-BENCHMARKS = {"copy": bench_copy, "finetune": bench_finetune, "hf_sample": bench_hf_sample, "poems": bench_poems, "prepare": bench_prepare,
-              "sample": bench_sample, "serve": bench_serve, "time_to_loss": bench_time_to_loss, "train": bench_train}
+BENCHMARKS = {"copy": bench_copy, "hf_sample": bench_hf_sample, "prepare": bench_prepare,
+              "sample": bench_sample, "serve": bench_serve, "train": bench_train}
 
 
 def main():
     p = argparse.ArgumentParser(description="babygpt benchmarks")
     p.add_argument("--what", choices=sorted(BENCHMARKS), required=True, help="which benchmark")
     p.add_argument("--chars", type=int, default=50_000_000, help="prepare: corpus size")
-    p.add_argument("--num_samples", type=int, default=10, help="sample, copy: samples in the work; poems: in all "
-                   "(use 200)")
-    p.add_argument("--per_title", type=int, default=4, help="poems: samples per val title (a batch)")
-    p.add_argument("--run", default="pretrained/poetry", help="poems: the run or shipped model to sample; serve: "
-                   "to serve")
+    p.add_argument("--num_samples", type=int, default=10, help="sample, copy: samples in the work")
+    p.add_argument("--run", default="pretrained/poetry", help="serve: the run or shipped model to serve")
     p.add_argument("--max_new_tokens", type=int, default=500, help="sample, copy: characters per sample; serve: "
                    "per client")
     p.add_argument("--big_tokens", type=int, default=50_000_000, help="copy: the synthetic train.bin's size")
-    p.add_argument("--repeat", type=int, default=0,
-                   help="copy: runs timed (the median is shown; default 3); time_to_loss: runs of each (default 2); "
-                        "prepare: pairs of runs (the median ratio's pair is shown; default 1); "
-                        "hf_sample: alternated runs of each (the fastest is shown; default 3)")
+    p.add_argument("--repeat", type=int, default=3,
+                   help="copy: runs timed (the median is shown); prepare: pairs of runs (the median ratio's pair is "
+                        "shown); hf_sample: alternated runs of each (the fastest is shown)")
     p.add_argument("--threads", type=int, default=0,
                    help="sample, hf_sample: torch threads (default: torch's choice); 1 on a shared, busy CPU")
     p.add_argument("--json", action="store_true", help="print one JSON line instead of a table")
-    p.add_argument("--config", default=None, help="train: the config to time (default config/train_chinese_cpu.py); "
-                   "finetune: the fine-tune's (default config/finetune_chinese.py)")
-    p.add_argument("--scratch_config", default="config/train_chinese_cpu.py", help="finetune: the from-scratch recipe")
-    p.add_argument("--scratch_args", default="--dropout=0.2",
-                   help="finetune: --key=value settings for the from-scratch runs (without dropout they overfit)")
-    p.add_argument("--budget", type=float, default=300, help="finetune: seconds of training per run")
-    p.add_argument("--text", default="songshi", choices=sorted(FINETUNE_TEXTS),
-                   help="finetune: songshi (苏轼's 宋诗, the default) or guwen (古文观止's prose essays)")
+    p.add_argument("--config", default="config/train_chinese_cpu.py", help="train: the config to time")
     p.add_argument("--iters", type=int, default=30, help="train: iterations timed (after 5 warm-up ones)")
     p.add_argument("--nproc", type=int, default=1, help="train: also time N processes under torchrun")
     p.add_argument("--vocab_size", type=int, default=4506, help="train: vocabulary (4,506: 红楼梦's)")
-    p.add_argument("--target", type=float, default=4.57, help="time_to_loss: the val loss to reach (nanoGPT's final)")
-    p.add_argument("--baseline", default="config/baseline_nanogpt_cpu.py",
-                   help="time_to_loss: the config to compare with (config/baseline_*.py)")
     # internal: bench_prepare re-runs this script as a child, one method per process
     p.add_argument("--child", choices=sorted(PREPARE_METHODS), help=argparse.SUPPRESS)
     p.add_argument("--corpus", help=argparse.SUPPRESS)
     p.add_argument("--out_dir", help=argparse.SUPPRESS)
     # train: any --key=value that bench.py does not know goes on to train.py (--batch_size=8)
     args, args.overrides = p.parse_known_args()
-    unknown = [o for o in args.overrides if not (args.what in ("train", "time_to_loss", "finetune") and o.startswith("--"))]
-    args.config = args.config or ("config/finetune_chinese.py" if args.what == "finetune" else "config/train_chinese_cpu.py")
+    unknown = [o for o in args.overrides if not (args.what == "train" and o.startswith("--"))]
     if unknown:
         p.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.child:

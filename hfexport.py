@@ -25,6 +25,7 @@ from configurator import configure, settings
 from model import CONV1D  # GPT-2's layers whose weights transformers keeps transposed
 from babygpt.progress import read_log
 from babygpt.errors import UserError, first_line, run_main
+from babygpt.sampleformat import format_sample
 
 # -----------------------------------------------------------------------------
 out_dir = "out-chinese"  # the run (or shipped model) to export: its checkpoint and meta.pkl
@@ -164,8 +165,7 @@ def card_samples(cfg):
     samples = sample.start_samples(run, warn=lambda line: None)
     for _ in samples.steps():
         pass
-    texts = [f"{text}\n{sample.SEPARATOR}\n{torch.Size([1, len(row)])}"  # as sample.py prints them
-             for text, row in zip(samples.texts(), samples.rows)]
+    texts = [format_sample(text, len(row)) for text, row in zip(samples.texts(), samples.rows)]
     command = (f"python sample.py --out_dir={cfg['out_dir']} --ckpt={cfg['ckpt']} --num_samples={cfg['samples']} "
                f"--max_new_tokens={cfg['sample_length']}")
     return texts, samples.copy_report(), command

@@ -32,12 +32,14 @@ from babygpt import engine
 from babygpt import poetry
 from babygpt import rhymebook
 from babygpt.charlevel import read_text  # prompts are decoded as prepare.py decodes text
-from babygpt.checkpoint import (atomic_write, best_hint, bpe_codec, codec, explained_write, find_meta, gpt2_encoding,
+from babygpt.atomic import atomic_write, explained_write
+from babygpt.checkpoint import (best_hint, bpe_codec, codec, find_meta, gpt2_encoding,
                         is_model_folder, is_pretrained, load_checkpoint, load_meta, load_pretrained, model_from_checkpoint)
 from configurator import configure, settings
 from babygpt.progress import progress_bar
 from babygpt.errors import UserError, run_main
 from babygpt.runtime import setup
+from babygpt.sampleformat import SEPARATOR, format_sample  # noqa: F401  web.py reads sample.SEPARATOR
 
 
 # -----------------------------------------------------------------------------
@@ -69,7 +71,6 @@ tone = True             # with a regular form or an acrostic: the 平仄 of regu
 rhyme_book = "pingshui"  # tones and rhyme groups: pingshui (平水韵, the poets' own) or xinyun (中华新韵, Mandarin)
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
-SEPARATOR = "---------------"
 
 
 def check_settings(init_from, max_new_tokens, num_samples, temperature, top_k, top_p, repetition_penalty, ckpt,
@@ -285,10 +286,8 @@ def print_samples(samples, stream):
         bar.close()
     texts = samples.texts()
     for i, (text, new) in enumerate(zip(texts, samples.new_ids())):
-        if not (stream and i == 0):  # the streamed sample's text is already on screen
-            print(text)
-        print(SEPARATOR)
-        print(torch.Size([1, samples.x.size(1) + len(new)]))
+        shown = format_sample(text, samples.x.size(1) + len(new))
+        print(shown[len(text) + 1:] if stream and i == 0 else shown)  # the streamed sample's text is on screen
     return texts
 
 
@@ -300,7 +299,7 @@ def main():
     samples = start_samples(cfg, warn)
     texts = print_samples(samples, cfg["stream"])
     if cfg["out_file"]:
-        data = "".join(f"{t}\n{SEPARATOR}\n" for t in texts).encode("utf-8")
+        data = "".join(format_sample(t) + "\n" for t in texts).encode("utf-8")
         with explained_write(cfg["out_file"], "free disk space or choose another --out_file"):
             atomic_write(cfg["out_file"], lambda f: f.write(data))
         warn(f"wrote {len(texts)} samples to {cfg['out_file']}")

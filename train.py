@@ -21,8 +21,8 @@ import time
 import torch
 
 from babygpt.batches import batch_generator, estimate_loss, get_batch, load_dataset
-from babygpt.checkpoint import (BEST_NAME, CKPT_NAME, copy_meta, dataset_dir, is_model_folder, is_pretrained,
-                                rng_states, save_checkpoint, saved_model_args, set_rng_states)
+from babygpt.checkpoint import (BEST_NAME, CKPT_NAME, checkpoint_dict, copy_meta, dataset_dir, is_model_folder,
+                                is_pretrained, rng_states, save_checkpoint, saved_model_args, set_rng_states)
 from babygpt.errors import UserError, first_line, run_main
 from babygpt.finetune import base_shape, build_model, pull_toward_start
 from babygpt.progress import RunReport
@@ -234,8 +234,8 @@ def save(cfg, trainee, meta_path, iter_num, best_val_loss, name=CKPT_NAME):
     a checkpoint is never on disk without it."""
     if meta_path:
         copy_meta(meta_path, cfg["out_dir"])
-    ckpt = {"model": trainee.raw.state_dict(), "model_args": saved_model_args(trainee.raw.config),
-            "iter_num": iter_num, "best_val_loss": best_val_loss, "config": cfg}
+    ckpt = checkpoint_dict(trainee.raw.state_dict(), saved_model_args(trainee.raw.config), iter_num,
+                           best_val_loss, cfg)
     if name == CKPT_NAME:
         ckpt.update(optimizer=trainee.optimizer.state_dict(), rng=rng_states(),  # rng: the next dropout masks
                     scaler=trainee.scaler.state_dict(), **({"start": trainee.start} if trainee.start else {}))

@@ -37,6 +37,13 @@ def saved_model_args(config):
     return {k: v for k, v in config.__dict__.items() if k not in OWN_ARGS or v != OWN_ARGS[k]}
 
 
+def checkpoint_dict(state_dict, model_args, iter_num, best_val_loss, config):
+    """What every saved checkpoint holds, in nanoGPT's keys: the weights, their shape (saved_model_args), the
+    iteration, the best val loss so far and the run's settings. ckpt.pt adds what a resume needs."""
+    return {"model": state_dict, "model_args": model_args, "iter_num": iter_num, "best_val_loss": best_val_loss,
+            "config": config}
+
+
 def save_checkpoint(out_dir, checkpoint, name=CKPT_NAME):
     """Atomic save; a full disk or an unwritable out_dir is a UserError and the old file stays whole."""
     write_explained(os.path.join(out_dir, name), lambda f: torch.save(checkpoint, f))

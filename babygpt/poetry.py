@@ -2,7 +2,7 @@
 Poems in exact form: what a line of a poem is, the rhyme classes, a decode-time constraint that
 masks the logits so that every sample is a 五绝/七绝/五律/七律 or follows a 词牌's pattern (with 藏头 acrostics
 and rhyme), and the measurements of a list of poems (form rate, rhyme rate, repeats, novelty).
-Importing it runs nothing; sample.py and bench.py call it, data/poetry/prepare.py shares its text rules.
+Importing it runs nothing; sample.py and experiments/poems.py call it, data/poetry/prepare.py shares its text rules.
 
     python sample.py --out_dir=out-poetry --form=七绝 --acrostic=春夏秋冬 --rhyme=True
     python -m pytest tests/test_poetry_forms.py
@@ -596,7 +596,7 @@ def cut_poem(text, start=0):
 
 
 # -----------------------------------------------------------------------------
-# measurements of a list of poems (bench.py --what=poems): samples side by side with the real val poems.
+# measurements of a list of poems (experiments/poems.py): samples side by side with the real val poems.
 # A poem is a text with its title row first or not (cut_poem cuts a sample so).
 
 def bodies(poems):
@@ -652,7 +652,7 @@ def rule_rate(poems, tone=True, rhyme=True, book="pingshui"):
 
 
 def measure(poems, corpus=None, stoi=None):
-    """All of bench.py's figures for a list of poems: form_rate, rhyme_rate (pinyin), tone_rate (平仄 kept),
+    """All of experiments/poems.py's figures for a list of poems: form_rate, rhyme_rate (pinyin), tone_rate (平仄 kept),
     pingshui_rate (one 平水韵 group, no rhyme twice) and, given the training text (corpus, stoi),
     copied_lines, longest_copy and longest_copy_text."""
     figures = {"poems": len(poems), "form_rate": form_rate(poems), "rhyme_rate": rhyme_rate(poems),

@@ -2,7 +2,7 @@
 #   python data/chinese/prepare.py --input=my.txt --out_dir=data/mine --vocab_from=pretrained/hlm
 #   python train.py config/finetune_chinese.py --dataset=mine --init_from=pretrained/hlm
 #   python sample.py --out_dir=out-mine --ckpt=best.pt
-# The model's shape (layers, width, context) comes from --init_from; `python bench.py --what=finetune` measures
+# The model's shape (layers, width, context) comes from --init_from; `python experiments/finetune.py` measures
 # this recipe against training from scratch (docs/benchmarks.md).
 
 out_dir = 'out-mine'

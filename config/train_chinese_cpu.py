@@ -1,6 +1,6 @@
 # 红楼梦 on a 2-core laptop CPU: nanoGPT's CPU loss (val 4.57) in under half its time.
 #   python data/chinese/prepare.py && python train.py config/train_chinese_cpu.py
-# `python bench.py --what=time_to_loss` times it against nanoGPT's CPU recipe (docs/benchmarks.md);
+# `python experiments/time_to_loss.py` times it against nanoGPT's CPU recipe (docs/benchmarks.md);
 # what each value was tried against: docs/experiments.md.
 
 out_dir = 'out-chinese'  # same place as the GPU run, so sample.py --out_dir=out-chinese works

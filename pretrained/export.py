@@ -7,7 +7,7 @@ Turn a finished run into a shipped pretrained model: pretrained/<name>/{ckpt.pt,
 It takes the run's best.pt (lowest val loss), keeps the weights only, in float16 (half the bytes; a
 char-level model samples the same text from them), measures train and val loss over every window of
 each split, and writes the model card with unedited samples from sample.py and their copy report (for
-the poetry model: poems in form, and bench.py --what=poems's figures). Run it again only when the model
+the poetry model: poems in form, and experiments/poems.py's figures). Run it again only when the model
 changes: the folder is committed to git.
 """
 
@@ -20,8 +20,9 @@ import sys
 
 import torch
 
-from babygpt.checkpoint import (BEST_NAME, META_NAME, atomic_write, dataset_dir, load_checkpoint, model_from_checkpoint,
-                        save_checkpoint)
+from babygpt.atomic import atomic_write
+from babygpt.checkpoint import (BEST_NAME, META_NAME, checkpoint_dict, dataset_dir, load_checkpoint,
+                                model_from_checkpoint, save_checkpoint)
 from configurator import configure, settings
 from babygpt.progress import read_log
 from babygpt.errors import UserError, run_main
@@ -35,7 +36,7 @@ to = "pretrained/hlm"               # the folder to write: ckpt.pt, meta.pkl, RE
 samples = 3                         # unedited samples on the model card
 sample_length = 300                 # characters per sample on the card
 note = ""                           # a line for the card: how the run differed from its config, if it did
-poems = 0                           # poems bench.py --what=poems writes for the card (poetry: 200); 0: none
+poems = 0                           # poems experiments/poems.py writes for the card (poetry: 200); 0: none
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
 SIZE_LIMIT_MB = 15
@@ -56,8 +57,7 @@ def half_weights(best):
     halves = {}  # by storage: wte and the tied lm_head stay one tensor, saved once
     state = {k: halves.setdefault(v.data_ptr(), v.half()) if v.is_floating_point() else v
              for k, v in best["model"].items()}
-    return {"model": state, "model_args": best["model_args"], "iter_num": best["iter_num"],
-            "best_val_loss": best["best_val_loss"], "config": best["config"]}
+    return checkpoint_dict(state, best["model_args"], best["iter_num"], best["best_val_loss"], best["config"])
 
 
 def whole_split_losses(checkpoint):
@@ -93,10 +93,10 @@ def card_samples(export, options):
 
 
 def poem_figures(export):
-    """bench.py --what=poems on the exported model: its table, as the card's section (poetry only)."""
+    """experiments/poems.py on the exported model: its table, as the card's section (poetry only)."""
     args = [f"--run={export['to']}", f"--num_samples={export['poems']}", "--per_title=8"]
-    stdout, _ = run_script("bench.py", "--what=poems", *args)
-    return [f"## Poems, measured (`python bench.py --what=poems {' '.join(args)}`)", "", "```", stdout.rstrip(),
+    stdout, _ = run_script("experiments/poems.py", *args)
+    return [f"## Poems, measured (`python experiments/poems.py {' '.join(args)}`)", "", "```", stdout.rstrip(),
             "```", ""]
 
 

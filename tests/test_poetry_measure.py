@@ -1,5 +1,5 @@
 """
-poetry.py's measurements (bench.py --what=poems) on hand-made poems whose answers are known: form rate,
+poetry.py's measurements (experiments/poems.py) on hand-made poems whose answers are known: form rate,
 rhyme rate (pinyin rhyme_class), the shares keeping 平仄 and 平水韵 rhyme (keeps_rule, the masks' own rule),
 repeated characters, novelty against a corpus.
 Run: python -m pytest tests/test_poetry_measure.py

@@ -16,7 +16,8 @@ MAX_LINES = 60
 
 
 def project_files():
-    files = [f for pattern in ("*.py", "babygpt/*.py", "config/*.py", "data/*/*.py", "pretrained/*.py", "tests/*.py")
+    files = [f for pattern in ("*.py", "babygpt/*.py", "config/*.py", "data/*/*.py", "experiments/*.py",
+                               "experiments/config/*.py", "pretrained/*.py", "tests/*.py")
              for f in glob.glob(os.path.join(REPO, pattern))]
     assert len(files) > 20, f"the project's Python files should be found, got {files}"
     return files

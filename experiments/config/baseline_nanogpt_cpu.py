@@ -1,7 +1,7 @@
-# A baseline for `python bench.py --what=time_to_loss` (the default one): nanoGPT's recipe for a laptop CPU
+# A baseline for `python experiments/time_to_loss.py` (the default one): nanoGPT's recipe for a laptop CPU
 # (its README's command, with its char-level config's learning rate, schedule and beta2), run on 红楼梦
 # through babygpt's train.py, so the same model code and speed per token: only the recipe differs.
-#   python bench.py --what=time_to_loss --baseline=config/baseline_nanogpt_cpu.py
+#   python experiments/time_to_loss.py --baseline=experiments/config/baseline_nanogpt_cpu.py
 
 out_dir = 'out-baseline'
 dataset = 'chinese'

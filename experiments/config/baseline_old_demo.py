@@ -1,6 +1,6 @@
-# A baseline for `python bench.py --what=time_to_loss`: the CPU demo babygpt shipped before the adaptive head
+# A baseline for `python experiments/time_to_loss.py`: the CPU demo babygpt shipped before the adaptive head
 # (4 layers, batch 32, compiled), to compare `make demo`'s recipe against it (docs/benchmarks.md).
-#   python bench.py --what=time_to_loss --baseline=config/baseline_old_demo.py
+#   python experiments/time_to_loss.py --baseline=experiments/config/baseline_old_demo.py
 
 out_dir = 'out-baseline'
 dataset = 'chinese'

@@ -1,0 +1,106 @@
+"""
+The experiments in experiments/ (recipes compared, quality measured): their runners and figures on tiny runs.
+Run: python -m pytest tests/test_experiments.py
+"""
+
+import json
+import os
+
+import pytest
+
+import train
+from conftest import TINY, run, write_dataset
+from configurator import configure
+from experiments import finetune, time_to_loss
+from test_poetry_sample import POEMS
+
+
+@pytest.mark.slow
+def test_time_to_loss_times_each_eval_from_process_start(tiny_data):
+    """experiments/time_to_loss.py's runner on a tiny dataset: an eval every EVAL_TOKENS trained tokens,
+    times rising from process start, val losses read from the run's log.csv (train.py's output is not read)."""
+    tiny = [a for a in TINY if not a.startswith(("--eval_iters", "--log_interval"))]
+    tokens_per_iter = 4 * 16
+    old = time_to_loss.EVAL_TOKENS
+    time_to_loss.EVAL_TOKENS = 5 * tokens_per_iter  # an eval every 5 iterations
+    try:
+        points = time_to_loss.run_to_loss("tiny", None, [*tiny, f"--dataset={tiny_data}", "--max_iters=12"])
+    finally:
+        time_to_loss.EVAL_TOKENS = old
+    assert [it for _, it, _ in points] == [0, 5, 10, 12], f"evals every 5 iterations and at the end: {points}"
+    seconds = [s for s, _, _ in points]
+    assert seconds == sorted(seconds) and seconds[0] > 0, f"times should rise from process start: {seconds}"
+    assert points[-1][2] < points[0][2], f"val loss should fall: {points}"
+    assert time_to_loss.first_below(points, points[1][2]) == points[1][0], "the first eval at or below the target"
+    assert time_to_loss.first_below(points, 0.0) is None, "a target never reached gives None"
+
+
+def test_time_to_loss_keeps_the_fastest_time_of_identical_runs():
+    """Repeated runs of one recipe must agree on every loss; each eval then keeps its fastest time."""
+    slow = [(10.0, 0, 8.4), (40.0, 100, 5.0), (70.0, 200, 4.5)]
+    fast = [(8.0, 0, 8.4), (45.0, 100, 5.0), (60.0, 200, 4.5)]
+    assert time_to_loss.fastest([slow, fast]) == [(8.0, 0, 8.4), (40.0, 100, 5.0), (60.0, 200, 4.5)]
+    nearly = [(8.0, 0, 8.4), (45.0, 100, 5.0001), (60.0, 200, 4.5)]  # threads may sum in another order
+    assert time_to_loss.fastest([slow, nearly]) == [(8.0, 0, 8.4), (40.0, 100, 5.0), (60.0, 200, 4.5)]
+    with pytest.raises(SystemExit, match="different losses"):
+        time_to_loss.fastest([slow, [(8.0, 0, 8.4), (45.0, 100, 5.1), (60.0, 200, 4.5)]])
+
+
+def test_time_to_loss_reads_the_loss_reached_in_the_baselines_time():
+    """'Ends lower in the same time': babygpt's last eval at or before the baseline's end."""
+    points = [(10.0, 0, 8.4), (40.0, 100, 5.0), (70.0, 200, 4.5)]
+    assert time_to_loss.last_within(points, 69.9) == (40.0, 100, 5.0), "an eval after the deadline does not count"
+    assert time_to_loss.last_within(points, 70.0) == (70.0, 200, 4.5), "an eval at the deadline counts"
+    assert time_to_loss.last_within(points, 5.0) is None, "no eval yet gives None"
+
+
+def test_baselines_are_config_files_train_py_reads():
+    """The recipes time_to_loss compares with are config files a user can also train with."""
+    nanogpt = configure(train.DEFAULTS, ["experiments/config/baseline_nanogpt_cpu.py"], train.__file__)
+    old_demo = configure(train.DEFAULTS, ["experiments/config/baseline_old_demo.py"], train.__file__)
+    assert (nanogpt["n_layer"], nanogpt["batch_size"], nanogpt["compile"]) == (4, 12, False), nanogpt
+    assert (old_demo["n_layer"], old_demo["batch_size"], old_demo["compile"]) == (4, 32, True), old_demo
+
+
+def test_time_to_loss_command_lists_its_options():
+    proc = run("experiments/time_to_loss.py", "--help")
+    assert proc.returncode == 0, f"experiments/time_to_loss.py --help failed:\n{proc.stderr}"
+    for option in ("--config", "--baseline", "--target", "--repeat"):
+        assert option in proc.stdout, f"--help should list {option}:\n{proc.stdout}"
+
+
+def test_poems_measures_each_option_beside_the_real_poems(tmp_path):
+    """experiments/poems.py on a tiny model trained on a few 唐诗: a column of figures for the real val poems and
+    one for each poem option; with --form=七绝 every poem is one in form."""
+    write_dataset(str(tmp_path / "ds"), text=POEMS * 30)
+    proc = run("train.py", f"--dataset={tmp_path / 'ds'}", f"--out_dir={tmp_path / 'out'}", *TINY, "--max_iters=10",
+               "--eval_interval=10")
+    assert proc.returncode == 0, f"training the tiny poet failed:\n{proc.stderr}"
+    proc = run("experiments/poems.py", f"--run={tmp_path / 'out'}", "--num_samples=2", "--per_title=1", "--json")
+    assert proc.returncode == 0, f"experiments/poems.py failed:\n{proc.stderr}"
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    columns = ["real val poems", "no option", "七绝 tone, rhyme off", "--form=七绝", "--acrostic=<real heads>"]
+    assert list(figures) == columns, f"one column per option, the real poems first: {list(figures)}"
+    assert [figures[c]["poems"] for c in columns[:4]] == [2, 2, 2, 2], f"2 titles x 1 poem each: {figures}"
+    form = figures["--form=七绝"]
+    assert (form["form_rate"], form["tone_rate"], form["pingshui_rate"]) == (1.0, 1.0, 1.0), \
+        f"--form=七绝 keeps the form, 平仄 and the 平水韵 rhyme in every poem: {form}"
+
+
+def test_finetune_texts_are_in_neither_shipped_model_s_data_and_their_documented_size():
+    """The two texts experiments/finetune.py trains on, read from data/poetry's tarball as the docs describe them."""
+    tarball = os.path.join(finetune.ROOT, "data", "poetry", finetune.poetry_prepare().TARBALL)
+    if not os.path.isfile(tarball):
+        pytest.skip("no chinese-poetry tarball: make setup fetches it")
+    songshi, guwen = finetune.songshi_text(tarball), finetune.guwen_text(tarball)
+    assert round(len(songshi), -3) == 261_000, f"苏轼's 宋诗 should be some 261k characters: {len(songshi):,}"
+    assert round(len(guwen), -3) == 143_000, f"古文观止 should be some 143k characters: {len(guwen):,}"
+    assert songshi.startswith("郭纶\n") and "\n\n" in songshi, f"poems as data/poetry lays them out: {songshi[:40]!r}"
+    assert guwen.startswith("郑伯克段于鄢\n"), f"an essay's title row first: {guwen[:40]!r}"
+
+
+def test_finetune_command_lists_its_options():
+    proc = run("experiments/finetune.py", "--help")
+    assert proc.returncode == 0, f"experiments/finetune.py --help failed:\n{proc.stderr}"
+    for option in ("--config", "--scratch_config", "--scratch_args", "--budget", "--text"):
+        assert option in proc.stdout, f"--help should list {option}:\n{proc.stdout}"

@@ -8,22 +8,18 @@ A local web page over babygpt's scripts: prepare a dataset, train, watch the los
 
 The page is wiring, not a second implementation: Data calls charlevel.py (as prepare.py does),
 Train runs the real `python train.py <config> --key=value ...` as a process of its own (it goes on
-when the page is closed; Stop sends it Ctrl-C), Sample calls sample.py's sample generator. A run's state
-lives on disk in its out_dir: status.json and log.csv, which train.py keeps (status.py), and web_run.json,
-the command the page started; so a reopened page or a second tab finds it. train.log is for people to read.
+when the page is closed; Stop sends it Ctrl-C; babygpt/jobs.py starts, stops and reads it), Sample calls
+sample.py's sample generator. A run's state lives on disk in its out_dir (status.json, log.csv, web_run.json),
+so a reopened page or a second tab finds it. The page's texts, 中文 and English, are in babygpt/webtext.py.
 """
 
 import functools
-import json
 import os
 import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
-import threading
-import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry, also from gradio's import
 
@@ -36,9 +32,10 @@ from data.chinese import prepare as chinese_prepare  # noqa: E402  its built-in 
 from data.poetry import prepare as poetry_prepare  # noqa: E402  the 唐诗/宋词 corpus
 import sample  # noqa: E402
 from babygpt import poetry  # noqa: E402
+from babygpt import jobs  # noqa: E402  starting, stopping and reading a train.py run
 from babygpt import status  # noqa: E402
 from babygpt import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
-from babygpt.checkpoint import atomic_write, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
+from babygpt.checkpoint import load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
 from configurator import ConfigError, configure, documented_keys, settings  # noqa: E402
 from babygpt.progress import read_log  # noqa: E402
 from babygpt.runtime import LOCAL_HOSTS, UserError, run_main  # noqa: E402
@@ -57,15 +54,12 @@ DEFAULTS = settings(globals())
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 TRAIN = os.path.join(REPO, "train.py")
-JOB_FILE = "web_run.json"  # in out_dir: the train.py the page started (pid and its start, command, log offset)
-LOG_FILE = "train.log"     # in out_dir: train.py's stdout and stderr, appended run after run
 TRAIN_HELP = documented_keys(TRAIN)  # {key: (default, comment)}: the source of train.py --help
 # train.py's settings as its source assigns them (the page runs train.py, it does not import it)
 TRAIN_DEFAULTS = {k: default for k, (default, _) in TRAIN_HELP.items() if k.islower()}
 FIELD_KEYS = [k for k in TRAIN_DEFAULTS if k not in ("dataset", "out_dir")]
 RUN_COLUMNS = ["run", "dataset", "model (layers x heads x dims)", "iterations", "best val loss", "state"]
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: works offline
-_start_lock = threading.Lock()  # two Start clicks at the same moment must not both start a run
 
 # Suggested sizes: a starting config and what changes in it
 PRESETS = {
@@ -222,32 +216,6 @@ def prepare_builtin(base, val_fraction, block_size, normalize, log):
 # Train: train.py as a process of its own; its state on disk in out_dir
 
 
-def read_job(run_dir):
-    try:
-        with open(os.path.join(run_dir, JOB_FILE), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def write_job(run_dir, job):
-    data = json.dumps(job, ensure_ascii=False, indent=1).encode("utf-8")
-    atomic_write(os.path.join(run_dir, JOB_FILE), lambda f: f.write(data))
-
-
-def job_alive(job):
-    """Is the train.py this page started still running (known by pid and process start time)?"""
-    return bool(job) and status.run_alive(job["pid"], job.get("process_start"))  # a page before status.json wrote none
-
-
-def run_going(job, st):
-    """Is a train.py at work in this out_dir: the page's (until it has written its end: exiting then is
-    not working), or one started at a command line?"""
-    if job and st and st["pid"] == job["pid"]:
-        return status.is_running(st)
-    return job_alive(job) or status.is_running(st)
-
-
 def train_argv(base, config, dataset, out_name, fields, resume):
     """train.py's arguments: the config, then --key=value for each box that differs from it."""
     if config not in list_configs():  # a config file is run as Python: only the repository's own
@@ -269,81 +237,11 @@ def train_argv(base, config, dataset, out_name, fields, resume):
     return argv
 
 
-def start_training(argv, run_dir):
-    """Start train.py in its own session (Ctrl-C at the page's terminal and a closed page leave it
-    running), its output appended to out_dir/train.log for people to read; returns the job written to
-    web_run.json. The run's state comes from the status.json train.py keeps, never from its output."""
-    os.makedirs(run_dir, exist_ok=True)
-    command = shlex.join(["python", "train.py", *argv])
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")  # log lines as they come
-    with open(os.path.join(run_dir, LOG_FILE), "ab") as log:
-        log.write(f"\n$ {command}\n".encode("utf-8"))
-        log.flush()
-        offset = log.tell()
-        proc = subprocess.Popen([sys.executable, TRAIN, *argv], cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    job = {"pid": proc.pid, "process_start": status.process_start(proc.pid), "command": command, "argv": argv,
-           "started": time.time(), "log_offset": offset}
-    write_job(run_dir, job)
-    threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends: no zombie left behind
-    return job
-
-
-def log_text(run_dir, job, tail_bytes=1 << 14):
-    """The last lines of this job's part of train.log, to show (nothing is read from them)."""
-    path = os.path.join(run_dir, LOG_FILE)
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(job.get("log_offset", 0), os.path.getsize(path) - tail_bytes))
-            return "\n".join(f.read().decode("utf-8", errors="replace").rstrip().splitlines()[-12:])
-    except OSError:
-        return ""
-
-
-def duration(seconds):
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds // 60 % 60} min"
-    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
-
-
-def job_status(job, st, lang, log=""):
-    """One line for the run the page started: from its status.json (st), once that file is this process's.
-    train.py refuses bad settings before it writes anything in out_dir: such a run ended without a status
-    of its own, and its one-line error is the last 'error: ' line of its log, shown as it is."""
-    alive = job_alive(job)
-    if not st or st["pid"] != job["pid"]:  # train.py has not written its status yet, or refused to start
-        if alive:
-            return text("msg.starting", lang).format(pid=job["pid"])
-        refusal = [line for line in log.splitlines() if line.startswith("error: ")]
-        return text("msg.failed", lang).format(line=refusal[-1]) if refusal else text("msg.no_status", lang)
-    state = st["state"]
-    if state in status.RUNNING and not alive:
-        return text("msg.died", lang).format(state=state, iter=st["iter"])
-    if state == "starting":
-        return text("msg.starting", lang).format(pid=job["pid"])
-    if state in status.RUNNING:
-        eta = text("msg.eta", lang).format(eta=duration(st["eta_s"])) if st["eta_s"] is not None else ""
-        return text("msg.running", lang).format(pid=job["pid"], iter=st["iter"], max_iters=st["max_iters"], eta=eta)
-    if state == "finished":
-        return text("msg.finished", lang).format(iter=st["iter"])
-    if state == "stopped":
-        return text("msg.stopped", lang).format(iter=st["iter"], line=f"({st['error']}) " if st["error"] else "")
-    return text("msg.failed", lang).format(line=st["error"])
-
-
 def loss_frame(run_dir):
     """log.csv as the plot's rows: iter, loss, split (train or val)."""
     rows = read_log(run_dir)
     points = [(r["iter"], r[f"{split}_loss"], split) for split in ("train", "val") for r in rows]
     return pd.DataFrame(points, columns=["iter", "loss", "split"])
-
-
-def latest_job(base):
-    """The out* folder whose job the page started last, running ones first: what a reopened page shows."""
-    jobs = [(job_alive(job), job["started"], name) for name in os.listdir(base) if name.startswith("out")
-            for job in [read_job(os.path.join(base, name))] if job]
-    return max(jobs)[2] if jobs else None
 
 
 # -----------------------------------------------------------------------------
@@ -553,8 +451,8 @@ def pick_list(choices, current):
 
 def on_load(base):
     """A (re)opened page shows the latest run the page started: its folder, command and plot."""
-    name = latest_job(base)
-    job = read_job(os.path.join(base, name)) if name else None
+    name = jobs.latest_job(base)
+    job = jobs.read_job(os.path.join(base, name)) if name else None
     datasets = list_datasets(base)
     table, pick = runs_table(base)
     out = gr.update(value=name) if name else gr.update()
@@ -628,13 +526,10 @@ def on_start(base, resume, config, dataset, out_name, *rest):
         check_name(dataset, "dataset", lang)
         run_dir = os.path.join(base, check_run_name((out_name or "").strip(), lang))
         argv = train_argv(base, config, dataset, out_name.strip(), fields, resume)
-        with _start_lock:
-            job, st = read_job(run_dir), status.read_status(run_dir)
-            if run_going(job, st):
-                pid = st["pid"] if status.is_running(st) else job["pid"]
-                return text("msg.busy", lang).format(out=out_name, pid=pid), job["command"] if job else ""
-            job = start_training(argv, run_dir)
-    except (UserError, ConfigError) as e:  # train.py's own refusals: the last line of its log
+        job = jobs.start_training(argv, run_dir, REPO)
+    except jobs.Busy as e:
+        return text("msg.busy", lang).format(out=out_name, pid=e.pid), e.command
+    except (UserError, ConfigError) as e:
         return f"error: {shown(e, base)}", ""
     return text("msg.started", lang).format(pid=job["pid"]), job["command"]
 
@@ -645,11 +540,10 @@ def on_stop(base, out_name, lang):
         run_dir = os.path.join(base, check_run_name((out_name or "").strip(), lang))
     except UserError as e:
         return f"error: {e}"
-    job = read_job(run_dir)
-    if not job_alive(job):
+    pid = jobs.stop_training(run_dir)
+    if pid is None:
         return text("msg.nothing_running", lang).format(out=out_name)
-    os.kill(job["pid"], signal.SIGINT)
-    return text("msg.stopping", lang).format(pid=job["pid"])
+    return text("msg.stopping", lang).format(pid=pid)
 
 
 def on_poll(base, out_name, lang):
@@ -659,12 +553,23 @@ def on_poll(base, out_name, lang):
         run_dir = os.path.join(base, check_run_name(name, lang))
     except UserError:
         return "", "", "", None
-    job = read_job(run_dir)
+    job = jobs.read_job(run_dir)
     if not job:
         return text("msg.no_job", lang).format(out=name), "", "", loss_frame(run_dir)
-    log = log_text(run_dir, job)
-    line = shown(job_status(job, status.read_status(run_dir), lang, log), base)
+    log = jobs.log_text(run_dir, job)
+    line = shown(job_line(jobs.job_status(job, status.read_status(run_dir), log), lang), base)
     return line, job["command"], log, loss_frame(run_dir)
+
+
+def job_line(job_state, lang):
+    """jobs.job_status's (state, figures) as the page says it: '**running** (pid 12): iteration 40 of 500, ...'"""
+    state, figures = job_state
+    if state == "running":
+        eta = figures["eta_s"]
+        figures = dict(figures, eta=text("msg.eta", lang).format(eta=jobs.duration(eta)) if eta is not None else "")
+    if state == "stopped":
+        figures = dict(figures, line=f"({figures['error']}) " if figures["error"] else "")
+    return text("msg." + state, lang).format(**figures)
 
 
 def on_curve(base, run):

@@ -31,6 +31,7 @@ from babygpt import charlevel  # noqa: E402  what every prepare.py runs
 from data.chinese import prepare as chinese_prepare  # noqa: E402  its built-in 红楼梦 writer
 from data.poetry import prepare as poetry_prepare  # noqa: E402  the 唐诗/宋词 corpus
 import sample  # noqa: E402
+import train  # noqa: E402  its settings, train.DEFAULTS, as bench.py reads them (the page runs it as a process)
 from babygpt import poetry  # noqa: E402
 from babygpt import jobs  # noqa: E402  starting, stopping and reading a train.py run
 from babygpt import status  # noqa: E402
@@ -53,11 +54,12 @@ max_upload_mb = 200     # largest upload, in MB, per file and for all files of o
 DEFAULTS = settings(globals())
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-TRAIN = os.path.join(REPO, "train.py")
-TRAIN_HELP = documented_keys(TRAIN)  # {key: (default, comment)}: the source of train.py --help
-# train.py's settings as its source assigns them (the page runs train.py, it does not import it)
-TRAIN_DEFAULTS = {k: default for k, (default, _) in TRAIN_HELP.items() if k.islower()}
-FIELD_KEYS = [k for k in TRAIN_DEFAULTS if k not in ("dataset", "out_dir")]
+# the comment beside each of train.py's settings, as train.py --help prints it
+TRAIN_NOTES = {key: note for key, (_, note) in documented_keys(train.__file__).items()}
+FIELD_KEYS = [k for k in train.DEFAULTS if k not in ("dataset", "out_dir")]
+# the prepare.py command lines, for their defaults: a command the page shows leaves those out
+CHINESE_ARGS = charlevel.build_parser("", chinese_prepare.HERE, "")
+POETRY_ARGS = poetry_prepare.build_parser()
 RUN_COLUMNS = ["run", "dataset", "model (layers x heads x dims)", "iterations", "best val loss", "state"]
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: works offline
 
@@ -149,13 +151,14 @@ def list_configs():
 
 
 def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize, vocab_arg=None):
-    args = [f"--input={input_arg}"] if input_arg else []
-    args += [f"--vocab_from={vocab_arg}"] if vocab_arg else []
-    args += [f"--out_dir={out_arg}"] if out_arg else []
-    args += [f"--val_fraction={val_fraction}"] if val_fraction != 0.1 else []
-    args += [f"--block_size={block_size}"] if block_size != 256 else []
-    args += [f"--normalize={normalize}"] if normalize != "none" else []
+    args = changed_args(CHINESE_ARGS, input=input_arg, vocab_from=vocab_arg, out_dir=out_arg,
+                        val_fraction=val_fraction, block_size=block_size, normalize=normalize)
     return shlex.join(["python", "data/chinese/prepare.py", *args])
+
+
+def changed_args(parser, **values):
+    """--key=value for each value given (not None) that is not the prepare.py parser's default."""
+    return [f"--{k}={v}" for k, v in values.items() if v is not None and v != parser.get_default(k)]
 
 
 def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit_mb, lang, log, vocab=""):
@@ -196,9 +199,8 @@ def prepare_poems(base, val_fraction, block_size, log):
     os.makedirs(out, exist_ok=True)
     stats = poetry_prepare.prepare_poetry(poetry_prepare.resolve_source(None, out, log), out, ("tang", "ci"),
                                           val_fraction=val_fraction, block_size=block_size, log=log)
-    args = ["--include=tang,ci", *([f"--out_dir={arg_path(out, base)}"] if base != REPO else []),
-            *([f"--val_fraction={val_fraction}"] if val_fraction != 0.05 else []),
-            *([f"--block_size={block_size}"] if block_size != 256 else [])]
+    args = changed_args(POETRY_ARGS, include="tang,ci", out_dir=arg_path(out, base) if base != REPO else None,
+                        val_fraction=val_fraction, block_size=block_size)
     return stats, shlex.join(["python", "data/poetry/prepare.py", *args])
 
 
@@ -221,7 +223,7 @@ def train_argv(base, config, dataset, out_name, fields, resume):
     if config not in list_configs():  # a config file is run as Python: only the repository's own
         raise UserError(f"config '{config}' is not one of config/*.py: {', '.join(list_configs())}")
     config_path = os.path.join(REPO, "config", config)
-    start = configure(TRAIN_DEFAULTS, [config_path], TRAIN)
+    start = configure(train.DEFAULTS, [config_path], train.__file__)
     argv = [os.path.join("config", config)]
     data_arg = dataset if base == REPO else os.path.join(base, "data", dataset)
     out_arg = arg_path(os.path.join(base, out_name), base)
@@ -233,7 +235,7 @@ def train_argv(base, config, dataset, out_name, fields, resume):
             argv.append(f"--{key}={value}")
     if resume:
         argv.append("--init_from=resume")
-    configure(TRAIN_DEFAULTS, [config_path, *argv[1:]], TRAIN)  # a box train.py cannot parse: its line, at once
+    configure(train.DEFAULTS, [config_path, *argv[1:]], train.__file__)  # a box train.py cannot parse: its line
     return argv
 
 
@@ -323,9 +325,11 @@ def data_tab(base, lang):
                                  **texts("ds_files", lang))
             c["name"] = gr.Textbox(elem_id="ds_name", **texts("ds_name", lang))
             with gr.Row():
-                c["val"] = gr.Number(0.1, elem_id="ds_val", **texts("ds_val", lang))
-                c["block"] = gr.Number(256, precision=0, elem_id="ds_block", **texts("ds_block", lang))
-                c["norm"] = gr.Radio(["none", "halfwidth"], value="none", elem_id="ds_norm", **texts("ds_norm", lang))
+                default = CHINESE_ARGS.get_default  # prepare.py's own defaults
+                c["val"] = gr.Number(default("val_fraction"), elem_id="ds_val", **texts("ds_val", lang))
+                c["block"] = gr.Number(default("block_size"), precision=0, elem_id="ds_block", **texts("ds_block", lang))
+                c["norm"] = gr.Radio(["none", "halfwidth"], value=default("normalize"), elem_id="ds_norm",
+                                     **texts("ds_norm", lang))
             c["vocab"] = gr.Dropdown(["", *sample_choices(base)], value="", allow_custom_value=True,  # runs come later
                                      elem_id="ds_vocab", **texts("ds_vocab", lang))
             c["go"] = gr.Button(variant="primary", elem_id="ds_go", **texts("ds_go", lang))
@@ -347,16 +351,16 @@ def train_tab(base, lang):
     c["note"] = gr.Markdown(plan_note(base, None, values, lang))
     with gr.Row():
         c["dataset"] = gr.Dropdown([], value=None, allow_custom_value=True, elem_id="tr_dataset",
-                                   info=TRAIN_HELP["dataset"][1], **texts("tr_dataset", lang))
-        c["out"] = gr.Textbox(values["out_dir"], elem_id="tr_out", info=TRAIN_HELP["out_dir"][1],
+                                   info=TRAIN_NOTES["dataset"], **texts("tr_dataset", lang))
+        c["out"] = gr.Textbox(values["out_dir"], elem_id="tr_out", info=TRAIN_NOTES["out_dir"],
                               **texts("tr_out", lang))
     with gr.Accordion(open=False, elem_id="tr_keys", **texts("tr_keys", lang)):
         c["fields"] = []
         for i in range(0, len(FIELD_KEYS), 4):
             with gr.Row():
                 for key in FIELD_KEYS[i:i + 4]:
-                    default, meaning = TRAIN_HELP[key]
-                    c["fields"].append(gr.Textbox(values[key], label=key, info=f"{meaning} (train.py: {default!r})",
+                    info = f"{TRAIN_NOTES[key]} (train.py: {train.DEFAULTS[key]!r})"
+                    c["fields"].append(gr.Textbox(values[key], label=key, info=info,
                                                   elem_id=f"key_{key}"))
     with gr.Row():
         c["start"] = gr.Button(variant="primary", elem_id="tr_start", **texts("tr_start", lang))
@@ -482,7 +486,7 @@ def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, no
 
 
 def preset_values(config, overrides):
-    cfg = configure(TRAIN_DEFAULTS, [os.path.join(REPO, "config", config)], TRAIN)
+    cfg = configure(train.DEFAULTS, [os.path.join(REPO, "config", config)], train.__file__)
     return {k: str(v) for k, v in {**cfg, **overrides}.items()}
 
 

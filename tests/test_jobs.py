@@ -67,7 +67,8 @@ def test_one_run_at_a_time_and_stop_saves_it(tmp_path, tiny_data):
     job = jobs.start_training(argv, run_dir, REPO)
     deadline = time.time() + 120
     while not (status.read_status(run_dir) or {}).get("iter", 0) > 20:  # past its first save
-        assert jobs.job_alive(job) and time.time() < deadline, f"the long run should go on:\n{jobs.log_text(run_dir, job)}"
+        log = jobs.log_text(run_dir, job)
+        assert jobs.job_alive(job) and time.time() < deadline, f"the long run should go on:\n{log}"
         time.sleep(0.2)
     state, figures = jobs.job_status(job, status.read_status(run_dir))
     assert state == "running" and figures["max_iters"] == 100000, f"a live run is running: {state} {figures}"

@@ -36,7 +36,7 @@ from babygpt import poetry  # noqa: E402
 from babygpt import jobs  # noqa: E402  starting, stopping and reading a train.py run
 from babygpt import status  # noqa: E402
 from babygpt import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
-from babygpt.checkpoint import load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
+from babygpt.checkpoint import load_checkpoint, load_meta  # noqa: E402
 from configurator import ConfigError, configure, documented_keys, settings  # noqa: E402
 from babygpt.progress import read_log  # noqa: E402
 from babygpt.runtime import LOCAL_HOSTS, UserError, run_main  # noqa: E402
@@ -258,7 +258,7 @@ def run_summary(base, name):
     except UserError as e:
         return [name, "", "", None, None, f"error: {e}"]
     args = ckpt["model_args"]
-    params = model_from_checkpoint(ckpt).get_num_params() / 1e6
+    params = checkpoint.num_params(ckpt) / 1e6
     size = f"{args['n_layer']}x{args['n_head']}x{args['n_embd']}, {params:.2f}M"
     dataset = os.path.basename(str((ckpt.get("config") or {}).get("dataset", "")))
     st = status.read_status(run_dir)

@@ -190,6 +190,13 @@ def model_from_checkpoint(checkpoint, **overrides):
     return model
 
 
+def num_params(checkpoint):
+    """GPT.get_num_params() of a checkpoint's model, counted from its tensors without building it: the
+    position embeddings left out (as in GPT-2's counts), lm_head.weight (tied to wte) and the rank buffer too."""
+    skip = ("transformer.wpe.weight", "lm_head.weight", "rank")
+    return sum(v.numel() for k, v in clean_state_dict(checkpoint["model"]).items() if k not in skip)
+
+
 class _PlainUnpickler(pickle.Unpickler):
     """Builds dicts, lists, tuples, strings and numbers; any class or function is refused,
     so a crafted meta.pkl cannot run code (plain pickle.load would call whatever it names)."""

@@ -189,6 +189,8 @@ def test_tiny_run_trains_to_the_end_with_its_plot(page, trained):
     row = dict(zip(table["headers"], table["data"][0]))
     assert row["run"] == "out-tiny" and row["iterations"] == 20 and row["dataset"] == "mytext", \
         f"the Runs tab should list the run: {row}"
+    params = checkpoint.model_from_checkpoint(ckpt).get_num_params() / 1e6  # counted from the tensors on the page
+    assert row["model (layers x heads x dims)"] == f"2x2x32, {params:.2f}M", f"GPT.get_num_params()'s count: {row}"
     curve = client.predict("out-tiny", api_name="/run_curve")
     assert len(curve["data"]) == 6, f"the Runs tab should plot the run's 3 evals: {curve}"
 

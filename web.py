@@ -61,6 +61,8 @@ FIELD_KEYS = [k for k in train.DEFAULTS if k not in ("dataset", "out_dir")]
 CHINESE_ARGS = charlevel.build_parser("", chinese_prepare.HERE, "")
 POETRY_ARGS = poetry_prepare.build_parser()
 RUN_COLUMNS = ["run", "dataset", "model (layers x heads x dims)", "iterations", "best val loss", "state"]
+# shipped with the code (in the repository, whatever --root is): sampled with no training at all
+SHIPPED_MODELS = ("pretrained/hlm", "pretrained/poetry")
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: works offline
 
 # Suggested sizes: a starting config and what changes in it
@@ -87,195 +89,6 @@ def texts(elem_id, lang):
     """The keyword arguments that give a component its texts in lang: label=..., info=..."""
     prefix = elem_id + "."
     return {key[len(prefix):]: text(key, lang) for key in STRINGS if key.startswith(prefix)}
-
-
-# -----------------------------------------------------------------------------
-# names and folders: the page writes only under root/data/<name> and root/out*
-
-
-def check_name(name, what, lang):
-    """A dataset or run name is one plain folder name: ../x, /x, .hidden and a/b are refused."""
-    if (not name or name != name.strip() or name.startswith(".") or any(c in name for c in "/\\:\0")
-            or name != os.path.basename(name)):
-        raise UserError(text("msg.bad_name", lang).format(what=what, name=name))
-    return name
-
-
-def check_run_name(name, lang):
-    check_name(name, "run", lang)
-    if not name.startswith("out"):
-        raise UserError(text("msg.not_out", lang).format(name=name))
-    return name
-
-
-def shown(s, base):
-    """Paths under root written relative to it, as the same command run from root prints them."""
-    return str(s).replace(base.rstrip(os.sep) + os.sep, "")
-
-
-def list_datasets(base):
-    """Prepared datasets: folders of data/ with train.bin and val.bin."""
-    folder = os.path.join(base, "data")
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    return sorted(n for n in names if not n.startswith(".")
-                  and all(os.path.isfile(os.path.join(folder, n, f)) for f in ("train.bin", "val.bin")))
-
-
-def list_runs(base):
-    """The out* folders that hold a checkpoint."""
-    return sorted(n for n in os.listdir(base)
-                  if n.startswith("out") and os.path.isfile(os.path.join(base, n, checkpoint.CKPT_NAME)))
-
-
-# shipped with the code (in the repository, whatever --root is): sampled with no training at all
-SHIPPED_MODELS = ("pretrained/hlm", "pretrained/poetry")
-
-
-def sample_choices(base):
-    """The Sample tab's list: the shipped models, then the runs under base."""
-    shipped = [m for m in SHIPPED_MODELS if os.path.isfile(os.path.join(REPO, m, checkpoint.CKPT_NAME))]
-    return shipped + list_runs(base)
-
-
-def arg_path(path, base):
-    """How a path is passed to train.py (run in the repository): relative there when it can be."""
-    return os.path.relpath(path, REPO) if base == REPO else path
-
-
-def list_configs():
-    return sorted(n for n in os.listdir(os.path.join(REPO, "config")) if n.endswith(".py"))
-
-
-# -----------------------------------------------------------------------------
-# Data: prepare with charlevel.py, as data/chinese/prepare.py does
-
-
-def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize, vocab_arg=None):
-    args = changed_args(CHINESE_ARGS, input=input_arg, vocab_from=vocab_arg, out_dir=out_arg,
-                        val_fraction=val_fraction, block_size=block_size, normalize=normalize)
-    return shlex.join(["python", "data/chinese/prepare.py", *args])
-
-
-def changed_args(parser, **values):
-    """--key=value for each value given (not None) that is not the prepare.py parser's default."""
-    return [f"--{k}={v}" for k, v in values.items() if v is not None and v != parser.get_default(k)]
-
-
-def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit_mb, lang, log, vocab=""):
-    """Copy the uploads to data/<name>/input/ and prepare them there, as
-    `prepare.py --input=data/<name>/input --out_dir=data/<name> [--vocab_from=MODEL]` would. On any failure
-    the folder, which did not exist before, is removed: nothing on disk changes. vocab: a model on the
-    Sample tab's list (a shipped one or a run) whose vocabulary the dataset extends, or ''."""
-    check_name(name, "dataset", lang)
-    vocab_dir = sample_dir(base, vocab, lang) if vocab else None
-    if not files:
-        raise UserError(text("msg.no_files", lang))
-    size = sum(os.path.getsize(f) for f in files)
-    if size > limit_mb * 2**20:  # MB as gradio counts them for its per-file limit (launch's max_file_size)
-        raise UserError(text("msg.too_big", lang).format(mb=size / 2**20, limit=limit_mb))
-    out = os.path.join(base, "data", name)
-    if os.path.exists(out):
-        raise UserError(text("msg.exists", lang).format(name=name, path=shown(out, base)))
-    charlevel.check_options(val_fraction, block_size)
-    folder = os.path.join(out, "input")
-    try:
-        os.makedirs(folder)
-        for i, f in enumerate(files):  # uploads keep their names; a repeated name gets a number
-            stem = os.path.basename(f)
-            dest = os.path.join(folder, stem if not os.path.exists(os.path.join(folder, stem)) else f"{i}-{stem}")
-            shutil.copyfile(f, dest)
-        stats = charlevel.prepare_input(folder, out, val_fraction, block_size, normalize, log, vocab_dir)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    vocab_arg = vocab if vocab in SHIPPED_MODELS else vocab_dir and arg_path(vocab_dir, base)
-    return stats, prepare_command(arg_path(folder, base), arg_path(out, base), val_fraction, block_size, normalize,
-                                  vocab_arg)
-
-
-def prepare_poems(base, val_fraction, block_size, log):
-    """`python data/poetry/prepare.py --include=tang,ci`: the chinese-poetry package (npm pack fetches it once)."""
-    out = os.path.join(base, "data", "poetry")
-    os.makedirs(out, exist_ok=True)
-    stats = poetry_prepare.prepare_poetry(poetry_prepare.resolve_source(None, out, log), out, ("tang", "ci"),
-                                          val_fraction=val_fraction, block_size=block_size, log=log)
-    args = changed_args(POETRY_ARGS, include="tang,ci", out_dir=arg_path(out, base) if base != REPO else None,
-                        val_fraction=val_fraction, block_size=block_size)
-    return stats, shlex.join(["python", "data/poetry/prepare.py", *args])
-
-
-def prepare_builtin(base, val_fraction, block_size, normalize, log):
-    """`python data/chinese/prepare.py`: data/chinese/input.txt, else the built-in 红楼梦 written there."""
-    charlevel.check_options(val_fraction, block_size)
-    out = os.path.join(base, "data", "chinese")
-    path = charlevel.resolve_source(out, functools.partial(chinese_prepare.write_builtin_corpus, log=log), "", log=log)
-    stats = charlevel.prepare_input(path, out, val_fraction, block_size, normalize, log)
-    out_arg = arg_path(out, base) if base != REPO else None  # data/chinese is prepare.py's default
-    return stats, prepare_command(None, out_arg, val_fraction, block_size, normalize)
-
-
-# -----------------------------------------------------------------------------
-# Train: train.py as a process of its own; its state on disk in out_dir
-
-
-def train_argv(base, config, dataset, out_name, fields, resume):
-    """train.py's arguments: the config, then --key=value for each box that differs from it."""
-    if config not in list_configs():  # a config file is run as Python: only the repository's own
-        raise UserError(f"config '{config}' is not one of config/*.py: {', '.join(list_configs())}")
-    config_path = os.path.join(REPO, "config", config)
-    start = configure(train.DEFAULTS, [config_path], train.__file__)
-    argv = [os.path.join("config", config)]
-    data_arg = dataset if base == REPO else os.path.join(base, "data", dataset)
-    out_arg = arg_path(os.path.join(base, out_name), base)
-    for key, value in [("dataset", data_arg), ("out_dir", out_arg), *zip(FIELD_KEYS, fields)]:
-        value = str(value).strip()
-        if key == "init_from" and value.startswith("out") and os.path.isdir(os.path.join(base, value)):
-            value = arg_path(os.path.join(base, value), base)  # fine-tune a run of the page's: its folder
-        if value != str(start[key]):
-            argv.append(f"--{key}={value}")
-    if resume:
-        argv.append("--init_from=resume")
-    configure(train.DEFAULTS, [config_path, *argv[1:]], train.__file__)  # a box train.py cannot parse: its line
-    return argv
-
-
-def loss_frame(run_dir):
-    """log.csv as the plot's rows: iter, loss, split (train or val)."""
-    rows = read_log(run_dir)
-    points = [(r["iter"], r[f"{split}_loss"], split) for split in ("train", "val") for r in rows]
-    return pd.DataFrame(points, columns=["iter", "loss", "split"])
-
-
-# -----------------------------------------------------------------------------
-# Runs and Sample
-
-
-def run_summary(base, name):
-    """One row of the Runs table, from the run's ckpt.pt (and web_run.json if the page started it)."""
-    run_dir = os.path.join(base, name)
-    try:
-        ckpt = load_checkpoint(run_dir)
-    except UserError as e:
-        return [name, "", "", None, None, f"error: {e}"]
-    args = ckpt["model_args"]
-    params = checkpoint.num_params(ckpt) / 1e6
-    size = f"{args['n_layer']}x{args['n_head']}x{args['n_embd']}, {params:.2f}M"
-    dataset = os.path.basename(str((ckpt.get("config") or {}).get("dataset", "")))
-    st = status.read_status(run_dir)
-    state = "running" if status.is_running(st) else (st["state"] if st else "")
-    return [name, dataset, size, ckpt["iter_num"], round(float(ckpt["best_val_loss"]), 4), state]
-
-
-def sample_command(run_arg, cfg):
-    keys = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-            "seed", "form", "acrostic", "rhyme")
-    args = [f"--{k}={cfg[k]}" for k in keys if cfg[k] != sample.DEFAULTS[k]]
-    return shlex.join(["python", "sample.py", f"--out_dir={run_arg}", *args])
-
-
-def show_samples(texts):
-    """As sample.py's --out_file writes them: each text, then the separator line."""
-    return "".join(f"{t}\n{sample.SEPARATOR}\n" for t in texts)
 
 
 # -----------------------------------------------------------------------------
@@ -446,7 +259,7 @@ def wire(base, limit_mb, lang, data, tr, runs, sm):
 
 
 # -----------------------------------------------------------------------------
-# handlers: each a few lines around a function above or a script's own
+# handlers: each a few lines around a function below or a script's own
 
 
 def pick_list(choices, current):
@@ -633,6 +446,191 @@ def note_lines(lines, base):
     """sample.py's stderr lines as Markdown paragraphs, shown literally: a quoted passage of the
     corpus may hold * or _ that Markdown would read as emphasis."""
     return "\n\n".join(re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", shown(line, base)) for line in lines)
+
+
+# -----------------------------------------------------------------------------
+# names and folders: the page writes only under root/data/<name> and root/out*
+
+
+def check_name(name, what, lang):
+    """A dataset or run name is one plain folder name: ../x, /x, .hidden and a/b are refused."""
+    if (not name or name != name.strip() or name.startswith(".") or any(c in name for c in "/\\:\0")
+            or name != os.path.basename(name)):
+        raise UserError(text("msg.bad_name", lang).format(what=what, name=name))
+    return name
+
+
+def check_run_name(name, lang):
+    check_name(name, "run", lang)
+    if not name.startswith("out"):
+        raise UserError(text("msg.not_out", lang).format(name=name))
+    return name
+
+
+def shown(s, base):
+    """Paths under root written relative to it, as the same command run from root prints them."""
+    return str(s).replace(base.rstrip(os.sep) + os.sep, "")
+
+
+def list_datasets(base):
+    """Prepared datasets: folders of data/ with train.bin and val.bin."""
+    folder = os.path.join(base, "data")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(n for n in names if not n.startswith(".")
+                  and all(os.path.isfile(os.path.join(folder, n, f)) for f in ("train.bin", "val.bin")))
+
+
+def list_runs(base):
+    """The out* folders that hold a checkpoint."""
+    return sorted(n for n in os.listdir(base)
+                  if n.startswith("out") and os.path.isfile(os.path.join(base, n, checkpoint.CKPT_NAME)))
+
+
+def sample_choices(base):
+    """The Sample tab's list: the shipped models, then the runs under base."""
+    shipped = [m for m in SHIPPED_MODELS if os.path.isfile(os.path.join(REPO, m, checkpoint.CKPT_NAME))]
+    return shipped + list_runs(base)
+
+
+def arg_path(path, base):
+    """How a path is passed to train.py (run in the repository): relative there when it can be."""
+    return os.path.relpath(path, REPO) if base == REPO else path
+
+
+def list_configs():
+    return sorted(n for n in os.listdir(os.path.join(REPO, "config")) if n.endswith(".py"))
+
+
+# -----------------------------------------------------------------------------
+# Data: prepare with charlevel.py, as data/chinese/prepare.py does
+
+
+def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize, vocab_arg=None):
+    args = changed_args(CHINESE_ARGS, input=input_arg, vocab_from=vocab_arg, out_dir=out_arg,
+                        val_fraction=val_fraction, block_size=block_size, normalize=normalize)
+    return shlex.join(["python", "data/chinese/prepare.py", *args])
+
+
+def changed_args(parser, **values):
+    """--key=value for each value given (not None) that is not the prepare.py parser's default."""
+    return [f"--{k}={v}" for k, v in values.items() if v is not None and v != parser.get_default(k)]
+
+
+def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit_mb, lang, log, vocab=""):
+    """Copy the uploads to data/<name>/input/ and prepare them there, as
+    `prepare.py --input=data/<name>/input --out_dir=data/<name> [--vocab_from=MODEL]` would. On any failure
+    the folder, which did not exist before, is removed: nothing on disk changes. vocab: a model on the
+    Sample tab's list (a shipped one or a run) whose vocabulary the dataset extends, or ''."""
+    check_name(name, "dataset", lang)
+    vocab_dir = sample_dir(base, vocab, lang) if vocab else None
+    if not files:
+        raise UserError(text("msg.no_files", lang))
+    size = sum(os.path.getsize(f) for f in files)
+    if size > limit_mb * 2**20:  # MB as gradio counts them for its per-file limit (launch's max_file_size)
+        raise UserError(text("msg.too_big", lang).format(mb=size / 2**20, limit=limit_mb))
+    out = os.path.join(base, "data", name)
+    if os.path.exists(out):
+        raise UserError(text("msg.exists", lang).format(name=name, path=shown(out, base)))
+    charlevel.check_options(val_fraction, block_size)
+    folder = os.path.join(out, "input")
+    try:
+        os.makedirs(folder)
+        for i, f in enumerate(files):  # uploads keep their names; a repeated name gets a number
+            stem = os.path.basename(f)
+            dest = os.path.join(folder, stem if not os.path.exists(os.path.join(folder, stem)) else f"{i}-{stem}")
+            shutil.copyfile(f, dest)
+        stats = charlevel.prepare_input(folder, out, val_fraction, block_size, normalize, log, vocab_dir)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    vocab_arg = vocab if vocab in SHIPPED_MODELS else vocab_dir and arg_path(vocab_dir, base)
+    return stats, prepare_command(arg_path(folder, base), arg_path(out, base), val_fraction, block_size, normalize,
+                                  vocab_arg)
+
+
+def prepare_poems(base, val_fraction, block_size, log):
+    """`python data/poetry/prepare.py --include=tang,ci`: the chinese-poetry package (npm pack fetches it once)."""
+    out = os.path.join(base, "data", "poetry")
+    os.makedirs(out, exist_ok=True)
+    stats = poetry_prepare.prepare_poetry(poetry_prepare.resolve_source(None, out, log), out, ("tang", "ci"),
+                                          val_fraction=val_fraction, block_size=block_size, log=log)
+    args = changed_args(POETRY_ARGS, include="tang,ci", out_dir=arg_path(out, base) if base != REPO else None,
+                        val_fraction=val_fraction, block_size=block_size)
+    return stats, shlex.join(["python", "data/poetry/prepare.py", *args])
+
+
+def prepare_builtin(base, val_fraction, block_size, normalize, log):
+    """`python data/chinese/prepare.py`: data/chinese/input.txt, else the built-in 红楼梦 written there."""
+    charlevel.check_options(val_fraction, block_size)
+    out = os.path.join(base, "data", "chinese")
+    path = charlevel.resolve_source(out, functools.partial(chinese_prepare.write_builtin_corpus, log=log), "", log=log)
+    stats = charlevel.prepare_input(path, out, val_fraction, block_size, normalize, log)
+    out_arg = arg_path(out, base) if base != REPO else None  # data/chinese is prepare.py's default
+    return stats, prepare_command(None, out_arg, val_fraction, block_size, normalize)
+
+
+# -----------------------------------------------------------------------------
+# Train: train.py's command line from the boxes (babygpt/jobs.py runs it as a process of its own)
+
+
+def train_argv(base, config, dataset, out_name, fields, resume):
+    """train.py's arguments: the config, then --key=value for each box that differs from it."""
+    if config not in list_configs():  # a config file is run as Python: only the repository's own
+        raise UserError(f"config '{config}' is not one of config/*.py: {', '.join(list_configs())}")
+    config_path = os.path.join(REPO, "config", config)
+    start = configure(train.DEFAULTS, [config_path], train.__file__)
+    argv = [os.path.join("config", config)]
+    data_arg = dataset if base == REPO else os.path.join(base, "data", dataset)
+    out_arg = arg_path(os.path.join(base, out_name), base)
+    for key, value in [("dataset", data_arg), ("out_dir", out_arg), *zip(FIELD_KEYS, fields)]:
+        value = str(value).strip()
+        if key == "init_from" and value.startswith("out") and os.path.isdir(os.path.join(base, value)):
+            value = arg_path(os.path.join(base, value), base)  # fine-tune a run of the page's: its folder
+        if value != str(start[key]):
+            argv.append(f"--{key}={value}")
+    if resume:
+        argv.append("--init_from=resume")
+    configure(train.DEFAULTS, [config_path, *argv[1:]], train.__file__)  # a box train.py cannot parse: its line
+    return argv
+
+
+def loss_frame(run_dir):
+    """log.csv as the plot's rows: iter, loss, split (train or val)."""
+    rows = read_log(run_dir)
+    points = [(r["iter"], r[f"{split}_loss"], split) for split in ("train", "val") for r in rows]
+    return pd.DataFrame(points, columns=["iter", "loss", "split"])
+
+
+# -----------------------------------------------------------------------------
+# Runs and Sample
+
+
+def run_summary(base, name):
+    """One row of the Runs table, from the run's ckpt.pt (and web_run.json if the page started it)."""
+    run_dir = os.path.join(base, name)
+    try:
+        ckpt = load_checkpoint(run_dir)
+    except UserError as e:
+        return [name, "", "", None, None, f"error: {e}"]
+    args = ckpt["model_args"]
+    params = checkpoint.num_params(ckpt) / 1e6
+    size = f"{args['n_layer']}x{args['n_head']}x{args['n_embd']}, {params:.2f}M"
+    dataset = os.path.basename(str((ckpt.get("config") or {}).get("dataset", "")))
+    st = status.read_status(run_dir)
+    state = "running" if status.is_running(st) else (st["state"] if st else "")
+    return [name, dataset, size, ckpt["iter_num"], round(float(ckpt["best_val_loss"]), 4), state]
+
+
+def sample_command(run_arg, cfg):
+    keys = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
+            "seed", "form", "acrostic", "rhyme")
+    args = [f"--{k}={cfg[k]}" for k in keys if cfg[k] != sample.DEFAULTS[k]]
+    return shlex.join(["python", "sample.py", f"--out_dir={run_arg}", *args])
+
+
+def show_samples(texts):
+    """As sample.py's --out_file writes them: each text, then the separator line."""
+    return "".join(f"{t}\n{sample.SEPARATOR}\n" for t in texts)
 
 
 # -----------------------------------------------------------------------------

@@ -76,6 +76,9 @@ PRESETS = {
     # on a dataset prepared with --vocab_from=pretrained/hlm (the Data tab's vocabulary choice)
     "finetune": ("finetune_chinese.py", {}),
 }
+# the sample.py settings the Sample tab sets, in the order its boxes go to on_sample (and the page's API)
+SAMPLE_KEYS = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
+               "seed", "form", "acrostic", "rhyme", "tone", "rhyme_book")
 # the boxes the note's passes over the corpus come from
 PASS_KEYS = ("batch_size", "block_size", "gradient_accumulation_steps", "max_iters", "passes")
 
@@ -140,7 +143,8 @@ def data_tab(base, lang):
             with gr.Row():
                 default = CHINESE_ARGS.get_default  # prepare.py's own defaults
                 c["val"] = gr.Number(default("val_fraction"), elem_id="ds_val", **texts("ds_val", lang))
-                c["block"] = gr.Number(default("block_size"), precision=0, elem_id="ds_block", **texts("ds_block", lang))
+                c["block"] = gr.Number(default("block_size"), precision=0, elem_id="ds_block",
+                                       **texts("ds_block", lang))
                 c["norm"] = gr.Radio(["none", "halfwidth"], value=default("normalize"), elem_id="ds_norm",
                                      **texts("ds_norm", lang))
             c["vocab"] = gr.Dropdown(["", *sample_choices(base)], value="", allow_custom_value=True,  # runs come later
@@ -198,28 +202,32 @@ def runs_tab(lang):
 
 
 def sample_tab(lang):
-    c = {}
+    """The Sample tab; its boxes keyed by the sample.py settings they set (SAMPLE_KEYS), defaults sample.py's."""
+    c, default = {}, sample.DEFAULTS
     with gr.Row():
         with gr.Column(scale=1):
             c["run"] = gr.Dropdown([], allow_custom_value=True, elem_id="sm_run", **texts("sm_run", lang))
             c["ckpt"] = gr.Radio([checkpoint.CKPT_NAME, checkpoint.BEST_NAME], value=checkpoint.CKPT_NAME,
                                  elem_id="sm_ckpt", **texts("sm_ckpt", lang))
-            c["prompt"] = gr.Textbox("宝玉", elem_id="sm_prompt", **texts("sm_prompt", lang))
-            c["n"] = gr.Slider(1, 10, value=2, step=1, elem_id="sm_n", **texts("sm_n", lang))
-            c["len"] = gr.Slider(1, 2000, value=300, step=1, elem_id="sm_len", **texts("sm_len", lang))
-            c["temp"] = gr.Slider(0, 2, value=sample.DEFAULTS["temperature"], step=0.05, elem_id="sm_temp",
-                                  **texts("sm_temp", lang))
-            c["topk"] = gr.Number(sample.DEFAULTS["top_k"], precision=0, elem_id="sm_topk", **texts("sm_topk", lang))
-            c["topp"] = gr.Slider(0.05, 1, value=sample.DEFAULTS["top_p"], step=0.05, elem_id="sm_topp",
-                                  **texts("sm_topp", lang))
-            c["rep"] = gr.Slider(0.5, 2, value=sample.DEFAULTS["repetition_penalty"], step=0.05, elem_id="sm_rep",
-                                 **texts("sm_rep", lang))
-            c["seed"] = gr.Number(sample.DEFAULTS["seed"], precision=0, elem_id="sm_seed", **texts("sm_seed", lang))
+            c["start"] = gr.Textbox("宝玉", elem_id="sm_prompt", **texts("sm_prompt", lang))
+            c["num_samples"] = gr.Slider(1, 10, value=2, step=1, elem_id="sm_n", **texts("sm_n", lang))
+            c["max_new_tokens"] = gr.Slider(1, 2000, value=300, step=1, elem_id="sm_len", **texts("sm_len", lang))
+            c["temperature"] = gr.Slider(0, 2, value=default["temperature"], step=0.05, elem_id="sm_temp",
+                                         **texts("sm_temp", lang))
+            c["top_k"] = gr.Number(default["top_k"], precision=0, elem_id="sm_topk", **texts("sm_topk", lang))
+            c["top_p"] = gr.Slider(0.05, 1, value=default["top_p"], step=0.05, elem_id="sm_topp",
+                                   **texts("sm_topp", lang))
+            c["repetition_penalty"] = gr.Slider(0.5, 2, value=default["repetition_penalty"], step=0.05,
+                                                elem_id="sm_rep", **texts("sm_rep", lang))
+            c["seed"] = gr.Number(default["seed"], precision=0, elem_id="sm_seed", **texts("sm_seed", lang))
             with gr.Accordion(open=False, elem_id="sm_poem", **texts("sm_poem", lang)):
-                c["form"] = gr.Dropdown(["", *poetry.FORMS], value="", allow_custom_value=True, elem_id="sm_form",
-                                        **texts("sm_form", lang))
-                c["acrostic"] = gr.Textbox("", elem_id="sm_acrostic", **texts("sm_acrostic", lang))
-                c["rhyme"] = gr.Checkbox(False, elem_id="sm_rhyme", **texts("sm_rhyme", lang))
+                c["form"] = gr.Dropdown(["", *poetry.FORMS, poetry.COUPLET], value=default["form"],
+                                        allow_custom_value=True, elem_id="sm_form", **texts("sm_form", lang))
+                c["acrostic"] = gr.Textbox(default["acrostic"], elem_id="sm_acrostic", **texts("sm_acrostic", lang))
+                with gr.Row():
+                    c["tone"] = gr.Checkbox(default["tone"], elem_id="sm_tone", **texts("sm_tone", lang))
+                    c["rhyme"] = gr.Checkbox(default["rhyme"], elem_id="sm_rhyme", **texts("sm_rhyme", lang))
+                c["rhyme_book"] = gr.Radio(value=default["rhyme_book"], elem_id="sm_book", **texts("sm_book", lang))
             c["go"] = gr.Button(variant="primary", elem_id="sm_go", **texts("sm_go", lang))
         with gr.Column(scale=2):
             c["notes"] = gr.Markdown(elem_id="sm_notes")
@@ -252,8 +260,7 @@ def wire(base, limit_mb, lang, data, tr, runs, sm):
                      show_progress="hidden")
     runs["refresh"].click(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name="runs")
     runs["pick"].change(functools.partial(on_curve, base), runs["pick"], runs["plot"], api_name="run_curve")
-    inputs = [sm[k] for k in ("run", "ckpt", "prompt", "n", "len", "temp", "topk", "topp", "rep", "seed", "form",
-                              "acrostic", "rhyme")] + [lang]
+    inputs = [sm["run"], *(sm[k] for k in SAMPLE_KEYS), lang]
     sm["run"].change(functools.partial(on_sample_run, base), sm["run"], sm["form"], api_name=False)
     sm["go"].click(functools.partial(on_sample, base), inputs, [sm["out"], sm["notes"], sm["cmd"]], api_name="sample")
 
@@ -415,19 +422,17 @@ def on_sample_run(base, run):
         meta = load_meta(os.path.join(sample_dir(base, run, "en"), checkpoint.META_NAME))
     except UserError:  # no run yet, a GPT-2 run without meta.pkl
         meta = {}
-    return gr.update(choices=["", *poetry.FORMS, *sorted(meta.get("ci_forms", {}))])
+    return gr.update(choices=["", *poetry.FORMS, poetry.COUPLET, *sorted(meta.get("ci_forms", {}))])
 
 
-def on_sample(base, run, ckpt, prompt, n, length, temperature, top_k, top_p, penalty, seed, form, acrostic, rhyme,
-              lang):
-    """Stream the samples as they grow, through sample.py's own functions, then its copy report."""
+def on_sample(base, run, *rest):
+    """Stream the samples as they grow, through sample.py's own functions, then its copy report.
+    rest: the boxes of SAMPLE_KEYS, then the page's language."""
+    *values, lang = rest
     notes = []
     try:
         run_dir = sample_dir(base, run, lang)
-        cfg = dict(sample.DEFAULTS, out_dir=run_dir, ckpt=ckpt or "", start=prompt or "", num_samples=int(n),
-                   max_new_tokens=int(length), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                   repetition_penalty=float(penalty), seed=int(seed), form=(form or "").strip(),
-                   acrostic=(acrostic or "").strip(), rhyme=bool(rhyme))
+        cfg = sample_settings(run_dir, dict(zip(SAMPLE_KEYS, values)))
         samples = sample.start_samples(cfg, warn=notes.append)
     except (UserError, ConfigError) as e:
         yield "", f"error: {shown(e, base)}", ""
@@ -621,10 +626,18 @@ def run_summary(base, name):
     return [name, dataset, size, ckpt["iter_num"], round(float(ckpt["best_val_loss"]), 4), state]
 
 
+def sample_settings(run_dir, values):
+    """The Sample tab's boxes ({key: value} of SAMPLE_KEYS) as sample.py's settings, of sample.py's types."""
+    cfg = dict(sample.DEFAULTS, out_dir=run_dir)
+    for key, value in values.items():
+        kind = type(sample.DEFAULTS[key])
+        cfg[key] = kind(value or "") if kind is str else kind(value)
+    cfg["form"], cfg["acrostic"] = cfg["form"].strip(), cfg["acrostic"].strip()
+    return cfg
+
+
 def sample_command(run_arg, cfg):
-    keys = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-            "seed", "form", "acrostic", "rhyme")
-    args = [f"--{k}={cfg[k]}" for k in keys if cfg[k] != sample.DEFAULTS[k]]
+    args = [f"--{k}={cfg[k]}" for k in SAMPLE_KEYS if cfg[k] != sample.DEFAULTS[k]]
     return shlex.join(["python", "sample.py", f"--out_dir={run_arg}", *args])
 
 

@@ -182,6 +182,14 @@ def test_samples_stream_into_the_page(browser):
     assert notes.startswith("copy report, sample 1: longest copied passage"), f"sample.py's report, shown: {notes}"
 
 
+def generate(driver, what, done):
+    """Click Generate; the first sample once done(its text) says it is whole. Every update of the text, partial
+    ones too, ends with the separator, so the separator alone does not say generation is over."""
+    driver.find_element(By.ID, "sm_go").click()
+    first = lambda d: value_of(d, "sm_out").split("\n---------------")[0]  # noqa: E731
+    return wait_for(driver, what, lambda d: done(first(d)) and first(d))
+
+
 def test_a_tang_acrostic_is_written_on_the_page(browser):
     """The poem controls, as a person uses them: open them, type the 藏头 characters, generate, read the poem."""
     driver, _, shots = browser
@@ -191,10 +199,10 @@ def test_a_tang_acrostic_is_written_on_the_page(browser):
     type_into(driver, "sm_len", 100)
     driver.find_element(By.CSS_SELECTOR, "#sm_poem button, #sm_poem .label-wrap").click()
     type_into(driver, "sm_acrostic", "满一都谁")
-    driver.find_element(By.ID, "sm_go").click()
-    out = wait_for(driver, "the poem", lambda d: "---------------" in value_of(d, "sm_out") and value_of(d, "sm_out"))
+    # whole: four lines, each closed; and short, not the 2,000 characters the last test left in the box
+    whole = lambda t: sum(c in poetry.LINE_END for c in poetry.split_title(t)[1]) >= 4 and len(t) < 200  # noqa: E731
+    poem = generate(driver, "the poem", whole)
     driver.save_screenshot(str(shots / "5-acrostic.png"))
-    poem = out.split("\n---------------")[0]
     heads = [line[0] for line in poetry.poem_lines(poetry.split_title(poem)[1])]
     assert heads == list("满一都谁"), f"the page should show a 藏头诗 whose lines start with 满一都谁:\n{poem}"
     assert "--acrostic=满一都谁" in value_of(driver, "sm_cmd"), "the command line should carry --acrostic"
@@ -287,10 +295,9 @@ def test_a_couplet_is_written_on_the_page(browser):
     assert driver.find_element(By.CSS_SELECTOR, "#sm_rhyme input").is_selected(), "rhyme should be on (sample.py's)"
     book = driver.find_element(By.CSS_SELECTOR, "#sm_book input:checked").get_attribute("value")
     assert book == "pingshui", f"the 平水韵 should be the rhyme book the page opens with, not {book}"
-    driver.find_element(By.ID, "sm_go").click()
-    out = wait_for(driver, "the 下联", lambda d: "---------------" in value_of(d, "sm_out") and value_of(d, "sm_out"))
+    out = generate(driver, "the 下联", lambda t: "\n" in t and len(t.split("\n")[1]) >= len(upper))
     driver.save_screenshot(str(shots / "9-couplet.png"))
-    rows = out.split("\n---------------")[0].split("\n")
+    rows = out.split("\n")
     assert len(rows) == 2 and rows[0] == upper, f"the 上联 on its row, the 下联 on the next:\n{out}"
     lower = rows[1]
     assert len(lower) == len(upper) and lower.index("，") == upper.index("，") and lower != upper, \

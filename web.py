@@ -8,22 +8,18 @@ A local web page over babygpt's scripts: prepare a dataset, train, watch the los
 
 The page is wiring, not a second implementation: Data calls charlevel.py (as prepare.py does),
 Train runs the real `python train.py <config> --key=value ...` as a process of its own (it goes on
-when the page is closed; Stop sends it Ctrl-C), Sample calls sample.py's sample generator. A run's state
-lives on disk in its out_dir: status.json and log.csv, which train.py keeps (status.py), and web_run.json,
-the command the page started; so a reopened page or a second tab finds it. train.log is for people to read.
+when the page is closed; Stop sends it Ctrl-C; babygpt/jobs.py starts, stops and reads it), Sample calls
+sample.py's sample generator. A run's state lives on disk in its out_dir (status.json, log.csv, web_run.json),
+so a reopened page or a second tab finds it. The page's texts, 中文 and English, are in babygpt/webtext.py.
 """
 
 import functools
-import json
 import os
 import re
 import shlex
 import shutil
 import signal
-import subprocess
 import sys
-import threading
-import time
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no telemetry, also from gradio's import
 
@@ -35,14 +31,17 @@ from babygpt import charlevel  # noqa: E402  what every prepare.py runs
 from data.chinese import prepare as chinese_prepare  # noqa: E402  its built-in 红楼梦 writer
 from data.poetry import prepare as poetry_prepare  # noqa: E402  the 唐诗/宋词 corpus
 import sample  # noqa: E402
+import train  # noqa: E402  its settings, train.DEFAULTS, as bench.py reads them (the page runs it as a process)
 from babygpt import poetry  # noqa: E402
+from babygpt import jobs  # noqa: E402  starting, stopping and reading a train.py run
 from babygpt import status  # noqa: E402
 from babygpt import checkpoint  # noqa: E402  (its CKPT_NAME by module: a str imported here would become a setting)
-from babygpt.checkpoint import atomic_write, load_checkpoint, load_meta, model_from_checkpoint  # noqa: E402
+from babygpt.checkpoint import load_checkpoint, load_meta  # noqa: E402
 from configurator import configure, documented_keys, settings  # noqa: E402
 from babygpt.progress import read_log  # noqa: E402
-from babygpt.errors import UserError, run_main
+from babygpt.errors import UserError, run_main  # noqa: E402
 from babygpt.runtime import LOCAL_HOSTS  # noqa: E402
+from babygpt.webtext import STRINGS  # noqa: E402  every text on the page, 中文 and English
 
 
 # -----------------------------------------------------------------------------
@@ -56,131 +55,16 @@ max_upload_mb = 200     # largest upload, in MB, per file and for all files of o
 DEFAULTS = settings(globals())
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-TRAIN = os.path.join(REPO, "train.py")
-JOB_FILE = "web_run.json"  # in out_dir: the train.py the page started (pid and its start, command, log offset)
-LOG_FILE = "train.log"     # in out_dir: train.py's stdout and stderr, appended run after run
-TRAIN_HELP = documented_keys(TRAIN)  # {key: (default, comment)}: the source of train.py --help
-# train.py's settings as its source assigns them (the page runs train.py, it does not import it)
-TRAIN_DEFAULTS = {k: default for k, (default, _) in TRAIN_HELP.items() if k.islower()}
-FIELD_KEYS = [k for k in TRAIN_DEFAULTS if k not in ("dataset", "out_dir")]
+# the comment beside each of train.py's settings, as train.py --help prints it
+TRAIN_NOTES = {key: note for key, (_, note) in documented_keys(train.__file__).items()}
+FIELD_KEYS = [k for k in train.DEFAULTS if k not in ("dataset", "out_dir")]
+# the prepare.py command lines, for their defaults: a command the page shows leaves those out
+CHINESE_ARGS = charlevel.build_parser("", chinese_prepare.HERE, "")
+POETRY_ARGS = poetry_prepare.build_parser()
 RUN_COLUMNS = ["run", "dataset", "model (layers x heads x dims)", "iterations", "best val loss", "state"]
+# shipped with the code (in the repository, whatever --root is): sampled with no training at all
+SHIPPED_MODELS = ("pretrained/hlm", "pretrained/poetry")
 THEME = gr.themes.Default(font=["system-ui", "sans-serif"], font_mono=["monospace"])  # no web fonts: works offline
-_start_lock = threading.Lock()  # two Start clicks at the same moment must not both start a run
-
-# Every text on the page, 中文 then English, keyed "elem_id.attribute" (the language switch sets
-# them all) or "msg.name" (what the handlers say; {} fields are filled in).
-STRINGS = {
-    "title.value": ("## babygpt：准备数据、训练、生成\n每个按钮运行的都是命令行脚本本身，并显示对应的命令。",
-                    "## babygpt: prepare, train, sample\nEvery button runs the command-line scripts themselves "
-                    "and shows the matching command."),
-    "lang.label": ("语言", "Language"),
-    "tab_data.label": ("数据", "Data"),
-    "tab_train.label": ("训练", "Train"),
-    "tab_runs.label": ("运行记录", "Runs"),
-    "tab_sample.label": ("生成", "Sample"),
-    "ds_source.label": ("文本", "Text"),
-    "ds_source.choices": ([("内置《红楼梦》", "builtin"), ("唐诗与宋词（chinese-poetry）", "poetry"),
-                           ("上传 .txt 文件", "upload")],
-                          [("built-in 红楼梦", "builtin"), ("唐诗 and 宋词 (chinese-poetry)", "poetry"),
-                           ("upload .txt files", "upload")]),
-    "ds_files.label": ("上传 .txt（UTF-8 或 GBK/GB18030，可多个）",
-                       ".txt files (UTF-8 or GBK/GB18030, one or more)"),
-    "ds_name.label": ("数据集名称", "Dataset name"),
-    "ds_name.info": ("普通名称，保存到 data/<名称>/；内置文本固定为 chinese",
-                     "a plain name; saved to data/<name>/ (the built-in text is always chinese)"),
-    "ds_val.label": ("验证集比例 --val_fraction", "--val_fraction (share kept for validation)"),
-    "ds_block.label": ("--block_size（每部分须更长）", "--block_size (each split must be longer)"),
-    "ds_norm.label": ("--normalize（全角转半角）", "--normalize (full-width to ASCII)"),
-    "ds_vocab.label": ("词表 --vocab_from（上传的文本）", "--vocab_from (for an upload)"),
-    "ds_vocab.info": ("空着：自己的词表。选一个模型：保留它的词表并追加新字，之后可在“训练”页从它微调",
-                      "empty: its own vocabulary. A model: keep its vocabulary and append the new characters, "
-                      "to fine-tune that model on the Train tab"),
-    "ds_go.value": ("准备数据集", "Prepare dataset"),
-    "ds_cmd.label": ("对应的命令", "The same on the command line"),
-    "ds_report.label": ("prepare 的报告", "prepare's report"),
-    "tr_preset.label": ("建议的规模", "Suggested size"),
-    "tr_preset.choices": ([("CPU 上约 1 分钟试跑", "look"), ("CPU 演示（约 2-3 分钟）", "cpu"),
-                           ("GPU 配置（config/train_chinese.py）", "gpu"),
-                           ("从内置模型微调（config/finetune_chinese.py）", "finetune")],
-                          [("~1-minute look on a CPU", "look"), ("the CPU demo (~2-3 min)", "cpu"),
-                           ("the GPU config (config/train_chinese.py)", "gpu"),
-                           ("fine-tune the shipped model (config/finetune_chinese.py)", "finetune")]),
-    "tr_config.label": ("起始配置 config/", "Starting config (config/)"),
-    "tr_dataset.label": ("数据集 --dataset", "--dataset"),
-    "tr_out.label": ("运行目录 --out_dir（以 out 开头的普通名称）",
-                     "--out_dir (a plain name starting with out)"),
-    "tr_keys.label": ("train.py 的全部设置（默认值与说明来自 train.py --help）",
-                      "Every train.py setting (default and meaning from train.py --help)"),
-    "tr_start.value": ("开始", "Start"),
-    "tr_stop.value": ("停止（保存后退出）", "Stop (save, then exit)"),
-    "tr_resume.value": ("继续训练", "Resume"),
-    "tr_cmd.label": ("运行的命令", "Command that runs"),
-    "tr_plot.label": ("损失（out_dir/log.csv）", "Loss (out_dir/log.csv)"),
-    "tr_log.label": ("日志最后几行（out_dir/train.log）", "Last lines of the log (out_dir/train.log)"),
-    "runs_refresh.value": ("刷新", "Refresh"),
-    "runs_table.label": ("含 ckpt.pt 的 out* 目录", "out* folders holding a ckpt.pt"),
-    "runs_pick.label": ("损失曲线", "Loss curve of"),
-    "runs_plot.label": ("损失", "Loss"),
-    "sm_run.label": ("运行目录", "Run"),
-    "sm_ckpt.label": ("检查点 --ckpt", "Checkpoint --ckpt"),
-    "sm_ckpt.info": ("ckpt.pt 是最后保存的，best.pt 是验证损失最低的",
-                     "ckpt.pt: the latest save; best.pt: the lowest val loss"),
-    "sm_prompt.label": ("开头 --start", "Prompt --start"),
-    "sm_n.label": ("样本数 --num_samples", "--num_samples"),
-    "sm_len.label": ("每个样本的字数 --max_new_tokens", "--max_new_tokens (characters per sample)"),
-    "sm_temp.label": ("--temperature（0 为贪心）", "--temperature (0: greedy)"),
-    "sm_topk.label": ("--top_k（0 不截断）", "--top_k (0: no cut)"),
-    "sm_topp.label": ("--top_p（1.0 关闭）", "--top_p (1.0: off)"),
-    "sm_rep.label": ("--repetition_penalty（1.0 关闭）", "--repetition_penalty (1.0: off)"),
-    "sm_seed.label": ("--seed", "--seed"),
-    "sm_poem.label": ("诗：格式、藏头、押韵（每个样本一首）", "Poems: form, acrostic, rhyme (one poem per sample)"),
-    "sm_form.label": ("格式 --form（五绝…七律，或数据中的词牌）", "--form (五绝 ... 七律, or a 词牌 of the data)"),
-    "sm_acrostic.label": ("藏头 --acrostic（4 或 8 个字）", "--acrostic (4 or 8 characters: 藏头诗)"),
-    "sm_rhyme.label": ("押韵 --rhyme", "--rhyme (the even lines rhyme)"),
-    "sm_go.value": ("生成", "Generate"),
-    "sm_cmd.label": ("对应的命令", "The same on the command line"),
-    "sm_out.label": ("生成的文本", "Samples"),
-    "msg.prepared": ("已准备数据集 {name}：{chars:,} 字，词表 {vocab_size:,}",
-                     "prepared {name}: {chars:,} characters, vocabulary {vocab_size:,}"),
-    "msg.no_files": ("请选择要上传的 .txt 文件", "choose one or more .txt files to upload"),
-    "msg.too_big": ("上传共 {mb:.1f} MB，超过 {limit} MB 的上限（web.py --max_upload_mb）",
-                    "the upload is {mb:.1f} MB, over the {limit} MB limit (web.py --max_upload_mb)"),
-    "msg.exists": ("数据集 {name} 已存在（{path}）；换个名称，或先删除该目录",
-                   "dataset {name} already exists ({path}); choose another name or delete that folder"),
-    "msg.bad_name": ("{what} '{name}' 不是普通名称：不能含 / 或 \\，不能以点开头，不能为空",
-                     "{what} '{name}' is not a plain name: no / or \\, no leading dot, not empty"),
-    "msg.not_out": ("运行目录 '{name}' 须以 out 开头（如 out-mine），运行都放在 out* 目录里",
-                    "run folder '{name}' must start with out (e.g. out-mine): runs live in the out* folders"),
-    "msg.no_dataset": ("请先选择（或在“数据”页准备）一个数据集",
-                       "pick a dataset (prepare one on the Data tab first)"),
-    "msg.no_run_picked": ("请先选择一个运行目录", "pick a run first"),
-    "msg.busy": ("{out} 中已有训练在运行（pid {pid}）；先停止它，或换一个运行目录",
-                 "a run is already going in {out} (pid {pid}); stop it first or choose another run folder"),
-    "msg.started": ("已开始：pid {pid}", "started: pid {pid}"),
-    "msg.stopping": ("已向 train.py 发送 Ctrl-C（pid {pid}）：它保存检查点后退出；再按一次立即退出",
-                     "sent Ctrl-C to train.py (pid {pid}): it saves a checkpoint and exits; "
-                     "press Stop again to exit at once"),
-    "msg.nothing_running": ("{out} 中没有正在运行的训练", "no run is going in {out}"),
-    "msg.no_job": ("{out}：此页面还没有在这里开始过训练", "{out}: no run started from this page yet"),
-    "msg.running": ("**运行中**（pid {pid}）：第 {iter} / {max_iters} 步{eta}",
-                    "**running** (pid {pid}): iteration {iter} of {max_iters}{eta}"),
-    "msg.eta": ("，预计还需 {eta}", ", about {eta} left"),
-    "msg.starting": ("**启动中**（pid {pid}）…", "**starting** (pid {pid})..."),
-    "msg.finished": ("**已完成**：{iter} 步", "**finished**: {iter} iterations"),
-    "msg.stopped": ("**已停止**：第 {iter} 步 {line}（“继续训练”从检查点接着训练）",
-                    "**stopped** at iteration {iter} {line}(Resume continues from the checkpoint)"),
-    "msg.failed": ("**失败**：{line}", "**failed**: {line}"),
-    "msg.died": ("**已中断**：train.py 在第 {iter} 步（{state}）时意外结束（被强制终止？），没有写下结果；"
-                 "“继续训练”从上次保存的检查点接着训练",
-                 "**died**: train.py ended unexpectedly at iteration {iter} ({state}; killed?) without writing "
-                 "its end; Resume continues from the last saved checkpoint"),
-    "msg.no_status": ("**已结束**：train.py 没有写下 status.json 就退出了，请看下面的日志",
-                      "**ended**: train.py exited before writing its status.json; see the log below"),
-    "msg.suggest": ("本机：{device}。建议：{preset}。{corpus}",
-                    "This machine: {device}. Suggested: {preset}. {corpus}"),
-    "msg.corpus": ("数据集 {name} 有 {train:,} 个训练字符；此设置约看 {passes:.1f} 遍。",
-                   "Dataset {name} has {train:,} training characters; these settings see them ~{passes:.1f} times."),
-}
 
 # Suggested sizes: a starting config and what changes in it
 PRESETS = {
@@ -193,6 +77,9 @@ PRESETS = {
     # on a dataset prepared with --vocab_from=pretrained/hlm (the Data tab's vocabulary choice)
     "finetune": ("finetune_chinese.py", {}),
 }
+# the sample.py settings the Sample tab sets, in the order its boxes go to on_sample (and the page's API)
+SAMPLE_KEYS = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
+               "seed", "form", "acrostic", "rhyme", "tone", "rhyme_book")
 # the boxes the note's passes over the corpus come from
 PASS_KEYS = ("batch_size", "block_size", "gradient_accumulation_steps", "max_iters", "passes")
 
@@ -206,291 +93,6 @@ def texts(elem_id, lang):
     """The keyword arguments that give a component its texts in lang: label=..., info=..."""
     prefix = elem_id + "."
     return {key[len(prefix):]: text(key, lang) for key in STRINGS if key.startswith(prefix)}
-
-
-# -----------------------------------------------------------------------------
-# names and folders: the page writes only under root/data/<name> and root/out*
-
-
-def check_name(name, what, lang):
-    """A dataset or run name is one plain folder name: ../x, /x, .hidden and a/b are refused."""
-    if (not name or name != name.strip() or name.startswith(".") or any(c in name for c in "/\\:\0")
-            or name != os.path.basename(name)):
-        raise UserError(text("msg.bad_name", lang).format(what=what, name=name))
-    return name
-
-
-def check_run_name(name, lang):
-    check_name(name, "run", lang)
-    if not name.startswith("out"):
-        raise UserError(text("msg.not_out", lang).format(name=name))
-    return name
-
-
-def shown(s, base):
-    """Paths under root written relative to it, as the same command run from root prints them."""
-    return str(s).replace(base.rstrip(os.sep) + os.sep, "")
-
-
-def list_datasets(base):
-    """Prepared datasets: folders of data/ with train.bin and val.bin."""
-    folder = os.path.join(base, "data")
-    names = os.listdir(folder) if os.path.isdir(folder) else []
-    return sorted(n for n in names if not n.startswith(".")
-                  and all(os.path.isfile(os.path.join(folder, n, f)) for f in ("train.bin", "val.bin")))
-
-
-def list_runs(base):
-    """The out* folders that hold a checkpoint."""
-    return sorted(n for n in os.listdir(base)
-                  if n.startswith("out") and os.path.isfile(os.path.join(base, n, checkpoint.CKPT_NAME)))
-
-
-# shipped with the code (in the repository, whatever --root is): sampled with no training at all
-SHIPPED_MODELS = ("pretrained/hlm", "pretrained/poetry")
-
-
-def sample_choices(base):
-    """The Sample tab's list: the shipped models, then the runs under base."""
-    shipped = [m for m in SHIPPED_MODELS if os.path.isfile(os.path.join(REPO, m, checkpoint.CKPT_NAME))]
-    return shipped + list_runs(base)
-
-
-def arg_path(path, base):
-    """How a path is passed to train.py (run in the repository): relative there when it can be."""
-    return os.path.relpath(path, REPO) if base == REPO else path
-
-
-def list_configs():
-    return sorted(n for n in os.listdir(os.path.join(REPO, "config")) if n.endswith(".py"))
-
-
-# -----------------------------------------------------------------------------
-# Data: prepare with charlevel.py, as data/chinese/prepare.py does
-
-
-def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize, vocab_arg=None):
-    args = [f"--input={input_arg}"] if input_arg else []
-    args += [f"--vocab_from={vocab_arg}"] if vocab_arg else []
-    args += [f"--out_dir={out_arg}"] if out_arg else []
-    args += [f"--val_fraction={val_fraction}"] if val_fraction != 0.1 else []
-    args += [f"--block_size={block_size}"] if block_size != 256 else []
-    args += [f"--normalize={normalize}"] if normalize != "none" else []
-    return shlex.join(["python", "data/chinese/prepare.py", *args])
-
-
-def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit_mb, lang, log, vocab=""):
-    """Copy the uploads to data/<name>/input/ and prepare them there, as
-    `prepare.py --input=data/<name>/input --out_dir=data/<name> [--vocab_from=MODEL]` would. On any failure
-    the folder, which did not exist before, is removed: nothing on disk changes. vocab: a model on the
-    Sample tab's list (a shipped one or a run) whose vocabulary the dataset extends, or ''."""
-    check_name(name, "dataset", lang)
-    vocab_dir = sample_dir(base, vocab, lang) if vocab else None
-    if not files:
-        raise UserError(text("msg.no_files", lang))
-    size = sum(os.path.getsize(f) for f in files)
-    if size > limit_mb * 2**20:  # MB as gradio counts them for its per-file limit (launch's max_file_size)
-        raise UserError(text("msg.too_big", lang).format(mb=size / 2**20, limit=limit_mb))
-    out = os.path.join(base, "data", name)
-    if os.path.exists(out):
-        raise UserError(text("msg.exists", lang).format(name=name, path=shown(out, base)))
-    charlevel.check_options(val_fraction, block_size)
-    folder = os.path.join(out, "input")
-    try:
-        os.makedirs(folder)
-        for i, f in enumerate(files):  # uploads keep their names; a repeated name gets a number
-            stem = os.path.basename(f)
-            dest = os.path.join(folder, stem if not os.path.exists(os.path.join(folder, stem)) else f"{i}-{stem}")
-            shutil.copyfile(f, dest)
-        stats = charlevel.prepare_input(folder, out, val_fraction, block_size, normalize, log, vocab_dir)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    vocab_arg = vocab if vocab in SHIPPED_MODELS else vocab_dir and arg_path(vocab_dir, base)
-    return stats, prepare_command(arg_path(folder, base), arg_path(out, base), val_fraction, block_size, normalize,
-                                  vocab_arg)
-
-
-def prepare_poems(base, val_fraction, block_size, log):
-    """`python data/poetry/prepare.py --include=tang,ci`: the chinese-poetry package (npm pack fetches it once)."""
-    out = os.path.join(base, "data", "poetry")
-    os.makedirs(out, exist_ok=True)
-    stats = poetry_prepare.prepare_poetry(poetry_prepare.resolve_source(None, out, log), out, ("tang", "ci"),
-                                          val_fraction=val_fraction, block_size=block_size, log=log)
-    args = ["--include=tang,ci", *([f"--out_dir={arg_path(out, base)}"] if base != REPO else []),
-            *([f"--val_fraction={val_fraction}"] if val_fraction != 0.05 else []),
-            *([f"--block_size={block_size}"] if block_size != 256 else [])]
-    return stats, shlex.join(["python", "data/poetry/prepare.py", *args])
-
-
-def prepare_builtin(base, val_fraction, block_size, normalize, log):
-    """`python data/chinese/prepare.py`: data/chinese/input.txt, else the built-in 红楼梦 written there."""
-    charlevel.check_options(val_fraction, block_size)
-    out = os.path.join(base, "data", "chinese")
-    path = charlevel.resolve_source(out, functools.partial(chinese_prepare.write_builtin_corpus, log=log), "", log=log)
-    stats = charlevel.prepare_input(path, out, val_fraction, block_size, normalize, log)
-    out_arg = arg_path(out, base) if base != REPO else None  # data/chinese is prepare.py's default
-    return stats, prepare_command(None, out_arg, val_fraction, block_size, normalize)
-
-
-# -----------------------------------------------------------------------------
-# Train: train.py as a process of its own; its state on disk in out_dir
-
-
-def read_job(run_dir):
-    try:
-        with open(os.path.join(run_dir, JOB_FILE), encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def write_job(run_dir, job):
-    data = json.dumps(job, ensure_ascii=False, indent=1).encode("utf-8")
-    atomic_write(os.path.join(run_dir, JOB_FILE), lambda f: f.write(data))
-
-
-def job_alive(job):
-    """Is the train.py this page started still running (known by pid and process start time)?"""
-    return bool(job) and status.run_alive(job["pid"], job.get("process_start"))  # a page before status.json wrote none
-
-
-def run_going(job, st):
-    """Is a train.py at work in this out_dir: the page's (until it has written its end: exiting then is
-    not working), or one started at a command line?"""
-    if job and st and st["pid"] == job["pid"]:
-        return status.is_running(st)
-    return job_alive(job) or status.is_running(st)
-
-
-def train_argv(base, config, dataset, out_name, fields, resume):
-    """train.py's arguments: the config, then --key=value for each box that differs from it."""
-    if config not in list_configs():  # a config file is run as Python: only the repository's own
-        raise UserError(f"config '{config}' is not one of config/*.py: {', '.join(list_configs())}")
-    config_path = os.path.join(REPO, "config", config)
-    start = configure(TRAIN_DEFAULTS, [config_path], TRAIN)
-    argv = [os.path.join("config", config)]
-    data_arg = dataset if base == REPO else os.path.join(base, "data", dataset)
-    out_arg = arg_path(os.path.join(base, out_name), base)
-    for key, value in [("dataset", data_arg), ("out_dir", out_arg), *zip(FIELD_KEYS, fields)]:
-        value = str(value).strip()
-        if key == "init_from" and value.startswith("out") and os.path.isdir(os.path.join(base, value)):
-            value = arg_path(os.path.join(base, value), base)  # fine-tune a run of the page's: its folder
-        if value != str(start[key]):
-            argv.append(f"--{key}={value}")
-    if resume:
-        argv.append("--init_from=resume")
-    configure(TRAIN_DEFAULTS, [config_path, *argv[1:]], TRAIN)  # a box train.py cannot parse: its line, at once
-    return argv
-
-
-def start_training(argv, run_dir):
-    """Start train.py in its own session (Ctrl-C at the page's terminal and a closed page leave it
-    running), its output appended to out_dir/train.log for people to read; returns the job written to
-    web_run.json. The run's state comes from the status.json train.py keeps, never from its output."""
-    os.makedirs(run_dir, exist_ok=True)
-    command = shlex.join(["python", "train.py", *argv])
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONIOENCODING="utf-8")  # log lines as they come
-    with open(os.path.join(run_dir, LOG_FILE), "ab") as log:
-        log.write(f"\n$ {command}\n".encode("utf-8"))
-        log.flush()
-        offset = log.tell()
-        proc = subprocess.Popen([sys.executable, TRAIN, *argv], cwd=REPO, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    job = {"pid": proc.pid, "process_start": status.process_start(proc.pid), "command": command, "argv": argv,
-           "started": time.time(), "log_offset": offset}
-    write_job(run_dir, job)
-    threading.Thread(target=proc.wait, daemon=True).start()  # reap it when it ends: no zombie left behind
-    return job
-
-
-def log_text(run_dir, job, tail_bytes=1 << 14):
-    """The last lines of this job's part of train.log, to show (nothing is read from them)."""
-    path = os.path.join(run_dir, LOG_FILE)
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(job.get("log_offset", 0), os.path.getsize(path) - tail_bytes))
-            return "\n".join(f.read().decode("utf-8", errors="replace").rstrip().splitlines()[-12:])
-    except OSError:
-        return ""
-
-
-def duration(seconds):
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds // 60 % 60} min"
-    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
-
-
-def job_status(job, st, lang, log=""):
-    """One line for the run the page started: from its status.json (st), once that file is this process's.
-    train.py refuses bad settings before it writes anything in out_dir: such a run ended without a status
-    of its own, and its one-line error is the last 'error: ' line of its log, shown as it is."""
-    alive = job_alive(job)
-    if not st or st["pid"] != job["pid"]:  # train.py has not written its status yet, or refused to start
-        if alive:
-            return text("msg.starting", lang).format(pid=job["pid"])
-        refusal = [line for line in log.splitlines() if line.startswith("error: ")]
-        return text("msg.failed", lang).format(line=refusal[-1]) if refusal else text("msg.no_status", lang)
-    state = st["state"]
-    if state in status.RUNNING and not alive:
-        return text("msg.died", lang).format(state=state, iter=st["iter"])
-    if state == "starting":
-        return text("msg.starting", lang).format(pid=job["pid"])
-    if state in status.RUNNING:
-        eta = text("msg.eta", lang).format(eta=duration(st["eta_s"])) if st["eta_s"] is not None else ""
-        return text("msg.running", lang).format(pid=job["pid"], iter=st["iter"], max_iters=st["max_iters"], eta=eta)
-    if state == "finished":
-        return text("msg.finished", lang).format(iter=st["iter"])
-    if state == "stopped":
-        return text("msg.stopped", lang).format(iter=st["iter"], line=f"({st['error']}) " if st["error"] else "")
-    return text("msg.failed", lang).format(line=st["error"])
-
-
-def loss_frame(run_dir):
-    """log.csv as the plot's rows: iter, loss, split (train or val)."""
-    rows = read_log(run_dir)
-    points = [(r["iter"], r[f"{split}_loss"], split) for split in ("train", "val") for r in rows]
-    return pd.DataFrame(points, columns=["iter", "loss", "split"])
-
-
-def latest_job(base):
-    """The out* folder whose job the page started last, running ones first: what a reopened page shows."""
-    jobs = [(job_alive(job), job["started"], name) for name in os.listdir(base) if name.startswith("out")
-            for job in [read_job(os.path.join(base, name))] if job]
-    return max(jobs)[2] if jobs else None
-
-
-# -----------------------------------------------------------------------------
-# Runs and Sample
-
-
-def run_summary(base, name):
-    """One row of the Runs table, from the run's ckpt.pt (and web_run.json if the page started it)."""
-    run_dir = os.path.join(base, name)
-    try:
-        ckpt = load_checkpoint(run_dir)
-    except UserError as e:
-        return [name, "", "", None, None, f"error: {e}"]
-    args = ckpt["model_args"]
-    params = model_from_checkpoint(ckpt).get_num_params() / 1e6
-    size = f"{args['n_layer']}x{args['n_head']}x{args['n_embd']}, {params:.2f}M"
-    dataset = os.path.basename(str((ckpt.get("config") or {}).get("dataset", "")))
-    st = status.read_status(run_dir)
-    state = "running" if status.is_running(st) else (st["state"] if st else "")
-    return [name, dataset, size, ckpt["iter_num"], round(float(ckpt["best_val_loss"]), 4), state]
-
-
-def sample_command(run_arg, cfg):
-    keys = ("ckpt", "start", "num_samples", "max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty",
-            "seed", "form", "acrostic", "rhyme")
-    args = [f"--{k}={cfg[k]}" for k in keys if cfg[k] != sample.DEFAULTS[k]]
-    return shlex.join(["python", "sample.py", f"--out_dir={run_arg}", *args])
-
-
-def show_samples(texts):
-    """As sample.py's --out_file writes them: each text, then the separator line."""
-    return "".join(f"{t}\n{sample.SEPARATOR}\n" for t in texts)
 
 
 # -----------------------------------------------------------------------------
@@ -540,9 +142,12 @@ def data_tab(base, lang):
                                  **texts("ds_files", lang))
             c["name"] = gr.Textbox(elem_id="ds_name", **texts("ds_name", lang))
             with gr.Row():
-                c["val"] = gr.Number(0.1, elem_id="ds_val", **texts("ds_val", lang))
-                c["block"] = gr.Number(256, precision=0, elem_id="ds_block", **texts("ds_block", lang))
-                c["norm"] = gr.Radio(["none", "halfwidth"], value="none", elem_id="ds_norm", **texts("ds_norm", lang))
+                default = CHINESE_ARGS.get_default  # prepare.py's own defaults
+                c["val"] = gr.Number(default("val_fraction"), elem_id="ds_val", **texts("ds_val", lang))
+                c["block"] = gr.Number(default("block_size"), precision=0, elem_id="ds_block",
+                                       **texts("ds_block", lang))
+                c["norm"] = gr.Radio(["none", "halfwidth"], value=default("normalize"), elem_id="ds_norm",
+                                     **texts("ds_norm", lang))
             c["vocab"] = gr.Dropdown(["", *sample_choices(base)], value="", allow_custom_value=True,  # runs come later
                                      elem_id="ds_vocab", **texts("ds_vocab", lang))
             c["go"] = gr.Button(variant="primary", elem_id="ds_go", **texts("ds_go", lang))
@@ -564,16 +169,16 @@ def train_tab(base, lang):
     c["note"] = gr.Markdown(plan_note(base, None, values, lang))
     with gr.Row():
         c["dataset"] = gr.Dropdown([], value=None, allow_custom_value=True, elem_id="tr_dataset",
-                                   info=TRAIN_HELP["dataset"][1], **texts("tr_dataset", lang))
-        c["out"] = gr.Textbox(values["out_dir"], elem_id="tr_out", info=TRAIN_HELP["out_dir"][1],
+                                   info=TRAIN_NOTES["dataset"], **texts("tr_dataset", lang))
+        c["out"] = gr.Textbox(values["out_dir"], elem_id="tr_out", info=TRAIN_NOTES["out_dir"],
                               **texts("tr_out", lang))
     with gr.Accordion(open=False, elem_id="tr_keys", **texts("tr_keys", lang)):
         c["fields"] = []
         for i in range(0, len(FIELD_KEYS), 4):
             with gr.Row():
                 for key in FIELD_KEYS[i:i + 4]:
-                    default, meaning = TRAIN_HELP[key]
-                    c["fields"].append(gr.Textbox(values[key], label=key, info=f"{meaning} (train.py: {default!r})",
+                    info = f"{TRAIN_NOTES[key]} (train.py: {train.DEFAULTS[key]!r})"
+                    c["fields"].append(gr.Textbox(values[key], label=key, info=info,
                                                   elem_id=f"key_{key}"))
     with gr.Row():
         c["start"] = gr.Button(variant="primary", elem_id="tr_start", **texts("tr_start", lang))
@@ -598,28 +203,32 @@ def runs_tab(lang):
 
 
 def sample_tab(lang):
-    c = {}
+    """The Sample tab; its boxes keyed by the sample.py settings they set (SAMPLE_KEYS), defaults sample.py's."""
+    c, default = {}, sample.DEFAULTS
     with gr.Row():
         with gr.Column(scale=1):
             c["run"] = gr.Dropdown([], allow_custom_value=True, elem_id="sm_run", **texts("sm_run", lang))
             c["ckpt"] = gr.Radio([checkpoint.CKPT_NAME, checkpoint.BEST_NAME], value=checkpoint.CKPT_NAME,
                                  elem_id="sm_ckpt", **texts("sm_ckpt", lang))
-            c["prompt"] = gr.Textbox("宝玉", elem_id="sm_prompt", **texts("sm_prompt", lang))
-            c["n"] = gr.Slider(1, 10, value=2, step=1, elem_id="sm_n", **texts("sm_n", lang))
-            c["len"] = gr.Slider(1, 2000, value=300, step=1, elem_id="sm_len", **texts("sm_len", lang))
-            c["temp"] = gr.Slider(0, 2, value=sample.DEFAULTS["temperature"], step=0.05, elem_id="sm_temp",
-                                  **texts("sm_temp", lang))
-            c["topk"] = gr.Number(sample.DEFAULTS["top_k"], precision=0, elem_id="sm_topk", **texts("sm_topk", lang))
-            c["topp"] = gr.Slider(0.05, 1, value=sample.DEFAULTS["top_p"], step=0.05, elem_id="sm_topp",
-                                  **texts("sm_topp", lang))
-            c["rep"] = gr.Slider(0.5, 2, value=sample.DEFAULTS["repetition_penalty"], step=0.05, elem_id="sm_rep",
-                                 **texts("sm_rep", lang))
-            c["seed"] = gr.Number(sample.DEFAULTS["seed"], precision=0, elem_id="sm_seed", **texts("sm_seed", lang))
+            c["start"] = gr.Textbox("宝玉", elem_id="sm_prompt", **texts("sm_prompt", lang))
+            c["num_samples"] = gr.Slider(1, 10, value=2, step=1, elem_id="sm_n", **texts("sm_n", lang))
+            c["max_new_tokens"] = gr.Slider(1, 2000, value=300, step=1, elem_id="sm_len", **texts("sm_len", lang))
+            c["temperature"] = gr.Slider(0, 2, value=default["temperature"], step=0.05, elem_id="sm_temp",
+                                         **texts("sm_temp", lang))
+            c["top_k"] = gr.Number(default["top_k"], precision=0, elem_id="sm_topk", **texts("sm_topk", lang))
+            c["top_p"] = gr.Slider(0.05, 1, value=default["top_p"], step=0.05, elem_id="sm_topp",
+                                   **texts("sm_topp", lang))
+            c["repetition_penalty"] = gr.Slider(0.5, 2, value=default["repetition_penalty"], step=0.05,
+                                                elem_id="sm_rep", **texts("sm_rep", lang))
+            c["seed"] = gr.Number(default["seed"], precision=0, elem_id="sm_seed", **texts("sm_seed", lang))
             with gr.Accordion(open=False, elem_id="sm_poem", **texts("sm_poem", lang)):
-                c["form"] = gr.Dropdown(["", *poetry.FORMS], value="", allow_custom_value=True, elem_id="sm_form",
-                                        **texts("sm_form", lang))
-                c["acrostic"] = gr.Textbox("", elem_id="sm_acrostic", **texts("sm_acrostic", lang))
-                c["rhyme"] = gr.Checkbox(False, elem_id="sm_rhyme", **texts("sm_rhyme", lang))
+                c["form"] = gr.Dropdown(["", *poetry.FORMS, poetry.COUPLET], value=default["form"],
+                                        allow_custom_value=True, elem_id="sm_form", **texts("sm_form", lang))
+                c["acrostic"] = gr.Textbox(default["acrostic"], elem_id="sm_acrostic", **texts("sm_acrostic", lang))
+                with gr.Row():
+                    c["tone"] = gr.Checkbox(default["tone"], elem_id="sm_tone", **texts("sm_tone", lang))
+                    c["rhyme"] = gr.Checkbox(default["rhyme"], elem_id="sm_rhyme", **texts("sm_rhyme", lang))
+                c["rhyme_book"] = gr.Radio(value=default["rhyme_book"], elem_id="sm_book", **texts("sm_book", lang))
             c["go"] = gr.Button(variant="primary", elem_id="sm_go", **texts("sm_go", lang))
         with gr.Column(scale=2):
             c["notes"] = gr.Markdown(elem_id="sm_notes")
@@ -652,14 +261,13 @@ def wire(base, limit_mb, lang, data, tr, runs, sm):
                      show_progress="hidden")
     runs["refresh"].click(lambda: runs_table(base), None, [runs["table"], runs["pick"]], api_name="runs")
     runs["pick"].change(functools.partial(on_curve, base), runs["pick"], runs["plot"], api_name="run_curve")
-    inputs = [sm[k] for k in ("run", "ckpt", "prompt", "n", "len", "temp", "topk", "topp", "rep", "seed", "form",
-                              "acrostic", "rhyme")] + [lang]
+    inputs = [sm["run"], *(sm[k] for k in SAMPLE_KEYS), lang]
     sm["run"].change(functools.partial(on_sample_run, base), sm["run"], sm["form"], api_name=False)
     sm["go"].click(functools.partial(on_sample, base), inputs, [sm["out"], sm["notes"], sm["cmd"]], api_name="sample")
 
 
 # -----------------------------------------------------------------------------
-# handlers: each a few lines around a function above or a script's own
+# handlers: each a few lines around a function below or a script's own
 
 
 def pick_list(choices, current):
@@ -668,8 +276,8 @@ def pick_list(choices, current):
 
 def on_load(base):
     """A (re)opened page shows the latest run the page started: its folder, command and plot."""
-    name = latest_job(base)
-    job = read_job(os.path.join(base, name)) if name else None
+    name = jobs.latest_job(base)
+    job = jobs.read_job(os.path.join(base, name)) if name else None
     datasets = list_datasets(base)
     table, pick = runs_table(base)
     out = gr.update(value=name) if name else gr.update()
@@ -699,7 +307,7 @@ def on_prepare(base, limit_mb, source, files, name, val_fraction, block_size, no
 
 
 def preset_values(config, overrides):
-    cfg = configure(TRAIN_DEFAULTS, [os.path.join(REPO, "config", config)], TRAIN)
+    cfg = configure(train.DEFAULTS, [os.path.join(REPO, "config", config)], train.__file__)
     return {k: str(v) for k, v in {**cfg, **overrides}.items()}
 
 
@@ -743,13 +351,10 @@ def on_start(base, resume, config, dataset, out_name, *rest):
         check_name(dataset, "dataset", lang)
         run_dir = os.path.join(base, check_run_name((out_name or "").strip(), lang))
         argv = train_argv(base, config, dataset, out_name.strip(), fields, resume)
-        with _start_lock:
-            job, st = read_job(run_dir), status.read_status(run_dir)
-            if run_going(job, st):
-                pid = st["pid"] if status.is_running(st) else job["pid"]
-                return text("msg.busy", lang).format(out=out_name, pid=pid), job["command"] if job else ""
-            job = start_training(argv, run_dir)
-    except UserError as e:  # train.py's own refusals: the last line of its log
+        job = jobs.start_training(argv, run_dir, REPO)
+    except jobs.Busy as e:
+        return text("msg.busy", lang).format(out=out_name, pid=e.pid), e.command
+    except UserError as e:
         return f"error: {shown(e, base)}", ""
     return text("msg.started", lang).format(pid=job["pid"]), job["command"]
 
@@ -760,11 +365,10 @@ def on_stop(base, out_name, lang):
         run_dir = os.path.join(base, check_run_name((out_name or "").strip(), lang))
     except UserError as e:
         return f"error: {e}"
-    job = read_job(run_dir)
-    if not job_alive(job):
+    pid = jobs.stop_training(run_dir)
+    if pid is None:
         return text("msg.nothing_running", lang).format(out=out_name)
-    os.kill(job["pid"], signal.SIGINT)
-    return text("msg.stopping", lang).format(pid=job["pid"])
+    return text("msg.stopping", lang).format(pid=pid)
 
 
 def on_poll(base, out_name, lang):
@@ -774,12 +378,23 @@ def on_poll(base, out_name, lang):
         run_dir = os.path.join(base, check_run_name(name, lang))
     except UserError:
         return "", "", "", None
-    job = read_job(run_dir)
+    job = jobs.read_job(run_dir)
     if not job:
         return text("msg.no_job", lang).format(out=name), "", "", loss_frame(run_dir)
-    log = log_text(run_dir, job)
-    line = shown(job_status(job, status.read_status(run_dir), lang, log), base)
+    log = jobs.log_text(run_dir, job)
+    line = shown(job_line(jobs.job_status(job, status.read_status(run_dir), log), lang), base)
     return line, job["command"], log, loss_frame(run_dir)
+
+
+def job_line(job_state, lang):
+    """jobs.job_status's (state, figures) as the page says it: '**running** (pid 12): iteration 40 of 500, ...'"""
+    state, figures = job_state
+    if state == "running":
+        eta = figures["eta_s"]
+        figures = dict(figures, eta=text("msg.eta", lang).format(eta=jobs.duration(eta)) if eta is not None else "")
+    if state == "stopped":
+        figures = dict(figures, line=f"({figures['error']}) " if figures["error"] else "")
+    return text("msg." + state, lang).format(**figures)
 
 
 def on_curve(base, run):
@@ -808,19 +423,17 @@ def on_sample_run(base, run):
         meta = load_meta(os.path.join(sample_dir(base, run, "en"), checkpoint.META_NAME))
     except UserError:  # no run yet, a GPT-2 run without meta.pkl
         meta = {}
-    return gr.update(choices=["", *poetry.FORMS, *sorted(meta.get("ci_forms", {}))])
+    return gr.update(choices=["", *poetry.FORMS, poetry.COUPLET, *sorted(meta.get("ci_forms", {}))])
 
 
-def on_sample(base, run, ckpt, prompt, n, length, temperature, top_k, top_p, penalty, seed, form, acrostic, rhyme,
-              lang):
-    """Stream the samples as they grow, through sample.py's own functions, then its copy report."""
+def on_sample(base, run, *rest):
+    """Stream the samples as they grow, through sample.py's own functions, then its copy report.
+    rest: the boxes of SAMPLE_KEYS, then the page's language."""
+    *values, lang = rest
     notes = []
     try:
         run_dir = sample_dir(base, run, lang)
-        cfg = dict(sample.DEFAULTS, out_dir=run_dir, ckpt=ckpt or "", start=prompt or "", num_samples=int(n),
-                   max_new_tokens=int(length), temperature=float(temperature), top_k=int(top_k), top_p=float(top_p),
-                   repetition_penalty=float(penalty), seed=int(seed), form=(form or "").strip(),
-                   acrostic=(acrostic or "").strip(), rhyme=bool(rhyme))
+        cfg = sample_settings(run_dir, dict(zip(SAMPLE_KEYS, values)))
         samples = sample.start_samples(cfg, warn=notes.append)
     except UserError as e:
         yield "", f"error: {shown(e, base)}", ""
@@ -839,6 +452,199 @@ def note_lines(lines, base):
     """sample.py's stderr lines as Markdown paragraphs, shown literally: a quoted passage of the
     corpus may hold * or _ that Markdown would read as emphasis."""
     return "\n\n".join(re.sub(r"([\\`*_\[\]<>#|~])", r"\\\1", shown(line, base)) for line in lines)
+
+
+# -----------------------------------------------------------------------------
+# names and folders: the page writes only under root/data/<name> and root/out*
+
+
+def check_name(name, what, lang):
+    """A dataset or run name is one plain folder name: ../x, /x, .hidden and a/b are refused."""
+    if (not name or name != name.strip() or name.startswith(".") or any(c in name for c in "/\\:\0")
+            or name != os.path.basename(name)):
+        raise UserError(text("msg.bad_name", lang).format(what=what, name=name))
+    return name
+
+
+def check_run_name(name, lang):
+    check_name(name, "run", lang)
+    if not name.startswith("out"):
+        raise UserError(text("msg.not_out", lang).format(name=name))
+    return name
+
+
+def shown(s, base):
+    """Paths under root written relative to it, as the same command run from root prints them."""
+    return str(s).replace(base.rstrip(os.sep) + os.sep, "")
+
+
+def list_datasets(base):
+    """Prepared datasets: folders of data/ with train.bin and val.bin."""
+    folder = os.path.join(base, "data")
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    return sorted(n for n in names if not n.startswith(".")
+                  and all(os.path.isfile(os.path.join(folder, n, f)) for f in ("train.bin", "val.bin")))
+
+
+def list_runs(base):
+    """The out* folders that hold a checkpoint."""
+    return sorted(n for n in os.listdir(base)
+                  if n.startswith("out") and os.path.isfile(os.path.join(base, n, checkpoint.CKPT_NAME)))
+
+
+def sample_choices(base):
+    """The Sample tab's list: the shipped models, then the runs under base."""
+    shipped = [m for m in SHIPPED_MODELS if os.path.isfile(os.path.join(REPO, m, checkpoint.CKPT_NAME))]
+    return shipped + list_runs(base)
+
+
+def arg_path(path, base):
+    """How a path is passed to train.py (run in the repository): relative there when it can be."""
+    return os.path.relpath(path, REPO) if base == REPO else path
+
+
+def list_configs():
+    return sorted(n for n in os.listdir(os.path.join(REPO, "config")) if n.endswith(".py"))
+
+
+# -----------------------------------------------------------------------------
+# Data: prepare with charlevel.py, as data/chinese/prepare.py does
+
+
+def prepare_command(input_arg, out_arg, val_fraction, block_size, normalize, vocab_arg=None):
+    args = changed_args(CHINESE_ARGS, input=input_arg, vocab_from=vocab_arg, out_dir=out_arg,
+                        val_fraction=val_fraction, block_size=block_size, normalize=normalize)
+    return shlex.join(["python", "data/chinese/prepare.py", *args])
+
+
+def changed_args(parser, **values):
+    """--key=value for each value given (not None) that is not the prepare.py parser's default."""
+    return [f"--{k}={v}" for k, v in values.items() if v is not None and v != parser.get_default(k)]
+
+
+def prepare_upload(base, files, name, val_fraction, block_size, normalize, limit_mb, lang, log, vocab=""):
+    """Copy the uploads to data/<name>/input/ and prepare them there, as
+    `prepare.py --input=data/<name>/input --out_dir=data/<name> [--vocab_from=MODEL]` would. On any failure
+    the folder, which did not exist before, is removed: nothing on disk changes. vocab: a model on the
+    Sample tab's list (a shipped one or a run) whose vocabulary the dataset extends, or ''."""
+    check_name(name, "dataset", lang)
+    vocab_dir = sample_dir(base, vocab, lang) if vocab else None
+    if not files:
+        raise UserError(text("msg.no_files", lang))
+    size = sum(os.path.getsize(f) for f in files)
+    if size > limit_mb * 2**20:  # MB as gradio counts them for its per-file limit (launch's max_file_size)
+        raise UserError(text("msg.too_big", lang).format(mb=size / 2**20, limit=limit_mb))
+    out = os.path.join(base, "data", name)
+    if os.path.exists(out):
+        raise UserError(text("msg.exists", lang).format(name=name, path=shown(out, base)))
+    charlevel.check_options(val_fraction, block_size)
+    folder = os.path.join(out, "input")
+    try:
+        os.makedirs(folder)
+        for i, f in enumerate(files):  # uploads keep their names; a repeated name gets a number
+            stem = os.path.basename(f)
+            dest = os.path.join(folder, stem if not os.path.exists(os.path.join(folder, stem)) else f"{i}-{stem}")
+            shutil.copyfile(f, dest)
+        stats = charlevel.prepare_input(folder, out, val_fraction, block_size, normalize, log, vocab_dir)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    vocab_arg = vocab if vocab in SHIPPED_MODELS else vocab_dir and arg_path(vocab_dir, base)
+    return stats, prepare_command(arg_path(folder, base), arg_path(out, base), val_fraction, block_size, normalize,
+                                  vocab_arg)
+
+
+def prepare_poems(base, val_fraction, block_size, log):
+    """`python data/poetry/prepare.py --include=tang,ci`: the chinese-poetry package (npm pack fetches it once)."""
+    out = os.path.join(base, "data", "poetry")
+    os.makedirs(out, exist_ok=True)
+    stats = poetry_prepare.prepare_poetry(poetry_prepare.resolve_source(None, out, log), out, ("tang", "ci"),
+                                          val_fraction=val_fraction, block_size=block_size, log=log)
+    args = changed_args(POETRY_ARGS, include="tang,ci", out_dir=arg_path(out, base) if base != REPO else None,
+                        val_fraction=val_fraction, block_size=block_size)
+    return stats, shlex.join(["python", "data/poetry/prepare.py", *args])
+
+
+def prepare_builtin(base, val_fraction, block_size, normalize, log):
+    """`python data/chinese/prepare.py`: data/chinese/input.txt, else the built-in 红楼梦 written there."""
+    charlevel.check_options(val_fraction, block_size)
+    out = os.path.join(base, "data", "chinese")
+    path = charlevel.resolve_source(out, functools.partial(chinese_prepare.write_builtin_corpus, log=log), "", log=log)
+    stats = charlevel.prepare_input(path, out, val_fraction, block_size, normalize, log)
+    out_arg = arg_path(out, base) if base != REPO else None  # data/chinese is prepare.py's default
+    return stats, prepare_command(None, out_arg, val_fraction, block_size, normalize)
+
+
+# -----------------------------------------------------------------------------
+# Train: train.py's command line from the boxes (babygpt/jobs.py runs it as a process of its own)
+
+
+def train_argv(base, config, dataset, out_name, fields, resume):
+    """train.py's arguments: the config, then --key=value for each box that differs from it."""
+    if config not in list_configs():  # a config file is run as Python: only the repository's own
+        raise UserError(f"config '{config}' is not one of config/*.py: {', '.join(list_configs())}")
+    config_path = os.path.join(REPO, "config", config)
+    start = configure(train.DEFAULTS, [config_path], train.__file__)
+    argv = [os.path.join("config", config)]
+    data_arg = dataset if base == REPO else os.path.join(base, "data", dataset)
+    out_arg = arg_path(os.path.join(base, out_name), base)
+    for key, value in [("dataset", data_arg), ("out_dir", out_arg), *zip(FIELD_KEYS, fields)]:
+        value = str(value).strip()
+        if key == "init_from" and value.startswith("out") and os.path.isdir(os.path.join(base, value)):
+            value = arg_path(os.path.join(base, value), base)  # fine-tune a run of the page's: its folder
+        if value != str(start[key]):
+            argv.append(f"--{key}={value}")
+    if resume:
+        argv.append("--init_from=resume")
+    configure(train.DEFAULTS, [config_path, *argv[1:]], train.__file__)  # a box train.py cannot parse: its line
+    return argv
+
+
+def loss_frame(run_dir):
+    """log.csv as the plot's rows: iter, loss, split (train or val)."""
+    rows = read_log(run_dir)
+    points = [(r["iter"], r[f"{split}_loss"], split) for split in ("train", "val") for r in rows]
+    return pd.DataFrame(points, columns=["iter", "loss", "split"])
+
+
+# -----------------------------------------------------------------------------
+# Runs and Sample
+
+
+def run_summary(base, name):
+    """One row of the Runs table, from the run's ckpt.pt (and web_run.json if the page started it)."""
+    run_dir = os.path.join(base, name)
+    try:
+        ckpt = load_checkpoint(run_dir)
+    except UserError as e:
+        return [name, "", "", None, None, f"error: {e}"]
+    args = ckpt["model_args"]
+    params = checkpoint.num_params(ckpt) / 1e6
+    size = f"{args['n_layer']}x{args['n_head']}x{args['n_embd']}, {params:.2f}M"
+    dataset = os.path.basename(str((ckpt.get("config") or {}).get("dataset", "")))
+    st = status.read_status(run_dir)
+    state = "running" if status.is_running(st) else (st["state"] if st else "")
+    return [name, dataset, size, ckpt["iter_num"], round(float(ckpt["best_val_loss"]), 4), state]
+
+
+def sample_settings(run_dir, values):
+    """The Sample tab's boxes ({key: value} of SAMPLE_KEYS) as sample.py's settings, of sample.py's types."""
+    cfg = dict(sample.DEFAULTS, out_dir=run_dir)
+    for key, value in values.items():
+        kind = type(sample.DEFAULTS[key])
+        cfg[key] = kind(value or "") if kind is str else kind(value)
+    cfg["form"], cfg["acrostic"] = cfg["form"].strip(), cfg["acrostic"].strip()
+    return cfg
+
+
+def sample_command(run_arg, cfg):
+    args = [f"--{k}={cfg[k]}" for k in SAMPLE_KEYS if cfg[k] != sample.DEFAULTS[k]]
+    return shlex.join(["python", "sample.py", f"--out_dir={run_arg}", *args])
+
+
+def show_samples(texts):
+    """As sample.py's --out_file writes them: each text, then the separator line."""
+    return "".join(f"{t}\n{sample.SEPARATOR}\n" for t in texts)
 
 
 # -----------------------------------------------------------------------------

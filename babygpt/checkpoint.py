@@ -8,7 +8,6 @@ Loading never runs code from the file: ckpt.pt goes through torch.load(weights_o
 meta.pkl through an unpickler that builds only plain containers, strings and numbers.
 """
 
-import contextlib
 import dataclasses
 import io
 import json
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 
 from model import GPT, GPTConfig
-from babygpt.atomic import atomic_write, explained_write, remove_partial_files, write_explained  # noqa: F401
+from babygpt.atomic import write_explained
 from babygpt.errors import UserError, first_line
 
 CKPT_NAME = "ckpt.pt"  # the latest save: what --init_from=resume continues
@@ -143,6 +142,13 @@ def model_from_checkpoint(checkpoint, **overrides):
     model = GPT(GPTConfig(**args))
     model.load_state_dict(clean_state_dict(checkpoint["model"]))
     return model
+
+
+def num_params(checkpoint):
+    """GPT.get_num_params() of a checkpoint's model, counted from its tensors without building it: the
+    position embeddings left out (as in GPT-2's counts), lm_head.weight (tied to wte) and the rank buffer too."""
+    skip = ("transformer.wpe.weight", "lm_head.weight", "rank")
+    return sum(v.numel() for k, v in clean_state_dict(checkpoint["model"]).items() if k not in skip)
 
 
 class _PlainUnpickler(pickle.Unpickler):

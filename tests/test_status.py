@@ -12,8 +12,8 @@ import time
 
 from conftest import REPO, TINY, run
 
+from babygpt import jobs
 from babygpt import status
-import web
 from babygpt.progress import read_log
 
 
@@ -53,7 +53,7 @@ def test_status_follows_a_run_to_its_end_without_its_output(tmp_path, tiny_data)
     assert not status.is_running(st), "a finished run is not running"
     # the page reads the same file: it knows the run finished although train.py printed nothing anywhere
     job = {"pid": proc.pid, "process_start": seen[0]["process_start"]}
-    assert web.job_status(job, st, "en") == "**finished**: 40 iterations", web.job_status(job, st, "en")
+    assert jobs.job_status(job, st) == ("finished", {"iter": 40, "error": None}), jobs.job_status(job, st)
 
 
 def test_a_refused_setting_writes_no_status_and_the_page_shows_its_line(tmp_path, tiny_data):
@@ -65,8 +65,8 @@ def test_a_refused_setting_writes_no_status_and_the_page_shows_its_line(tmp_path
     assert proc.returncode == 1 and "must be divisible" in proc.stderr, f"a refusal should exit 1:\n{proc.stderr}"
     assert os.listdir(out) == [], f"a refused run should write nothing in out_dir: {os.listdir(out)}"
     job = {"pid": 2 ** 22 + 7, "process_start": None}  # a pid no process has: the job has ended
-    line = web.job_status(job, None, "en", log=proc.stdout + proc.stderr)
-    assert line == "**failed**: " + proc.stderr.strip().splitlines()[-1], f"the page's line: {line!r}"
+    line = jobs.job_status(job, None, log=proc.stdout + proc.stderr)
+    assert line == ("failed", {"line": proc.stderr.strip().splitlines()[-1]}), f"the page's state: {line!r}"
     fresh = tmp_path / "fresh"
     run("train.py", f"--dataset={tiny_data}", f"--out_dir={fresh}", *TINY, "--n_embd=33")
     assert not fresh.exists(), "a refused run in a new out_dir should leave nothing behind"
@@ -86,8 +86,8 @@ def test_a_killed_run_is_told_by_its_pid_and_start_time(tmp_path, tiny_data):
     st = status.read_status(out)
     assert st["state"] == "training" and st["exit_status"] is None, f"a killed run writes nothing more: {st}"
     assert not status.is_running(st), "its process is gone: not running"
-    line = web.job_status({"pid": st["pid"], "process_start": st["process_start"]}, st, "en")
-    assert line.startswith("**died**") and "iteration" in line, f"the page should say it died: {line}"
+    state, figures = jobs.job_status({"pid": st["pid"], "process_start": st["process_start"]}, st)
+    assert (state, figures["iter"]) == ("died", st["iter"]), f"the page should say it died: {state} {figures}"
 
 
 def test_status_py_prints_a_run_for_a_person(tmp_path, tiny_data):

@@ -25,7 +25,8 @@ from test_sample import samples  # noqa: E402
 import web  # noqa: E402
 from web import FIELD_KEYS  # noqa: E402  the order of the Train tab's boxes
 CONFIG = "train_chinese_cpu.py"
-NO_POEM = ("", "", False)  # the Sample tab's --form, --acrostic, --rhyme, left as they are
+NO_POEM = ("", "", True, True, "pingshui")  # the Sample tab's --form, --acrostic, --rhyme, --tone, --rhyme_book as
+                                            # the page opens them: sample.py's defaults
 
 
 @pytest.fixture(scope="module")
@@ -189,6 +190,8 @@ def test_tiny_run_trains_to_the_end_with_its_plot(page, trained):
     row = dict(zip(table["headers"], table["data"][0]))
     assert row["run"] == "out-tiny" and row["iterations"] == 20 and row["dataset"] == "mytext", \
         f"the Runs tab should list the run: {row}"
+    params = checkpoint.model_from_checkpoint(ckpt).get_num_params() / 1e6  # counted from the tensors on the page
+    assert row["model (layers x heads x dims)"] == f"2x2x32, {params:.2f}M", f"GPT.get_num_params()'s count: {row}"
     curve = client.predict("out-tiny", api_name="/run_curve")
     assert len(curve["data"]) == 6, f"the Runs tab should plot the run's 3 evals: {curve}"
 
@@ -240,23 +243,45 @@ def test_sampling_best_pt_is_sample_py_ckpt_best_pt(page, trained):
 
 
 def test_a_tang_acrostic_from_the_page_is_sample_py_s(page, trained):
-    """The poem controls: the page writes the 藏头诗 sample.py writes with --acrostic (and --rhyme)."""
+    """The poem controls: the page writes the 藏头诗 sample.py writes with --acrostic (and --rhyme_book)."""
     client, root, _ = page
-    poem = ("满一都谁", True)
+    poem = ("满一都谁", True, True, "xinyun")  # --acrostic, --rhyme and --tone (sample.py's default), --rhyme_book
     text, notes, command = client.predict("out-tiny", "ckpt.pt", "\n", 2, 100, 1.0, 200, 1.0, 1.0, 4, "", *poem, "en",
                                           api_name="/sample")
-    assert "--acrostic=满一都谁" in command and "--rhyme=True" in command, command
+    assert "--acrostic=满一都谁" in command and "--rhyme_book=xinyun" in command, command
+    assert "--rhyme=" not in command and "--tone=" not in command, f"sample.py's defaults are left out: {command}"
     proc = run("sample.py", f"--out_dir={os.path.join(root, 'out-tiny')}", "--num_samples=2", "--max_new_tokens=100",
-               "--temperature=1.0", "--seed=4", "--acrostic=满一都谁", "--rhyme=True", "--device=cpu")
+               "--temperature=1.0", "--seed=4", "--acrostic=满一都谁", "--rhyme_book=xinyun", "--device=cpu")
     assert proc.returncode == 0, proc.stderr
     poems = [t for t in text.split("\n---------------\n") if t]
     assert [t for t, _ in samples(proc.stdout)] == poems, "the page should write sample.py's poems"
     for p in poems:
         lines = poetry.poem_lines(poetry.split_title(p)[1])
         assert [line[0] for line in lines] == list("满一都谁"), f"a 藏头诗 on 满一都谁: {p!r}"
-    _, notes, _ = client.predict("out-tiny", "ckpt.pt", "\n", 1, 100, 1.0, 200, 1.0, 1.0, 4, "如梦令", "", False,
+    _, notes, _ = client.predict("out-tiny", "ckpt.pt", "\n", 1, 100, 1.0, 200, 1.0, 1.0, 4, "如梦令", *NO_POEM[1:],
                                  "en", api_name="/sample")
     assert notes.startswith("error: unknown form '如梦令'") and "\n" not in notes, f"sample.py's one line: {notes!r}"
+
+
+def test_a_couplet_from_the_page_is_sample_py_s(page):
+    """--form=对联 on the shipped poetry model: the 上联 on its row, the 下联 on the next, as sample.py writes them;
+    a 上联 ending on 平 is sample.py's one line."""
+    client, _, _ = page
+    couplet = ("对联", "", True, True, "pingshui")
+    text, notes, command = client.predict("pretrained/poetry", "ckpt.pt", "春风送暖", 2, 30, 0.8, 200, 1.0, 1.0, 5,
+                                          *couplet, "en", api_name="/sample")
+    assert "--form=对联" in command and "--start=春风送暖" in command, command
+    proc = run("sample.py", "--out_dir=pretrained/poetry", "--form=对联", "--start=春风送暖", "--num_samples=2",
+               "--max_new_tokens=30", "--seed=5", "--device=cpu")
+    assert proc.returncode == 0, proc.stderr
+    pairs = [t for t in text.split("\n---------------\n") if t]
+    assert [t for t, _ in samples(proc.stdout)] == pairs, f"the page should write sample.py's 下联: {pairs}"
+    for pair in pairs:
+        upper, lower = pair.split("\n")
+        assert upper == "春风送暖" and len(lower) == 4 and lower != upper, f"a 下联 on the next row: {pair!r}"
+    _, notes, _ = client.predict("pretrained/poetry", "ckpt.pt", "春风送来", 1, 30, 0.8, 200, 1.0, 1.0, 5, *couplet,
+                                 "en", api_name="/sample")
+    assert notes.startswith("error: --start=春风送来: the 上联 ends on 平") and "\n" not in notes, notes
 
 
 def test_the_shipped_model_is_offered_and_sampled_with_no_training(page):

@@ -1,8 +1,8 @@
 """
 The web page in a real browser: headless Chromium (Debian's chromium + chromedriver, driven by Selenium)
 clicks through what a person does: switch the language, upload and prepare a text, train a tiny run and
-see its loss plot, watch samples stream in, start a long run and stop it. Screenshots of each step are
-saved in the test's temporary folder (the path is printed). `make test` installs the browser as root.
+see its loss plot, watch samples stream in, write a 藏头诗 and a 对联, start a long run and stop it.
+Screenshots of each step are saved in the test's temporary folder (the path is printed). `make test` installs the browser as root.
 Run: OMP_NUM_THREADS=1 python -m pytest tests/test_web_browser.py -s
 """
 
@@ -182,6 +182,14 @@ def test_samples_stream_into_the_page(browser):
     assert notes.startswith("copy report, sample 1: longest copied passage"), f"sample.py's report, shown: {notes}"
 
 
+def generate(driver, what, done):
+    """Click Generate; the first sample once done(its text) says it is whole. Every update of the text, partial
+    ones too, ends with the separator, so the separator alone does not say generation is over."""
+    driver.find_element(By.ID, "sm_go").click()
+    first = lambda d: value_of(d, "sm_out").split("\n---------------")[0]  # noqa: E731
+    return wait_for(driver, what, lambda d: done(first(d)) and first(d))
+
+
 def test_a_tang_acrostic_is_written_on_the_page(browser):
     """The poem controls, as a person uses them: open them, type the 藏头 characters, generate, read the poem."""
     driver, _, shots = browser
@@ -191,10 +199,10 @@ def test_a_tang_acrostic_is_written_on_the_page(browser):
     type_into(driver, "sm_len", 100)
     driver.find_element(By.CSS_SELECTOR, "#sm_poem button, #sm_poem .label-wrap").click()
     type_into(driver, "sm_acrostic", "满一都谁")
-    driver.find_element(By.ID, "sm_go").click()
-    out = wait_for(driver, "the poem", lambda d: "---------------" in value_of(d, "sm_out") and value_of(d, "sm_out"))
+    # whole: four lines, each closed; and short, not the 2,000 characters the last test left in the box
+    whole = lambda t: sum(c in poetry.LINE_END for c in poetry.split_title(t)[1]) >= 4 and len(t) < 200  # noqa: E731
+    poem = generate(driver, "the poem", whole)
     driver.save_screenshot(str(shots / "5-acrostic.png"))
-    poem = out.split("\n---------------")[0]
     heads = [line[0] for line in poetry.poem_lines(poetry.split_title(poem)[1])]
     assert heads == list("满一都谁"), f"the page should show a 藏头诗 whose lines start with 满一都谁:\n{poem}"
     assert "--acrostic=满一都谁" in value_of(driver, "sm_cmd"), "the command line should carry --acrostic"
@@ -226,15 +234,20 @@ def pick_from(driver, elem_id, choice):
     wait_for(driver, f"{choice} picked in {elem_id}", lambda d: value_of(d, elem_id) == choice, timeout=30)
 
 
-def test_fine_tune_the_shipped_model_on_an_upload(browser, tmp_path):
-    """Data: an upload that extends pretrained/hlm's vocabulary (picked in the --vocab_from list); Train: the
-    fine-tune preset on it, two steps; the run's model has the grown vocabulary."""
-    driver, root, shots = browser
-    driver.get(driver.current_url)  # a fresh page: the upload box of the first test is emptied
+def fresh_page_in_english(driver):
+    """Load the page again (every box as it opens) and switch it to English."""
+    driver.get(driver.current_url)
     wait_for(driver, "the page", lambda d: "准备数据" in text_of(d, "title"))
     driver.find_element(By.XPATH, "//*[@id='lang']//label[contains(., 'English')]").click()
     wait_for(driver, "the tabs in English",
              lambda d: d.find_elements(By.XPATH, "//button[@role='tab' and normalize-space(.)='Train']"))
+
+
+def test_fine_tune_the_shipped_model_on_an_upload(browser, tmp_path):
+    """Data: an upload that extends pretrained/hlm's vocabulary (picked in the --vocab_from list); Train: the
+    fine-tune preset on it, two steps; the run's model has the grown vocabulary."""
+    driver, root, shots = browser
+    fresh_page_in_english(driver)  # the upload box of the first test is emptied
     src = tmp_path / "mine.txt"
     src.write_text((TEXT + "咖啡馆里，她打开电脑。\n") * 30, encoding="utf-8")
     driver.find_element(By.CSS_SELECTOR, "#ds_files input[type=file]").send_keys(str(src))
@@ -264,3 +277,30 @@ def test_fine_tune_the_shipped_model_on_an_upload(browser, tmp_path):
     saved = checkpoint.load_checkpoint(os.path.join(root, "out-web-ft"))
     assert saved["config"]["init_from"] == "pretrained/hlm", saved["config"]["init_from"]
     assert saved["model_args"]["vocab_size"] == meta["vocab_size"], "the fine-tune's model should have the grown vocabulary"
+
+
+def test_a_couplet_is_written_on_the_page(browser):
+    """对联 as a form: the shipped poetry model, a 上联 typed as the prompt (ending on 仄: 媚), 平仄 and the 平水韵
+    as the page opens them; the 下联 is on the next row, as long as the 上联 and with its comma in the same place."""
+    driver, _, shots = browser
+    fresh_page_in_english(driver)
+    open_tab(driver, "Sample")
+    pick_from(driver, "sm_run", "pretrained/poetry")
+    upper = "鸟语花香，春光明媚"
+    type_into(driver, "sm_prompt", upper)
+    type_into(driver, "sm_n", 1)
+    driver.find_element(By.CSS_SELECTOR, "#sm_poem button, #sm_poem .label-wrap").click()
+    pick_from(driver, "sm_form", "对联")
+    assert driver.find_element(By.CSS_SELECTOR, "#sm_tone input").is_selected(), "平仄 should be on as the page opens"
+    assert driver.find_element(By.CSS_SELECTOR, "#sm_rhyme input").is_selected(), "rhyme should be on (sample.py's)"
+    book = driver.find_element(By.CSS_SELECTOR, "#sm_book input:checked").get_attribute("value")
+    assert book == "pingshui", f"the 平水韵 should be the rhyme book the page opens with, not {book}"
+    out = generate(driver, "the 下联", lambda t: "\n" in t and len(t.split("\n")[1]) >= len(upper))
+    driver.save_screenshot(str(shots / "9-couplet.png"))
+    rows = out.split("\n")
+    assert len(rows) == 2 and rows[0] == upper, f"the 上联 on its row, the 下联 on the next:\n{out}"
+    lower = rows[1]
+    assert len(lower) == len(upper) and lower.index("，") == upper.index("，") and lower != upper, \
+        f"the 下联 should be as long as the 上联, its comma in the same place: {lower!r}"
+    assert all(poetry.is_han(c) for c in lower.replace("，", "")), f"the 下联 should be Chinese characters: {lower!r}"
+    assert "--form=对联" in value_of(driver, "sm_cmd"), "the command line should carry --form=对联"

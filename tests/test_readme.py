@@ -17,7 +17,7 @@ from conftest import REPO
 def readme_commands(pattern):
     """The lines of the README's code blocks that match pattern, their trailing # comments cut."""
     with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
-        blocks = re.findall(r"^```\n(.*?)^```", f.read(), re.M | re.S)
+        blocks = re.findall(r"^```[a-z]*\n(.*?)^```", f.read(), re.M | re.S)
     lines = [line for block in blocks for line in block.splitlines()]
     return [re.sub(r"\s+# .*$", "", line).strip() for line in lines if re.search(pattern, line)]
 

@@ -4,7 +4,7 @@ Prepare the poetry corpus: 唐诗, and on request 宋词, 宋诗 and the other c
     python data/poetry/prepare.py                          # 全唐诗 (57,607 poems), simplified characters
     python data/poetry/prepare.py --include=tang,ci        # and the 宋词, with their 词牌 patterns in meta.pkl
     python data/poetry/prepare.py --include=tang,ci,song,yuanqu,shijing,chuci,sishu,mengxue,wudai,caocao,nalan \
-        --hold_out=苏轼                                     # all the classical verse, 苏轼 left out of both splits
+        --hold_out=苏轼 --out_dir=data/poetry-all --input=data/poetry/chinese-poetry-2.0.1.tgz  # all, 苏轼 held out
     python data/poetry/prepare.py --input=chinese-poetry/  # a clone of the dataset's repository (or a .tgz)
     python data/poetry/prepare.py --help
 

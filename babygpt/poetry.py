@@ -32,7 +32,8 @@ LINE_END = "，。？！；"    # close a line (句); the corpus uses ； betwee
 SENTENCE_END = "。？！"    # close a row of text too: the layout puts a newline after each
 PAUSE = "、"              # a pause inside a 词's line (念、...): a mark of the pattern, not a line end
 PUNCT = LINE_END + PAUSE
-TITLE_MAX = 20            # a title the model writes stops here: 97 % of the 全唐诗's titles are shorter
+TITLE_MAX = 11            # a title the model writes stops here when meta.pkl has no title_max: 90 % of the
+                          # titles of 全唐诗 + 宋词 have at most 11 characters, half at most 5 (issue 33)
 
 # the regular forms as patterns: each line's length and closing mark (odd lines ，, even lines 。, as most
 # of the corpus' regular poems are punctuated), then a newline after every 。
@@ -353,7 +354,7 @@ class PoemConstraint:
     where a Spec stood, the fixed token where one stood. Marks, newlines, acrostic characters and the poem's length never relax; the row's
     templates and rhyme state stay as they were; backoffs (B,) counts the positions relaxed per row."""
 
-    def __init__(self, templates, sets, member, newline, starts):
+    def __init__(self, templates, sets, member, newline, starts, title_max=TITLE_MAX):
         L = max(map(len, templates)) + 1
         self.slots = torch.zeros(len(templates), L, dtype=torch.long)  # (K, L) set index; 0: past the end
         self.rhymed = torch.zeros(len(templates), L, dtype=torch.bool)  # (K, L)
@@ -374,7 +375,8 @@ class PoemConstraint:
         self.relaxed = torch.zeros(B, dtype=torch.bool)  # (B,) this step backs off
         self.backoffs = torch.zeros(B, dtype=torch.long)  # (B,)
         self.done = torch.zeros(B, dtype=torch.bool)  # (B,)
-        self.max_new_tokens = TITLE_MAX + 1 + int(self.length.max())  # enough for the longest poem
+        self.title_max = title_max  # a title the model writes has at most this many characters
+        self.max_new_tokens = title_max + 1 + int(self.length.max())  # enough for the longest poem
 
     def _to(self, device):
         for name in ("slots", "rhymed", "length", "sets", "base", "han", "member", "titling", "pos", "alive",
@@ -408,12 +410,12 @@ class PoemConstraint:
 
     def _title_allowed(self, b, V):
         """Row b's title: its forced tokens (a 词牌's name and the newline), else Han characters (up to
-        TITLE_MAX) or, after at least one, the newline."""
+        title_max) or, after at least one, the newline."""
         allowed = torch.zeros(V, dtype=torch.bool, device=self.han.device)
         if self.forced[b]:
             allowed[self.forced[b][0]] = True
             return allowed
-        if self.title_len[b] < TITLE_MAX:
+        if self.title_len[b] < self.title_max:
             allowed |= self.han
         allowed[self.newline] = self.title_len[b] > 0
         return allowed
@@ -566,7 +568,15 @@ def constraint_for(meta, form=None, acrostic=None, rhyme=True, prompt="\n", batc
     templates = [compile_pattern(p, stoi, acrostic, specs)
                  for p in patterns for specs in pattern_specs(p, is_ci, tone, rhyme)]
     sets = SlotSets(meta["itos"], book)
-    return PoemConstraint(templates, sets, sets.groups(ping_only=tone and not is_ci), stoi["\n"], starts)
+    return PoemConstraint(templates, sets, sets.groups(ping_only=tone and not is_ci), stoi["\n"], starts,
+                          title_cap(meta))
+
+
+def title_cap(meta):
+    """The longest title the model may write: meta.pkl's title_max (data/poetry/prepare.py measures its
+    corpus' titles), else TITLE_MAX."""
+    cap = meta.get("title_max")
+    return cap if isinstance(cap, int) and cap > 0 else TITLE_MAX
 
 
 def is_couplet(form):
@@ -649,6 +659,25 @@ def rule_rate(poems, tone=True, rhyme=True, book="pingshui"):
     regular = [b for b in bodies(poems) if form_of(b)]
     rules = rhymebook.book(book)
     return sum(keeps_rule(b, rules, tone, rhyme) for b in regular) / len(regular) if regular else None
+
+
+def corpus_titles(text):
+    """The title rows of a corpus text in the records' layout (title row, poem rows, blank row)."""
+    return {split_title(r)[0] for r in text.split("\n\n")} - {""}
+
+
+def title_rate(poems, titles):
+    """How readable the titles of poems (texts with their title row first) are against a corpus' titles
+    (corpus_titles): title_in_corpus, the share found whole among them; title_from_words, the share made of
+    words they use, every 2-character piece of the title found in some corpus title (a 1-character title:
+    that character). None for both when no poem has a title."""
+    written = [t for t in (split_title(p)[0] for p in poems) if t]
+    if not written:
+        return {"title_in_corpus": None, "title_from_words": None}
+    pieces = {t[i:i + n] for t in titles for n in (1, 2) for i in range(len(t) - n + 1)}
+    made_of_words = sum(all(t[i:i + 2] in pieces for i in range(max(len(t) - 1, 1))) for t in written)
+    return {"title_in_corpus": sum(t in titles for t in written) / len(written),
+            "title_from_words": made_of_words / len(written)}
 
 
 def measure(poems, corpus=None, stoi=None):

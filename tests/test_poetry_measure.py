@@ -1,7 +1,7 @@
 """
 poetry.py's measurements (experiments/poems.py) on hand-made poems whose answers are known: form rate,
 rhyme rate (pinyin rhyme_class), the shares keeping 平仄 and 平水韵 rhyme (keeps_rule, the masks' own rule),
-repeated characters, novelty against a corpus.
+repeated characters, novelty against a corpus, titles found in the corpus' titles or made of their words.
 Run: python -m pytest tests/test_poetry_measure.py
 """
 
@@ -66,3 +66,15 @@ def test_tone_and_pingshui_rates_use_the_masks_checker():
     figures = poetry.measure(POEMS)
     assert (figures["tone_rate"], figures["pingshui_rate"]) == (tone, pingshui), f"measure reports them: {figures}"
     assert poetry.rule_rate([SHORT_LINE]) is None, "no regular poem: no rate"
+
+
+def test_title_rate_against_the_corpus_titles():
+    titles = poetry.corpus_titles("\n\n".join(POEMS) + "\n\n")
+    assert titles == {"静夜思", "春晓", "无题", "登高"}, f"one title per record, none for a record without: {titles}"
+    written = ["静夜思\n床前明月光。", "春思\n床前明月光。", "夜思\n床前明月光。", "登高思\n床。", "秋\n床。", "床前明月光。"]
+    got = poetry.title_rate(written, titles)
+    # 静夜思 is a corpus title; 夜思 is made of its pieces; 春思 (春思) and 登高思 (高思) are not, nor 秋; the
+    # untitled poem does not count
+    assert got == {"title_in_corpus": 1 / 5, "title_from_words": 2 / 5}, f"title rates: {got}"
+    assert poetry.title_rate(["床前明月光。"], titles) == {"title_in_corpus": None, "title_from_words": None}, \
+        "no title written: no rate"

@@ -1,7 +1,9 @@
 """
 data/poetry/prepare.py on a tiny fake chinese-poetry tree (no download): the tarball and the folder give the
 same dataset, traditional characters become simplified, each cleaning step is counted, the split is by poem,
-meta.pkl carries the 词牌 patterns, and bad inputs are one line with the earlier outputs untouched.
+meta.pkl carries the 词牌 patterns and the title cap, the other collections (诗经, 四书, 蒙学, ...) are read by
+their --include names, a near-duplicate is kept once, a held-out poet is in neither split, and bad inputs are one
+line with the earlier outputs untouched.
 Run: python -m pytest tests/test_poetry_prepare.py
 """
 
@@ -50,7 +52,7 @@ TANG_0 = [
     poem("江南 二", "江南可采蓮，蓮葉何田田。"),                                 # title space dropped
 ]
 REMOVED = {"notes": 4, "empty": 2, "placeholder": 1, "private_use": 1, "junk": 1, "broken": 1, "duplicates": 1,
-           "untitled": 0}
+           "held_out": 0, "held_out_copies": 0, "untitled": 0}
 CI = [poem("如夢令", "常記溪亭日暮。沉醉不知歸路。", "興盡晚回舟，誤入藕花深處。", "爭渡。爭渡。驚起一灘鷗鷺。",
            key="rhythmic"),
       poem("如夢令", "昨夜雨疏風驟。濃睡不消殘酒。", "試問捲簾人，卻道海棠依舊。", "知否。知否。應是綠肥紅瘦。",
@@ -62,6 +64,30 @@ CI = [poem("如夢令", "常記溪亭日暮。沉醉不知歸路。", "興盡晚
       poem("失調名", "秋風起。葉滿地。", key="rhythmic")]  # "tune lost": never a pattern
 RUMENGLING = "6。6。5，6。2。2。6。"
 
+# 宋诗 (--include=song): a poet to hold out, a copy of one of his poems under another name with a variant
+# character, the same poem under two other poets (one character in ten differs: kept once), and a refrain
+# that opens two different poems (kept twice)
+XIAKE = "趙客縵胡纓，吳鉤霜雪明。銀鞍照白馬，颯沓如流星。十步殺一人，千里不留行。事了拂衣去，深藏身與名。"
+SONG_1 = [dict(poem("題西林壁", "橫看成嶺側成峰，遠近高低各不同。", "不識廬山真面目，只緣身在此山中。"), author="蘇軾"),
+          dict(poem("飲湖上初晴後雨", "水光瀲灧晴方好，山色空濛雨亦奇。", "欲把西湖比西子，淡妝濃抹總相宜。"), author="蘇軾"),
+          dict(poem("西湖", "水光瀲灧晴偏好，山色空濛雨亦奇。", "欲把西湖比西子，淡妝濃抹總相宜。"), author="佚名"),
+          dict(poem("俠客行", XIAKE), author="李白"),
+          dict(poem("俠客", XIAKE.replace("深藏", "深留")), author="無名氏"),
+          dict(poem("沒了期歌一", "沒了期，沒了期，營基才了又倉基。"), author="錢鏐"),
+          dict(poem("沒了期歌二", "沒了期，沒了期，春衣才了又冬衣。"), author="錢鏐")]
+# the other collections, each in its own file layout; 御定全唐诗 (yudingquantangshi/json/N.json) is never read
+OTHERS = {"package/dist/shijing/shijing.json": [{"title": "關雎", "chapter": "國風", "section": "周南",
+                                                 "content": ["關關雎鳩，在河之洲。窈窕淑女，君子好逑。"]}],
+          "package/dist/lunyu/lunyu.json": [{"chapter": "學而篇", "paragraphs": ["子曰：「學而時習之，不亦說乎？」"]}],
+          "package/dist/mengxue/qianziwen.json": {"title": "千字文", "author": "周興嗣",
+                                                  "paragraphs": ["天地玄黃", "宇宙洪荒"]},
+          "package/dist/mengxue/qianjiashi.json": {"title": "千家詩", "content": [{"type": "五言絕句", "content": [
+              {"chapter": "靜夜思", "author": "（唐）李白",
+               "paragraphs": ["牀前明月光，疑是地上霜。", "舉頭望明月，低頭思故鄉。"]}]}]},  # a copy of 全唐诗's
+          "package/dist/yuanqu/yuanqu.json": [{"title": "天淨沙・秋思", "author": "馬致遠",
+                                               "paragraphs": ["枯藤老樹昏鴉，小橋流水人家，古道西風瘦馬。"]}],
+          "package/dist/yudingquantangshi/json/001.json": [poem("御定", "此詩不應出現，御定全唐詩也。")]}
+
 
 def write_tree(root, layout):
     """The JSON files in the npm package's layout ('npm') or the repository's ('repo')."""
@@ -69,10 +95,11 @@ def write_tree(root, layout):
     files = {f"{tang}/poet.tang.0.json": TANG_0,
              f"{tang}/poet.tang.1000.json": [regular(i) for i in range(40)],
              f"{tang}/poet.song.0.json": [poem("宋詩", "春風又綠江南岸，明月何時照我還。")],
+             f"{tang}/poet.song.1.json": SONG_1,
              f"{tang}/error/poet.tang.0.json": [poem("錯", "此詩不應出現，此詩不應出現。")],
              "package/dist/strains/json/poet.tang.0.json": [{"id": "x", "strains": ["平平仄仄平。"]}],
              "package/dist/rank/poet/poet.tang.rank.0.json": [{"title": "靜夜思", "baidu": 1}],
-             f"{ci}/ci.song.0.json": CI}
+             f"{ci}/ci.song.0.json": CI, **OTHERS}
     for name, records in files.items():
         path = os.path.join(root, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -161,6 +188,49 @@ def test_split_is_by_poem(tmp_path, tree):
         "a poem's side should not depend on which collections are included"
 
 
+def test_the_other_collections_by_their_names(tmp_path, tree):
+    out, stdout = prepare(tmp_path, tree["npm"], "--include=tang,shijing,sishu,mengxue,yuanqu")
+    meta, train, val = records(out)
+    poems = train + val
+    expected = ["关雎\n关关雎鸠，在河之洲。\n窈窕淑女，君子好逑。",  # 诗经: lines under "content"
+                "学而篇\n子曰，学而时习之，不亦说乎？",  # 四书: a chapter; quotes go, a colon is a comma
+                "千字文\n天地玄黄。\n宇宙洪荒。",  # 蒙学: a line with no mark ends on 。
+                "天净沙·秋思\n枯藤老树昏鸦，小桥流水人家，古道西风瘦马。"]  # 元曲
+    for text in expected:
+        assert text in poems, f"{text.splitlines()[0]} should be read and cleaned: {[p[:12] for p in poems]}"
+    assert sum(p.startswith("静夜思\n") for p in poems) == 1, "千家诗's 静夜思 is a copy of 全唐诗's: kept once"
+    assert not any("御定" in p for p in poems), "御定全唐诗 is a second edition of 全唐诗: never read"
+    assert "元曲 (yuanqu): 1 poems read, 1 kept" in stdout, f"each collection is reported:\n{stdout}"
+    assert meta["title_max"] == poetry_prepare.title_max(p.split("\n")[0] for p in poems), \
+        f"meta.pkl's title_max should be the corpus' 90th percentile of title lengths: {meta['title_max']}"
+
+
+def test_near_duplicates_are_kept_once(tmp_path, tree):
+    numbers = poetry_prepare.prepare_poetry(tree["npm"], str(tmp_path / "out"), ["tang", "song"],
+                                            val_fraction=0.2, block_size=8, log=lambda line: None)
+    meta, train, val = records(tmp_path / "out")
+    titles = [r.split("\n")[0] for r in train + val]
+    assert titles.count("侠客行") == 1 and "侠客" not in titles, \
+        f"the same poem under two poets, one character in ten differing, is kept once (the first): {titles}"
+    assert "没了期歌一" in titles and "没了期歌二" in titles, f"two poems that share a refrain are both kept: {titles}"
+    assert "西湖" not in titles and "饮湖上初晴后雨" in titles, f"a variant character is a near-duplicate: {titles}"
+    assert numbers["removed"]["duplicates"] == 1 + 2, f"全唐诗's one duplicate and 宋诗's two: {numbers['removed']}"
+
+
+def test_hold_out_leaves_a_poet_out_of_both_splits(tmp_path, tree):
+    out, stdout = prepare(tmp_path, tree["npm"], "--include=tang,song")
+    assert "题西林壁" in "\n".join(sum(records(out)[1:], [])), "without --hold_out 苏轼's poems are in the dataset"
+    out, stdout = prepare(tmp_path, tree["npm"], "--include=tang,song", "--hold_out=苏轼,李白", name="held")
+    meta, train, val = records(out)
+    text = "\n".join(train + val)
+    for line in ("横看成岭侧成峰", "水光潋滟晴", "赵客缦胡缨"):
+        assert line not in text, f"a held-out poet's poem (or a copy under another name) is in a split: {line}"
+    assert "没了期歌一" in text, "the other poets' poems stay"
+    assert "3 poems of the held-out poets" in stdout and "2 near-duplicates of those" in stdout, \
+        f"the report says how many poems were held out:\n{stdout}"
+    assert meta["held_out"] == ["苏轼", "李白"], f"meta.pkl names the held-out poets: {meta['held_out']}"
+
+
 def test_meta_holds_the_ci_patterns(tmp_path, tree):
     meta = records(prepare(tmp_path, tree["npm"], "--include=tang,ci")[0])[0]
     assert meta["ci_forms"] == {"如梦令": RUMENGLING}, \
@@ -231,7 +301,9 @@ def test_bad_inputs_are_one_line(tmp_path, tree, prepared):
              ([f"--input={not_tar}"], ["not a readable tarball"]),
              ([f"--input={tree['repo']}", "--val_fraction=2"], ["--val_fraction=2"]),
              ([f"--input={tree['repo']}", "--block_size=100000"], ["--block_size=100000"]),
-             ([f"--input={tree['repo']}", "--script=latin"], ["--script"])]
+             ([f"--input={tree['repo']}", "--script=latin"], ["--script"]),
+             ([f"--input={tree['repo']}", "--include=tang,song", "--hold_out=苏试"], ["--hold_out=苏试", "苏轼"]),
+             ([f"--input={tree['repo']}", "--hold_out=苏轼"], ["--hold_out=苏轼", "no poem"])]
     for args, words in cases:
         assert_user_error(run(SCRIPT, *args, f"--out_dir={out}"), *words)
         assert_untouched(out, snapshot)

@@ -1,9 +1,13 @@
 """
 sample.py's poem options end to end (--form, --acrostic, --tone, --rhyme, --rhyme_book, a title as --start,
 --form=对联 with a 上联) on a tiny model trained on a few 唐诗: every sample is one poem in its form, keeping 平仄
-and rhyme, printed in sample.py's format; the bad inputs are one line.
+and rhyme, printed in sample.py's format, under a title no longer than meta.pkl's title_max; the bad inputs are
+one line.
 Run: python -m pytest tests/test_poetry_sample.py
 """
+
+import pickle
+import shutil
 
 import pytest
 from conftest import TINY, assert_user_error, run, write_dataset
@@ -75,6 +79,23 @@ def test_form_and_a_title_prompt(poet, form):
         title, body = poetry.split_title(text)
         assert title.startswith("春晓"), f"the prompt is the title: {text!r}"
         assert poetry.form_of(body) == poetry.ALIASES.get(form, form), f"every sample should be a {form}: {text!r}"
+
+
+def test_a_written_title_keeps_to_the_cap_in_meta(poet, tmp_path):
+    def titles(out):
+        return [poetry.split_title(t)[0] for t in poems_of(out, "--acrostic=春白故床", "--temperature=2.0")]
+
+    uncapped = titles(poet)  # the tiny run's meta.pkl has no title_max: poetry.TITLE_MAX holds
+    assert all(0 < len(t) <= poetry.TITLE_MAX for t in uncapped), f"titles over TITLE_MAX: {uncapped}"
+    assert any(len(t) > 2 for t in uncapped), f"the test needs titles longer than the cap below: {uncapped}"
+    capped = str(tmp_path / "capped")
+    shutil.copytree(poet, capped)
+    with open(f"{capped}/meta.pkl", "rb") as f:
+        meta = pickle.load(f)
+    with open(f"{capped}/meta.pkl", "wb") as f:
+        pickle.dump({**meta, "title_max": 2}, f)
+    got = titles(capped)
+    assert all(0 < len(t) <= 2 for t in got), f"meta.pkl's title_max=2 should cap every written title: {got}"
 
 
 def test_stream_prints_the_same_poems(poet):

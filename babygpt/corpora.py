@@ -74,6 +74,11 @@ Poem = collections.namedtuple("Poem", "collection title author body")
 # -----------------------------------------------------------------------------
 # the source: the npm tarball, or a folder of the same JSON files
 
+def record(title, body):
+    """One poem as the model reads it: the title row, the poem's rows, a blank row."""
+    return f"{title}\n{poetry.layout(body)}\n\n"
+
+
 def check_tarball(path, expected=SHA512):
     """The tarball must be the pinned one: a different or truncated file would change the corpus silently."""
     digest = hashlib.sha512()

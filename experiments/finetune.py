@@ -19,7 +19,6 @@ the budget.
 
 import argparse
 import collections
-import importlib.util
 import json
 import os
 import sys
@@ -32,19 +31,12 @@ import train
 from babygpt import charlevel
 from babygpt.sampleformat import format_sample
 from babygpt.status import read_status
+from babygpt import corpora
 from babygpt.trainjob import parse_with_train_settings, run_train, timed_train
 from configurator import configure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-
-def poetry_prepare():
-    """data/poetry/prepare.py, the chinese-poetry tarball's reader, loaded from its file: data/ holds command
-    lines, not a package a script in experiments/ imports by name."""
-    spec = importlib.util.spec_from_file_location("poetry_prepare", os.path.join(ROOT, "data", "poetry", "prepare.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 # each shipped model with its recipe's changes to config/finetune_chinese.py: the poetry model already writes this
 # kind of poem, and 2e-3 first undoes what it knows (docs/experiments.md), so it takes smaller steps
@@ -54,25 +46,23 @@ FINETUNE_BASES = {"pretrained/hlm": [], "pretrained/poetry": ["--learning_rate=3
 def songshi_text(tarball, poet="蘇軾"):
     """苏轼's 宋诗 (the dataset writes him 蘇軾) from the chinese-poetry tarball, as data/poetry writes poems (title
     row, the poem's rows, a blank row), in simplified characters: a user's own .txt of some 260k characters."""
-    poems = poetry_prepare()
-    convert, removed, seen, out = poems.converter("simplified"), collections.Counter(), set(), []
-    for _, _, records in poems.source_files(tarball, ["song"]):
+    convert, removed, seen, out = corpora.converter("simplified"), collections.Counter(), set(), []
+    for _, _, records in corpora.source_files(tarball, ["song"]):
         for rec in records:
-            cleaned = rec.get("author") == poet and poems.clean_poem(rec, "song", removed)
-            if cleaned and cleaned[1] not in seen:
-                seen.add(cleaned[1])
-                out.append(poems.record(*convert("\n".join(cleaned)).split("\n")))
+            cleaned = rec.get("author") == poet and corpora.clean_poem(rec, "song", removed)
+            if cleaned and cleaned[2] not in seen:  # (title, author, body)
+                seen.add(cleaned[2])
+                out.append(corpora.record(*convert(f"{cleaned[0]}\n{cleaned[2]}").split("\n")))
     return "".join(out)
 
 
 def guwen_text(tarball):
     """古文观止, the anthology of 222 prose essays (左传 to 明), from the same tarball: each essay's title row, its
     paragraphs a row each, a blank row, in simplified characters; some 140k characters of prose."""
-    poems = poetry_prepare()
     with tarfile.open(tarball) as tar:
         book = json.load(tar.extractfile("package/dist/mengxue/guwenguanzhi.json"))
     essays = [e["chapter"] + "\n" + "\n".join(e["paragraphs"]) + "\n\n" for part in book["content"] for e in part["content"]]
-    return poems.converter("simplified")("".join(essays))
+    return corpora.converter("simplified")("".join(essays))
 
 
 # texts in neither shipped model's training data, each the size of a user's own text: a poet's poems, and prose
@@ -183,7 +173,7 @@ def compare(args):
     """Fine-tuning each shipped model on a text of --text against training from scratch on it, one core each:
     lane 1 trains from scratch for 4x the budget while lane 2 trains from scratch, then fine-tunes each base,
     for the budget each."""
-    tarball = os.path.join(ROOT, "data", "poetry", poetry_prepare().TARBALL)
+    tarball = os.path.join(ROOT, "data", "poetry", corpora.TARBALL)
     bases = [b for b in FINETUNE_BASES if os.path.isfile(os.path.join(ROOT, b, "ckpt.pt"))]
     if not os.path.isfile(tarball) or not bases:
         sys.exit("error: the benchmark needs data/poetry's tarball and a shipped model; run make setup first")

@@ -11,6 +11,7 @@ import pytest
 import train
 from conftest import TINY, run, write_dataset
 from configurator import configure
+from babygpt import corpora
 from experiments import finetune, time_to_loss
 from test_poetry_sample import POEMS
 
@@ -89,7 +90,7 @@ def test_poems_measures_each_option_beside_the_real_poems(tmp_path):
 
 def test_finetune_texts_are_in_neither_shipped_model_s_data_and_their_documented_size():
     """The two texts experiments/finetune.py trains on, read from data/poetry's tarball as the docs describe them."""
-    tarball = os.path.join(finetune.ROOT, "data", "poetry", finetune.poetry_prepare().TARBALL)
+    tarball = os.path.join(finetune.ROOT, "data", "poetry", corpora.TARBALL)
     if not os.path.isfile(tarball):
         pytest.skip("no chinese-poetry tarball: make setup fetches it")
     songshi, guwen = finetune.songshi_text(tarball), finetune.guwen_text(tarball)

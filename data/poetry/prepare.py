@@ -24,7 +24,7 @@ import os
 
 from babygpt import charlevel  # the shared character-level code, at the repository's top (make setup installs the repo)
 from babygpt import poetry  # what a line, a form and a 词牌 pattern are: shared with sampling and the measurements
-from babygpt.corpora import COLLECTIONS, CI_LIKE, TARBALL, check_tarball, read_poems, resolve_source  # noqa: F401
+from babygpt.corpora import COLLECTIONS, CI_LIKE, TARBALL, check_tarball, read_poems, record, resolve_source  # noqa: F401
 from babygpt.errors import UserError, run_main
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,11 +61,6 @@ def in_val(body, val_fraction):
     """A poem's side, from a keyed hash of its text: the same poem is in val whatever else is included."""
     h = hashlib.blake2b(body.encode("utf-8"), key=VAL_KEY, digest_size=8).digest()
     return int.from_bytes(h, "big") < val_fraction * 2 ** 64
-
-
-def record(title, body):
-    """One poem as the model reads it: the title row, the poem's rows, a blank row."""
-    return f"{title}\n{poetry.layout(body)}\n\n"
 
 
 def count_forms(poems):

@@ -221,10 +221,9 @@ def training_tokens(out_dir, ckpt_name, meta):
         data_meta = load_meta(data_meta_path) if os.path.isfile(data_meta_path) else None
     except UserError as e:
         raise NoReport(f"no copy report: {e}") from None
-    # a dataset prepared again from other text has other ids: its train.bin is not this run's training text
-    if (data_meta is None) != (meta is None) or (meta is not None and data_meta["itos"] != meta["itos"]):
-        raise NoReport(f"no copy report: {os.path.dirname(path)} was prepared again since this run "
-                       "(its vocabulary differs), so its train.bin is not the text this model learned")
+    if (data_meta is None) != (meta is None):
+        raise NoReport(f"no copy report: {os.path.dirname(path)} was prepared again since this run with another "
+                       "kind of vocabulary (characters against GPT-2 BPE)")
     dtype = token_dtype(data_meta)
     size = os.path.getsize(path)
     if size == 0 or size % dtype.itemsize:
@@ -232,7 +231,20 @@ def training_tokens(out_dir, ckpt_name, meta):
     if size // dtype.itemsize > MAX_TOKENS:
         raise NoReport(f"no copy report: {path} has {size // dtype.itemsize:,} tokens, more than the "
                        f"{MAX_TOKENS:,} it can check in seconds (--copy_report=False skips this note)")
-    return np.memmap(path, dtype=dtype, mode="r")
+    return np.memmap(path, dtype=dtype, mode="r"), data_meta
+
+
+def to_dataset_ids(samples, meta, data_meta):
+    """The samples' ids in the dataset's vocabulary when it was prepared again with other ids (a cleaning that
+    dropped poems, more text): the same characters, so copies are still found. A character the dataset no
+    longer has becomes an id train.bin never holds. Returns (samples, a note or None)."""
+    if meta is None or data_meta["itos"] == meta["itos"]:
+        return samples, None
+    absent = data_meta["vocab_size"]  # past every id in train.bin: never part of a copy
+    to_data = np.array([data_meta["stoi"].get(meta["itos"][i], absent) for i in range(meta["vocab_size"])])
+    note = ("note: the dataset was prepared again since this run (its vocabulary differs): the copy report "
+            "compares with its train.bin as it is now")
+    return [to_data[np.asarray(s, dtype=np.int64)] for s in samples], note
 
 
 def report_line(i, copy, sample, decode, unit):
@@ -261,8 +273,10 @@ def report_lines(out_dir, ckpt_name, meta, samples, decode):
         if out_dir is None:
             raise NoReport("no copy report: a pretrained model's training text (GPT-2, an exported folder) "
                            "is not known here")
-        corpus = training_tokens(out_dir, ckpt_name, meta)
+        corpus, data_meta = training_tokens(out_dir, ckpt_name, meta)
     except NoReport as e:
         return [f"note: {e}"]
     unit = "characters" if meta is not None else "tokens"  # GPT-2 BPE runs: the same report over BPE tokens
-    return [report_line(i, c, s, decode, unit) for i, (c, s) in enumerate(zip(copy_stats(corpus, samples), samples))]
+    in_data, note = to_dataset_ids(samples, meta, data_meta)
+    copies = copy_stats(corpus, in_data)
+    return [note] * bool(note) + [report_line(i, c, s, decode, unit) for i, (c, s) in enumerate(zip(copies, samples))]

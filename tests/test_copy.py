@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import assert_user_error, run, write_dataset
+from conftest import TEXT, assert_user_error, run, write_dataset
 from test_sample import samples
 
 from babygpt import checkpoint as ck
@@ -137,7 +137,7 @@ def test_training_tokens_honours_the_datasets_dtype(tmp_path):
     with open(data / "meta.pkl", "wb") as f:
         pickle.dump(meta, f)
     torch.save({"config": {"dataset": str(data)}}, out / "ckpt.pt")
-    tokens = copycheck.training_tokens(str(out), "ckpt.pt", meta)
+    tokens, _ = copycheck.training_tokens(str(out), "ckpt.pt", meta)
     assert tokens.dtype == np.uint32 and tokens.tolist() == ids.tolist(), f"train.bin read as {tokens.dtype}: {tokens}"
 
 
@@ -202,12 +202,16 @@ def test_missing_train_bin_is_one_note(trained_run, tmp_path):
     assert len(samples(proc.stdout)) == 2, "the samples are still printed"
 
 
-def test_dataset_prepared_again_with_another_vocabulary_is_one_note(trained_run, tmp_path):
+def test_dataset_prepared_again_with_another_vocabulary_is_a_note_and_the_report_by_characters(trained_run, tmp_path):
+    """A dataset prepared again with other ids (a cleaning that dropped text): the report still finds copies, by
+    character, in its train.bin as it is now, and a note says so. The new text here shares a passage with the
+    old one, so the sample's copies of it must still be found."""
     out = moved_run(trained_run, tmp_path, tmp_path / "other")
-    write_dataset(str(tmp_path / "other"), text="另一本书的文字。" * 200)
-    proc = sample(out, "--num_samples=1", "--max_new_tokens=5")
-    notes = [l for l in proc.stderr.splitlines() if "copy report" in l]
-    assert len(notes) == 1 and "prepared again" in notes[0], f"expected one note about the vocabulary:\n{proc.stderr}"
+    write_dataset(str(tmp_path / "other"), text=("另一本书。" + TEXT) * 40)  # the ids shift, the text is still there
+    proc = sample(out, "--num_samples=1", "--max_new_tokens=40", "--temperature=0")
+    lines = [l for l in proc.stderr.splitlines() if "copy report" in l]
+    assert len(lines) == 2 and "prepared again" in lines[0], f"a note, then the report:\n{proc.stderr}"
+    assert "longest copied passage" in lines[1], f"a greedy sample of the memorised text copies it:\n{lines[1]}"
 
 
 # -----------------------------------------------------------------------------

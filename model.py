@@ -144,8 +144,7 @@ class GPT(nn.Module):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     def get_num_params(self, non_embedding=True):
-        """Parameter count; position embeddings are left out by default, as in the GPT-2 paper's
-        counts (token embeddings stay in: they are tied to lm_head and so do real work)."""
+        """Parameter count, without the position embeddings by default as in GPT-2's (the tied wte stays)."""
         n = sum(p.numel() for p in self.parameters())
         if non_embedding:
             n -= self.transformer.wpe.weight.numel()
@@ -179,10 +178,7 @@ class GPT(nn.Module):
         params = [p for p in self.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
-        groups = [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
         # the fused CUDA kernel updates all parameters in one launch instead of one per tensor
         fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
         extra = {"fused": True} if fused else {}
@@ -201,10 +197,9 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens), re-running the
-        window every step; call model.eval() first. babygpt: the scripts generate through babygpt/engine.py
-        (a key/value cache, top-p, a repetition penalty, per-row seeds, streaming, poem constraints), whose
-        kv_cache=False path gives these same tokens."""
+        """Extend idx (B, T) by max_new_tokens sampled tokens -> (B, T + max_new_tokens); call model.eval()
+        first. babygpt: the scripts generate through babygpt/engine.py (a key/value cache, top-p, penalties,
+        per-row seeds, streaming, poem constraints), whose kv_cache=False path gives these same tokens."""
         for _ in range(max_new_tokens):
             # past block_size, the window slides: the model has learned block_size positions only
             idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size:]
@@ -227,31 +222,38 @@ class GPT(nn.Module):
         """Load GPT-2 weights with transformers: 'gpt2', 'gpt2-medium', 'gpt2-large', 'gpt2-xl'
         (downloaded from the Hugging Face hub, then cached), or (babygpt) a local folder holding a model
         saved with GPT2LMHeadModel.save_pretrained (works offline). override_args: only 'dropout'."""
-        from transformers import GPT2LMHeadModel  # imported here: model.py stays light and pure
-        from transformers.utils import logging as hf_logging
-
         override_args = override_args or {}
         if set(override_args) - {"dropout"}:
             raise ValueError(f"only dropout can be overridden, got {sorted(override_args)}")
-        # a "Loading weights" bar for a load that takes a moment is noise on stderr (the hub's
-        # download bars are separate and stay)
-        was_on = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()
-        try:
-            hf_model = GPT2LMHeadModel.from_pretrained(name_or_path)
-        finally:
-            if was_on:
-                hf_logging.enable_progress_bar()
+        hf_model = load_hf_gpt2(name_or_path)
         hf = hf_model.config
-        # our LayerNorm has eps 1e-5 and our MLP the tanh GELU; refuse a GPT-2 variant that differs
-        if hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh") or hf.layer_norm_epsilon != 1e-5:
-            raise ValueError(f"{name_or_path}: activation {hf.activation_function} / layer_norm_epsilon "
-                             f"{hf.layer_norm_epsilon} differ from GPT-2's gelu_new / 1e-5")
         config = GPTConfig(n_layer=hf.n_layer, n_head=hf.n_head, n_embd=hf.n_embd, block_size=hf.n_positions,
                            vocab_size=hf.vocab_size, bias=True, dropout=override_args.get("dropout", 0.0))
         model = cls(config)
         model.load_state_dict(state_dict_from_hf(hf_model.state_dict()))
         return model
+
+
+def load_hf_gpt2(name_or_path):
+    """transformers' GPT2LMHeadModel, refused where its layers differ from ours (from_pretrained's loader)."""
+    from transformers import GPT2LMHeadModel  # imported here: model.py stays light and pure
+    from transformers.utils import logging as hf_logging
+
+    # a "Loading weights" bar for a load that takes a moment is noise on stderr (the hub's
+    # download bars are separate and stay)
+    was_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        hf_model = GPT2LMHeadModel.from_pretrained(name_or_path)
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()
+    hf = hf_model.config
+    # our LayerNorm has eps 1e-5 and our MLP the tanh GELU; refuse a GPT-2 variant that differs
+    if hf.activation_function not in ("gelu_new", "gelu_pytorch_tanh") or hf.layer_norm_epsilon != 1e-5:
+        raise ValueError(f"{name_or_path}: activation {hf.activation_function} / layer_norm_epsilon "
+                         f"{hf.layer_norm_epsilon} differ from GPT-2's gelu_new / 1e-5")
+    return hf_model
 
 
 def state_dict_from_hf(hf_sd):

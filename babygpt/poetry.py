@@ -338,6 +338,11 @@ def viable_groups(rhymed, member):
     return viable | ~viable.any(dim=1, keepdim=True)
 
 
+# PoemConstraint's tensors, moved together to the logits' device
+CONSTRAINT_TENSORS = ("slots", "rhymed", "length", "sets", "base", "han", "member", "titling", "pos", "alive",
+                      "groups", "used", "relaxed", "backoffs", "done")
+
+
 class PoemConstraint:
     """One state per sample row. mask(logits) leaves only the tokens the row's form allows (the others get
     -inf); advance(idx_next) moves each row on by the token it took; done (B,) says which rows have ended
@@ -379,8 +384,7 @@ class PoemConstraint:
         self.max_new_tokens = title_max + 1 + int(self.length.max())  # enough for the longest poem
 
     def _to(self, device):
-        for name in ("slots", "rhymed", "length", "sets", "base", "han", "member", "titling", "pos", "alive",
-                     "groups", "used", "relaxed", "backoffs", "done"):
+        for name in CONSTRAINT_TENSORS:
             setattr(self, name, getattr(self, name).to(device))
 
     def _now(self):

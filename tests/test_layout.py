@@ -52,3 +52,19 @@ def test_the_atomic_writes_and_the_run_files_import_no_torch():
 def test_few_scripts_at_the_top():
     top = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, "*.py")))
     assert len(top) <= MAX_TOP_FILES, f"{len(top)} .py files at the top (at most {MAX_TOP_FILES}): {top}"
+
+
+def test_readme_layout_and_architecture_name_every_module():
+    """README's Layout and docs/architecture.md describe the tree as it is: each script at the top and each
+    module of the package is named in both."""
+    with open(os.path.join(REPO, "README.md"), encoding="utf-8") as f:
+        layout = f.read().split("## Layout", 1)[1]
+    with open(os.path.join(REPO, "docs", "architecture.md"), encoding="utf-8") as f:
+        architecture = f.read()
+    top = [os.path.basename(p) for p in glob.glob(os.path.join(REPO, "*.py"))]
+    package = [os.path.basename(p) for p in glob.glob(os.path.join(REPO, "babygpt", "*.py"))
+               if not p.endswith("__init__.py")]
+    missing = [f"README Layout: {name}" for name in top + package if name not in layout]
+    missing += [f"docs/architecture.md: {name}" for name in top if name not in architecture]
+    missing += [f"docs/architecture.md: {name[:-3]}" for name in package if name[:-3] not in architecture]
+    assert not missing, "not described:\n" + "\n".join(missing)

@@ -9,7 +9,7 @@ the rest of babygpt asks the head, never the config, what differs:
 Importing it runs nothing; model.py builds the head.
 
     python train.py config/train_chinese_cpu.py      # adaptive_head = 1024
-    python -m pytest tests/test_adaptive_head.py
+    python -m pytest tests/test_heads.py
 """
 
 import numpy as np

@@ -1,7 +1,7 @@
 """
 Tests for data preparation (charlevel.py and the data/*/prepare.py scripts).
 
-    python -m pytest tests/test_prepare.py
+    python -m pytest tests/test_charlevel.py
 
 The scripts run as a user runs them (`python data/chinese/prepare.py ...`, through conftest.run(); the
 end-to-end test runs it in a new python) with --out_dir in a temporary folder, so data/chinese/ is never touched. A few tests call charlevel in-process to force a failure

@@ -1,6 +1,6 @@
 """
 Configuration: nanoGPT's globals -> config file -> --key=value, with refusals that help.
-Run: python -m pytest tests/test_config.py
+Run: python -m pytest tests/test_configurator.py
 """
 
 import os

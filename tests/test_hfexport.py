@@ -2,7 +2,7 @@
 hfexport.py, offline: the shipped model exported to Hugging Face transformers gives babygpt's logits, greedy
 text and character ids; an export comes back into babygpt (sample.py, train.py) with the same weights; the
 refusals (adaptive head, the Hub offline or without a login, a folder that is not an export).
-Run: python -m pytest tests/test_hf_export.py
+Run: python -m pytest tests/test_hfexport.py
 """
 
 import json

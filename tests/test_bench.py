@@ -1,6 +1,6 @@
 """
 bench.py --what=train: times train.py itself and reports consistent figures.
-Run: python -m pytest tests/test_bench_train.py
+Run: python -m pytest tests/test_bench.py
 """
 
 import json

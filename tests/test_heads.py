@@ -2,7 +2,7 @@
 The opt-in adaptive softmax head (adaptive_head > 0): its log-probabilities are the ones it trains on,
 the KV cache stays exact, train.py orders the classes by frequency and resumes exactly, sample.py
 reads it, and a plain run's checkpoint keeps nanoGPT's model_args.
-Run: python -m pytest tests/test_adaptive_head.py
+Run: python -m pytest tests/test_heads.py
 """
 
 import collections

@@ -1,7 +1,7 @@
 """
 Issue 10 on the sample side: the copy report (copycheck.py) and sample.py --ckpt / the best.pt hint.
 The report is checked against a brute-force reference (Python's `in` on strings); sample.py end to end.
-Run: python -m pytest tests/test_copy.py
+Run: python -m pytest tests/test_copycheck.py
 """
 
 import os

@@ -184,7 +184,8 @@ def main():
     p.add_argument("--per_title", type=int, default=4, help="samples per val title (a batch)")
     p.add_argument("--couplets", type=int, default=10, help="real 上联 the model writes a 下联 to (use 100)")
     p.add_argument("--what", choices=["all", *WHAT], default="all", help="poems, couplets, or both (all)")
-    p.add_argument("--json", action="store_true", help="print one JSON line instead of tables: {what: {column: figures}}")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON line instead of tables: {what: {column: figures}}")
     args = p.parse_args()
     run_dir = args.run
     dataset_path = dataset_dir(load_checkpoint(run_dir, mmap=True)["config"]["dataset"])

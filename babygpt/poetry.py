@@ -208,21 +208,29 @@ def keeps_rule(body, book, tone=True, rhyme=True):
     return False
 
 
+def tone_pattern(text, book):
+    """The tones the 对联 rule reads in text, one entry per character: at the 2nd, 4th and 6th characters of each
+    clause (clauses split by PUNCT) the character's one tone, 平 or 仄; '' elsewhere, for a mark, and where the
+    book gives the character two tones (看, 思) or none."""
+    pattern, j = [], 0
+    for ch in text:
+        j = 0 if ch in PUNCT else j + 1
+        tones = book.tones(ch) if j in (2, 4, 6) else ()
+        pattern.append(next(iter(tones)) if len(tones) == 1 else "")
+    return pattern
+
+
 def couplet_specs(upper, book):
     """What the 下联 of a 上联 may hold, one entry per character of the 上联: its marks as themselves, for a
     character a Spec that avoids the 上联's own character there (同位不同字: so never the 上联 again), opposes its
-    tone at the 2nd, 4th and 6th characters of each clause where the 上联's character has one tone (a
-    character with two readings, or one the book does not know, leaves the tone free), and ends on 平."""
-    specs, j = [], 0
-    for k, ch in enumerate(upper):
+    tone where tone_pattern reads one (the 2nd, 4th and 6th characters of each clause, a character with one tone),
+    and ends on 平."""
+    specs = []
+    for k, (ch, tone) in enumerate(zip(upper, tone_pattern(upper, book))):
         if ch in PUNCT:
             specs.append(ch)
-            j = 0
             continue
-        j += 1
-        tones = book.tones(ch)
-        tone = OPPOSITE[next(iter(tones))] if j in (2, 4, 6) and len(tones) == 1 else ""
-        specs.append(Spec(PING if k == len(upper) - 1 else tone, avoid=ch))
+        specs.append(Spec(PING if k == len(upper) - 1 else OPPOSITE.get(tone, ""), avoid=ch))
     return specs
 
 
@@ -686,11 +694,32 @@ def title_rate(poems, titles):
 
 def measure(poems, corpus=None, stoi=None):
     """All of experiments/poems.py's figures for a list of poems: form_rate, rhyme_rate (pinyin), tone_rate (平仄 kept),
-    pingshui_rate (one 平水韵 group, no rhyme twice) and, given the training text (corpus, stoi),
-    copied_lines, longest_copy and longest_copy_text."""
+    pingshui_rate (one 平水韵 group, no rhyme twice), rule_rate (both), repeat_rate and, given the training text
+    (corpus, stoi), copied_lines, longest_copy and longest_copy_text."""
     figures = {"poems": len(poems), "form_rate": form_rate(poems), "rhyme_rate": rhyme_rate(poems),
                "tone_rate": rule_rate(poems, rhyme=False), "pingshui_rate": rule_rate(poems, tone=False),
-               "repeat_rate": repeat_rate(poems)}
+               "rule_rate": rule_rate(poems), "repeat_rate": repeat_rate(poems)}
     if corpus is not None:
         figures.update(novelty(poems, corpus, stoi))
     return figures
+
+
+def same_tones(lower, real, book):
+    """Whether a written 下联 has the real 下联's tones (tone_pattern) wherever the book reads one in both; False for
+    another length, None when no position of the two can be compared."""
+    if len(lower) != len(real):
+        return False
+    pairs = [(a, b) for a, b in zip(tone_pattern(lower, book), tone_pattern(real, book)) if a and b]
+    return all(a == b for a, b in pairs) if pairs else None
+
+
+def measure_couplets(couplets, book="pingshui"):
+    """experiments/poems.py's figures for 下联 written to real 上联: couplets is a list of (上联, real 下联, written
+    下联), texts without a closing mark. in_form: the share of written 下联 that keep the 对联 rule (keeps_couplet,
+    the mask's own); same_tones: the share that have the real 下联's tones (same_tones), of those where some
+    position compares (tones_compared of them); None where none does."""
+    rules = rhymebook.book(book)
+    compared = [s for s in (same_tones(w, r, rules) for _, r, w in couplets) if s is not None]
+    return {"couplets": len(couplets),
+            "in_form": sum(keeps_couplet(u, w, rules) for u, _, w in couplets) / max(len(couplets), 1),
+            "same_tones": sum(compared) / len(compared) if compared else None, "tones_compared": len(compared)}

@@ -36,7 +36,8 @@ to = "pretrained/hlm"               # the folder to write: ckpt.pt, meta.pkl, RE
 samples = 3                         # unedited samples on the model card
 sample_length = 300                 # characters per sample on the card
 note = ""                           # a line for the card: how the run differed from its config, if it did
-poems = 0                           # poems experiments/poems.py writes for the card (poetry: 200); 0: none
+poems = 0                           # poems experiments/poems.py writes for the card (poetry: 200; half as many
+                                    #   couplets); 0: none
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
 SIZE_LIMIT_MB = 15
@@ -93,8 +94,9 @@ def card_samples(export, options):
 
 
 def poem_figures(export):
-    """experiments/poems.py on the exported model: its table, as the card's section (poetry only)."""
-    args = [f"--run={export['to']}", f"--num_samples={export['poems']}", "--per_title=8"]
+    """experiments/poems.py on the exported model: its tables (poems, 对联), as the card's section (poetry only)."""
+    args = [f"--run={export['to']}", f"--num_samples={export['poems']}", "--per_title=8",
+            f"--couplets={export['poems'] // 2}"]
     stdout, _ = run_script("experiments/poems.py", *args)
     return [f"## Poems, measured (`python experiments/poems.py {' '.join(args)}`)", "", "```", stdout.rstrip(),
             "```", ""]

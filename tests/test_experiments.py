@@ -70,22 +70,58 @@ def test_time_to_loss_command_lists_its_options():
         assert option in proc.stdout, f"--help should list {option}:\n{proc.stdout}"
 
 
-def test_poems_measures_each_option_beside_the_real_poems(tmp_path):
-    """experiments/poems.py on a tiny model trained on a few 唐诗: a column of figures for the real val poems and
-    one for each poem option; with --form=七绝 every poem is one in form."""
-    write_dataset(str(tmp_path / "ds"), text=POEMS * 30)
-    proc = run("train.py", f"--dataset={tmp_path / 'ds'}", f"--out_dir={tmp_path / 'out'}", *TINY, "--max_iters=10",
+DENGGAO = ("登高\n风急天高猿啸哀，渚清沙白鸟飞回。\n无边落木萧萧下，不尽长江滚滚来。\n"
+           "万里悲秋常作客，百年多病独登台。\n艰难苦恨繁霜鬓，潦倒新停浊酒杯。\n\n")  # a 七律: two couplets to hold out
+
+
+@pytest.fixture(scope="module")
+def tiny_poet(tmp_path_factory):
+    """A tiny model trained on a few 唐诗 and a 七律 (the last poem, so the val split holds it)."""
+    base = tmp_path_factory.mktemp("poet")
+    write_dataset(str(base / "ds"), text=(POEMS + DENGGAO) * 30)
+    proc = run("train.py", f"--dataset={base / 'ds'}", f"--out_dir={base / 'out'}", *TINY, "--max_iters=10",
                "--eval_interval=10")
     assert proc.returncode == 0, f"training the tiny poet failed:\n{proc.stderr}"
-    proc = run("experiments/poems.py", f"--run={tmp_path / 'out'}", "--num_samples=2", "--per_title=1", "--json")
+    return base / "out"
+
+
+def test_poems_measures_each_option_beside_the_real_poems(tiny_poet):
+    """experiments/poems.py on a tiny poet: a column of figures for the real val poems and one for each poem
+    option; with --form=七绝 every poem is one in form; titles measured where the model writes its own."""
+    proc = run("experiments/poems.py", f"--run={tiny_poet}", "--what=poems", "--num_samples=2", "--per_title=1",
+               "--json")
     assert proc.returncode == 0, f"experiments/poems.py failed:\n{proc.stderr}"
     figures = json.loads(proc.stdout.strip().splitlines()[-1])
-    columns = ["real val poems", "no option", "七绝 tone, rhyme off", "--form=七绝", "--acrostic=<real heads>"]
+    assert list(figures) == ["poems"], f"--what=poems measures the poems only: {list(figures)}"
+    figures = figures["poems"]
+    columns = ["real val poems", "no option", "七绝 tone, rhyme off", "--form=七绝", "--acrostic, own title"]
     assert list(figures) == columns, f"one column per option, the real poems first: {list(figures)}"
     assert [figures[c]["poems"] for c in columns[:4]] == [2, 2, 2, 2], f"2 titles x 1 poem each: {figures}"
     form = figures["--form=七绝"]
-    assert (form["form_rate"], form["tone_rate"], form["pingshui_rate"]) == (1.0, 1.0, 1.0), \
+    assert (form["form_rate"], form["tone_rate"], form["pingshui_rate"], form["rule_rate"]) == (1.0, 1.0, 1.0, 1.0), \
         f"--form=七绝 keeps the form, 平仄 and the 平水韵 rhyme in every poem: {form}"
+    assert "title_in_corpus" in figures["real val poems"] and "title_in_corpus" not in form, \
+        f"titles are measured for the real poems, not where the val title was the prompt: {figures}"
+
+
+def test_poems_couplets_writes_a_lower_line_to_held_out_real_couplets(tiny_poet):
+    """experiments/poems.py --what=couplets on the tiny poet: the 上联 of the val split's 七律 (登高's 颔联 and
+    颈联), a 下联 written to each with no option and with --form=对联, measured beside the real 下联."""
+    proc = run("experiments/poems.py", f"--run={tiny_poet}", "--what=couplets", "--couplets=2", "--per_title=2",
+               "--json")
+    assert proc.returncode == 0, f"experiments/poems.py --what=couplets failed:\n{proc.stderr}"
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert list(figures) == ["couplets"], f"--what=couplets measures the couplets only: {list(figures)}"
+    figures = figures["couplets"]
+    assert list(figures) == ["real 下联", "no option", "--form=对联"], f"the real 下联 first: {list(figures)}"
+    real, form = figures["real 下联"], figures["--form=对联"]
+    assert (real["couplets"], real["in_form"], real["same_tones"]) == (2, 1.0, 1.0), \
+        f"登高's 颔联 and 颈联 are in form, and share their own tones: {real}"
+    assert form["couplets"] == 4 and form["in_form"] == 1.0, f"2 上联 x 2 下联, every one in form: {form}"
+    assert figures["no option"]["couplets"] == 4, f"2 上联 x 2 下联 with no option: {figures}"
+    proc = run("experiments/poems.py", f"--run={tiny_poet}", "--what=couplets", "--couplets=1", "--per_title=1")
+    assert proc.returncode == 0 and "in_form" in proc.stdout and "the first three" in proc.stdout, \
+        f"the table and the couplets written should print:\n{proc.stdout}\n{proc.stderr}"
 
 
 def test_finetune_texts_are_in_neither_shipped_model_s_data_and_their_documented_size():

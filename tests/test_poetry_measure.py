@@ -1,13 +1,15 @@
 """
 poetry.py's measurements (experiments/poems.py) on hand-made poems whose answers are known: form rate,
 rhyme rate (pinyin rhyme_class), the shares keeping 平仄 and 平水韵 rhyme (keeps_rule, the masks' own rule),
-repeated characters, novelty against a corpus, titles found in the corpus' titles or made of their words.
+repeated characters, novelty against a corpus, titles found in the corpus' titles or made of their words, and the
+下联 written to real 上联 (measure_couplets: in form by keeps_couplet, the real 下联's tones shared).
 Run: python -m pytest tests/test_poetry_measure.py
 """
 
 import numpy as np
 
 from babygpt import poetry
+from babygpt import rhymebook
 
 JINGYESI = "静夜思\n床前明月光，疑是地上霜。\n举头望明月，低头思故乡。"    # 霜 uang, 乡 iang: both ang
 CHUNXIAO = "春晓\n春眠不觉晓，处处闻啼鸟。\n夜来风雨声，花落知多少。"       # 鸟 iao, 少 ao; 处处 repeats
@@ -78,3 +80,24 @@ def test_title_rate_against_the_corpus_titles():
     assert got == {"title_in_corpus": 1 / 5, "title_from_words": 2 / 5}, f"title rates: {got}"
     assert poetry.title_rate(["床前明月光。"], titles) == {"title_in_corpus": None, "title_from_words": None}, \
         "no title written: no rate"
+
+
+def test_tone_pattern_reads_the_2nd_4th_6th_characters_of_each_clause():
+    got = poetry.tone_pattern("白日依山尽，黄河看", rhymebook.book("pingshui"))
+    assert got == ["", "仄", "", "平", "", "", "", "平", ""], \
+        f"日 仄 and 山 平 in the first clause, 河 平 after the comma; 看 has two tones, so none: {got}"
+
+
+def test_measure_couplets_counts_form_and_shared_tones():
+    upper, real = "白日依山尽", "黄河入海流"  # 日 仄, 山 平 at the 2nd and 4th; 河 平, 海 仄 opposed
+    couplets = [(upper, real, "青山绕水流"),     # in form; 山 平, 水 仄: the real 下联's tones
+                (upper, real, "黄河入海尽"),     # ends on 仄: out of form, though its tones are the real one's
+                (upper, "绿水入海流", "青山绕水流"),  # in form, but the real 下联 has 水 仄 at the 2nd: not shared
+                (upper, real, "青看绕思流"),     # in form; 看 and 思 have two tones: nothing to compare
+                (upper, real, "黄河流")]         # another length: out of form, tones not shared
+    got = poetry.measure_couplets(couplets)
+    assert got["couplets"] == 5 and got["in_form"] == 3 / 5, f"the 1st, 3rd and 4th 下联 are in form: {got}"
+    assert got["tones_compared"] == 4, f"every 下联 but 青看绕思流 has a position to compare: {got}"
+    assert got["same_tones"] == 2 / 4, f"the 1st and 2nd share the real 下联's tones, of 4 compared: {got}"
+    assert poetry.measure_couplets([(upper, real, "青看绕思流")])["same_tones"] is None, \
+        "no position compared: no share"

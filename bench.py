@@ -10,7 +10,7 @@ recipes (fine-tuning, time to a loss) or measure the poems are scripts of their 
     python bench.py --what=train --config=config/train_chinese.py --iters=50 --nproc=2 --json
     python bench.py --what=copy                       # copy report, 10 x 500 vs 535k and 50M tokens, ~15 s
     python bench.py --what=hf_sample                  # the shipped model: babygpt's sampler vs transformers', ~1 min
-    python bench.py --what=serve --run=pretrained/hlm # characters/s through serve.py at 1, 4 and 16 clients
+    python bench.py --what=serve --run=pretrained/hlm # characters/s through serve.py at 1, 4, 8 and 16 clients
 
 prepare: charlevel.py (streaming, vectorized) against the dict-lookup list comprehension
 of nanoGPT's shakespeare_char/prepare.py, on the same synthetic Chinese corpus. Each method runs
@@ -35,11 +35,14 @@ lines shuffled (every passage ~94 times), both page-cached. Half the samples are
 characters cut from the training text and pasted together (an overfit model), half are shuffled
 training text (a model that copies nothing, whose longest copies are short: the slower path).
 The median of --repeat runs is shown.
-hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 10 samples, then 1, of block_size minus
+hf_sample: the shipped model (pretrained/hlm) exported by hfexport.py; 1 sample, then 10, of block_size minus
 the prompt's characters (127 after sample.py's "\n"), sampled (temperature 0.8, top_k 200) by babygpt's sampler
 (sample.py's generator: KV cache, one batch) and by transformers' generate (its own KV cache, one batch), on the
-CPU in float32, alternated --repeat times; the fastest of each is shown.
-serve: serve.py over --run on a free localhost port; 1, then 4, then 16 clients (threads of this process, on the
+CPU in float32, alternated --repeat times; the fastest of each, as characters per second and babygpt's over
+transformers'. Then babygpt's mean decode step (its time / characters) against a floor: the step's FLOPs at the
+mean context (decode_step_flops) at this CPU's matmul speed, measured in the same run on a matrix holding as
+many weights as the model's matmuls (matmul_flops_per_s): the time the step's arithmetic alone would take.
+serve: serve.py over --run on a free localhost port; 1, then 4, 8 and 16 clients (threads of this process, on the
 same machine) each stream a completion of --max_new_tokens characters from a newline, all started at once, read
 as raw Server-Sent Events; characters received per second of wall time, and that against one client's.
 """
@@ -389,6 +392,43 @@ def time_hf_generate(model, ids):
     return time.perf_counter() - t0
 
 
+def decode_step_flops(config, batch, context):
+    """FLOPs of one decode step: batch rows, each one new token attending to context cached ones.
+    Per row and layer: 2 x 12 C^2 for the weights (c_attn 3C^2, c_proj C^2, c_fc 4C^2, mlp c_proj 4C^2), 2 x 2 C T
+    for attention (q.k over T keys, then the weighted sum of T values); then 2 C V for the head. LayerNorm,
+    GELU, softmax and the sampler are left out: a handful of operations per number, against C per weight."""
+    C, L, V = config.n_embd, config.n_layer, config.vocab_size
+    return batch * (L * (24 * C * C + 4 * C * context) + 2 * C * V)
+
+
+def matmul_flops_per_s(config, batch, repeat=20):
+    """This CPU's speed at the step's kind of work, measured now: (batch, C) @ (C, N), one matrix holding as many
+    weights as the model's matmuls (12 L C^2 + V C), so it reads as much memory as a step; the fastest of repeat."""
+    import torch
+    C = config.n_embd
+    w = torch.randn(C, 12 * config.n_layer * C + config.vocab_size)  # (C, N)
+    x = torch.randn(batch, C)  # (B, C)
+    times = []
+    for _ in range(repeat + 3):  # 3 to warm up
+        t0 = time.perf_counter()
+        x @ w  # (B, N)
+        times.append(time.perf_counter() - t0)
+    return 2 * batch * w.numel() / min(times[3:])
+
+
+def time_hf_pair(cfg, hf, ids, repeat):
+    """babygpt's sampler and transformers' generate on the same rows ids (n, T), alternated repeat times (a slow
+    spell of the shared machine hits both); the fastest seconds of each."""
+    n = ids.size(0)
+    time_samples(dict(cfg, num_samples=n, max_new_tokens=8))  # warm-up: first calls allocate and pick kernels
+    time_hf_generate(hf, ids)
+    times = {"babygpt": [], "transformers": []}
+    for _ in range(repeat):
+        times["babygpt"].append(time_samples(dict(cfg, num_samples=n)))
+        times["transformers"].append(time_hf_generate(hf, ids))
+    return {k: min(v) for k, v in times.items()}
+
+
 def bench_hf_sample(args):
     import torch
     import hfexport
@@ -397,31 +437,32 @@ def bench_hf_sample(args):
     from transformers import AutoModelForCausalLM
     if args.threads:
         torch.set_num_threads(args.threads)
-    shipped, repeat, rows = os.path.join(ROOT, "pretrained", "hlm"), args.repeat, {}
+    shipped, rows = os.path.join(ROOT, "pretrained", "hlm"), {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = hfexport.export(dict(hfexport.DEFAULTS, out_dir=shipped, hf_dir=os.path.join(tmp, "hlm"), samples=0),
                                  warn=lambda line: None)
         hf = AutoModelForCausalLM.from_pretrained(folder).eval()
     block, prompt = hf.config.n_positions, sample.DEFAULTS["start"]
-    cfg = dict(sample.DEFAULTS, out_dir=shipped, device="cpu", dtype="float32", copy_report=False,
-               max_new_tokens=block - len(prompt))
-    for n in (10, 1):
+    new = block - len(prompt)
+    cfg = dict(sample.DEFAULTS, out_dir=shipped, device="cpu", dtype="float32", copy_report=False, max_new_tokens=new)
+    config = sample.load_model("resume", shipped, "cpu", warn=lambda line: None)[0].config
+    for n in (1, 10):
         ids = torch.full((n, len(prompt)), load_meta(os.path.join(shipped, "meta.pkl"))["stoi"][prompt])  # (n, 1)
-        time_samples(dict(cfg, num_samples=n, max_new_tokens=8))  # warm-up: first calls allocate and pick kernels
-        time_hf_generate(hf, ids)
-        times = {"babygpt": [], "transformers": []}
-        for _ in range(repeat):  # alternated: a slow spell of the shared machine hits both
-            times["babygpt"].append(time_samples(dict(cfg, num_samples=n)))
-            times["transformers"].append(time_hf_generate(hf, ids))
-        rows[n] = {k: min(v) for k, v in times.items()}
+        r = rows[n] = time_hf_pair(cfg, hf, ids, args.repeat)
+        r["chars_per_s"] = {k: n * new / s for k, s in list(r.items())}
+        # the mean step sees len(prompt) + new / 2 cached tokens
+        r["floor_s"] = decode_step_flops(config, n, len(prompt) + new // 2) / matmul_flops_per_s(config, n)
+        r["step_s"] = r["babygpt"] / new
     if args.json:
-        print(json.dumps({"threads": torch.get_num_threads(), "new_characters": block - len(prompt), "seconds": rows}))
+        print(json.dumps({"threads": torch.get_num_threads(), "new_characters": new, "rows": rows}))
         return
-    print(f"pretrained/hlm exported: {block - len(prompt)} new characters per sample, CPU float32, "
-          f"{torch.get_num_threads()} threads, fastest of {repeat}")
-    print(f"{'samples':<9}{'babygpt':>10}{'transformers':>14}   transformers / babygpt")
+    print(f"pretrained/hlm exported: {new} new characters per sample, CPU float32, "
+          f"{torch.get_num_threads()} threads, fastest of {args.repeat}")
+    print(f"{'samples':<9}{'babygpt':>15}{'transformers':>15}{'ratio':>7}{'step':>10}{'floor':>10}  step/floor")
     for n, r in rows.items():
-        print(f"{n:<9}{r['babygpt']:>9.2f}s{r['transformers']:>13.2f}s   {r['transformers'] / r['babygpt']:.2f}x")
+        c = r["chars_per_s"]
+        print(f"{n:<9}{c['babygpt']:>9.0f} chr/s{c['transformers']:>9.0f} chr/s{c['babygpt'] / c['transformers']:>6.2f}x"
+              f"{r['step_s'] * 1e3:>7.2f} ms{r['floor_s'] * 1e3:>7.2f} ms  {r['step_s'] / r['floor_s']:.1f}x")
 
 
 # -----------------------------------------------------------------------------
@@ -465,7 +506,7 @@ def bench_serve(args):
     rows = {}
     try:
         stream_chars(url, model, 0, 8)  # warm-up: first calls allocate and pick kernels
-        for n in (1, 4, 16):
+        for n in (1, 4, 8, 16):
             t0 = time.perf_counter()
             with ThreadPoolExecutor(n) as pool:  # all clients at once: the server batches what arrives together
                 chars = sum(pool.map(lambda seed: stream_chars(url, model, seed, args.max_new_tokens), range(n)))

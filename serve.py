@@ -65,7 +65,8 @@ dtype = "auto"          # auto: float16 on a CUDA GPU, float32 elsewhere; or flo
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
 
-BATCH_WINDOW = 0.02  # s a request waits for others sent at about the same moment, to start as one batch
+BATCH_WINDOW = 0.02  # s a batch waits after its latest request for others sent at about the same moment
+BATCH_WAIT = 0.15    # s the first request of a batch waits at most, however many keep coming
 BODY_LIMIT = 1 << 20  # bytes; a longer body is refused before it is parsed (a prompt cap in bytes, roughly)
 SAMPLING = ("temperature", "top_k", "top_p", "repetition_penalty", "form", "acrostic", "rhyme")
 ROLES = ("system", "developer", "user", "assistant", "tool")
@@ -441,13 +442,13 @@ class Batcher:
         with self.cond:
             while not self.pending and not self.groups:
                 self.cond.wait()
-            # requests that clients send at about one moment gather for BATCH_WINDOW, then start as one batch:
-            # idle, the worker waits for them; busy, it steps the running batches meanwhile
-            deadline = self.pending[0].arrived + BATCH_WINDOW if self.pending else 0
-            if self.groups and time.monotonic() < deadline:
-                return []
-            while time.monotonic() < deadline:
-                self.cond.wait(deadline - time.monotonic())
+            # requests that clients send at about one moment gather until none came for BATCH_WINDOW (clients
+            # started together reach the server over tens of ms on a busy CPU), at most BATCH_WAIT after the first,
+            # then start as one batch: idle, the worker waits for them; busy, it steps the running batches meanwhile
+            while self.pending and time.monotonic() < self._deadline():
+                if self.groups:
+                    return []
+                self.cond.wait(max(0.0, self._deadline() - time.monotonic()))
             jobs, self.pending = [j for j in self.pending if not j.cancelled], []
         batches = {}
         for job in jobs:  # in arrival order within a key; a key's batch is cut at max_batch rows
@@ -462,6 +463,11 @@ class Batcher:
             except Exception as e:
                 self._fail(chunk, e)
         return made
+
+    def _deadline(self):
+        """When the jobs waiting start as a batch (see _admit)."""
+        first, last = self.pending[0].arrived, self.pending[-1].arrived
+        return min(last + BATCH_WINDOW, first + BATCH_WAIT)
 
     def _step(self, group):
         """One character for a batch; False once it is over (done, or failed: its jobs then get an error)."""

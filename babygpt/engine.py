@@ -55,7 +55,7 @@ def generate(model, idx, max_new_tokens, temperature=1.0, top_k=None, **options)
     return torch.cat([idx, *new], dim=1)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions and views)
 def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
                     repetition_penalty=1.0, generators=None, kv_cache=True, constraint=None):
     """Yield the new tokens (B, 1) one step at a time, for streaming.
@@ -106,15 +106,27 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generators=None
     logits = logits / temperature
     if top_k:
         k = min(top_k, logits.size(-1))  # a top_k above the vocabulary means "no cut"
-        kth = torch.topk(logits, k).values[:, [-1]]  # (B, 1)
+        # the k-th largest is the smallest of the top k: unsorted, topk does less work
+        kth = torch.topk(logits, k, sorted=False).values.amin(dim=-1, keepdim=True)  # (B, 1)
         logits = logits.masked_fill(logits < kth, float("-inf"))
     if top_p is not None and top_p < 1.0:
         logits = nucleus_filter(logits, top_p)
     probs = F.softmax(logits, dim=-1)
     if generators is None:
         return torch.multinomial(probs, num_samples=1)
-    # one draw per row from that row's own generator: sample i is the same whatever the batch
-    return torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
+    return multinomial_rows(probs, generators)
+
+
+def multinomial_rows(probs, generators):
+    """One draw per row of probs (B, vocab) from that row's own generator -> (B, 1): sample i is the same
+    whatever the batch. torch.multinomial(p, 1, generator=g) draws q ~ Exp(1) per token with g and returns
+    argmax(p / q) (the exponential race, aten's Distributions.cpp); done so here, the draws stay row by row
+    (same random stream, same tokens) but the division and argmax run once over the batch, and the per-row
+    call's checks, allocations and syncs are gone (tests/test_engine.py compares it with torch.multinomial)."""
+    q = torch.empty_like(probs)  # (B, vocab)
+    for row, g in zip(q, generators):
+        row.exponential_(1, generator=g)
+    return torch.argmax(probs / q, dim=-1, keepdim=True)  # (B, 1)
 
 
 def nucleus_filter(logits, top_p):

@@ -7,7 +7,8 @@ Run: python -m pytest tests/test_engine.py
 import pytest
 import torch
 
-from babygpt.engine import KVCache, generate, next_logits, nucleus_filter, penalize_repeats, sample_next
+from babygpt.engine import (KVCache, generate, multinomial_rows, next_logits, nucleus_filter, penalize_repeats,
+                            row_generators, sample_next)
 from model import GPT, GPTConfig
 
 CFG = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
@@ -108,6 +109,29 @@ def test_each_sample_has_its_own_random_stream(model):
     assert not torch.equal(batch[0], batch[1]), "two samples of one batch should differ"
     alone = generate(model, idx[:1], 12, temperature=1.5, generators=[torch.Generator().manual_seed(1337 + 1)])
     assert torch.equal(batch[1], alone[0]), "sample 1 should depend on its own seed, not on the batch around it"
+
+
+def test_batched_row_draws_are_torch_multinomial_s_draws():
+    # the engine draws one token per row without calling torch.multinomial; the stream must be the same
+    torch.manual_seed(0)
+    for B, V in ((1, 7), (5, 4506), (10, 9000)):
+        probs = torch.softmax(torch.randn(B, V) * 3, dim=-1)
+        probs[0, : V // 2] = 0  # a cut (top-k, top-p, a poem's mask) leaves zeros
+        ours, ref = row_generators(range(B)), row_generators(range(B))
+        for step in range(4):
+            want = torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, ref)])  # (B, 1)
+            got = multinomial_rows(probs, ours)
+            assert torch.equal(got, want), f"B={B} V={V} step {step}: {got.tolist()} != torch's {want.tolist()}"
+
+
+def test_top_k_is_the_sorted_top_k_cut():
+    logits = torch.randn(6, 4506) * 2
+    want = logits.masked_fill(logits < torch.topk(logits, 200).values[:, [-1]], float("-inf"))
+    torch.manual_seed(1)
+    a = sample_next(logits, 1.0, top_k=200)
+    torch.manual_seed(1)
+    b = torch.multinomial(torch.softmax(want, dim=-1), 1)
+    assert torch.equal(a, b), "top_k should keep exactly the k best tokens, as a sorted topk's k-th value does"
 
 
 def test_top_k_above_vocabulary_is_clamped(model):

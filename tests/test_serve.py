@@ -379,6 +379,6 @@ def test_the_serve_benchmark_counts_what_the_clients_got(tiny_run):
     assert proc.returncode == 0, f"bench.py --what=serve failed:\n{proc.stderr[-2000:]}"
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     clients = {int(n): r for n, r in result["clients"].items()}
-    assert sorted(clients) == [1, 4, 16], f"1, 4 and 16 clients: {result}"
+    assert sorted(clients) == [1, 4, 8, 16], f"1, 4, 8 and 16 clients: {result}"
     assert all(r["characters"] == 5 * n and r["seconds"] > 0 for n, r in clients.items()), \
         f"every client should get its 5 characters: {result}"

@@ -162,6 +162,13 @@ def prepare_pair(corpus, out_dir):
     return results
 
 
+def printed_json(args, summary):
+    """With --json, print the figures as one JSON line (and the caller prints no table)."""
+    if args.json:
+        print(json.dumps(summary))
+    return args.json
+
+
 def bench_prepare(args):
     repeat = args.repeat
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,8 +184,7 @@ def bench_prepare(args):
                "baseline": base, "charlevel": ours, "speedup": mid["speedup"],
                "memory_ratio": ours["peak_mb"] / base["peak_mb"], "repeat": repeat,
                "speedups": [round(p["speedup"], 2) for p in pairs]}
-    if args.json:
-        print(json.dumps(summary))
+    if printed_json(args, summary):
         return
     print(f"prepare on {args.chars:,} Chinese characters ({mb:.0f} MB UTF-8); "
           f"outputs identical: {identical}")
@@ -234,8 +240,7 @@ def bench_sample(args):
     summary = {"threads": torch.get_num_threads(), "num_samples": n, "max_new_tokens": new,
                "reference_one_sample_s": ref_one, "reference_all_s": ref_one * n,
                "kv_cache_batched_s": ours, "speedup": ref_one * n / ours}
-    if args.json:
-        print(json.dumps(summary))
+    if printed_json(args, summary):
         return
     print(f"sample: {n} x {new} characters through sample.py's generator, a 9x12x384 model (block 256, "
           f"vocab 4,506), CPU, {summary['threads']} threads")
@@ -305,8 +310,7 @@ def bench_train(args):
         if args.nproc > 1:
             runs.append(run_train(args, data, os.path.join(tmp, f"out{args.nproc}"), args.nproc))
     summary = {"config": args.config, "overrides": args.overrides, "iters": args.iters, "runs": runs}
-    if args.json:
-        print(json.dumps(summary))
+    if printed_json(args, summary):
         return
     print(f"train.py {args.config} {' '.join(args.overrides)}: median of {args.iters} iterations "
           f"after {TRAIN_WARMUP} warm-up ones")
@@ -367,8 +371,7 @@ def bench_copy(args):
         runs = {name: time_copy_report(os.path.join(folder, "train.bin"), samples, decode, args.repeat)
                 for name, folder in (("builtin", builtin), ("synthetic", big))}
     summary = {name: {"tokens": n, "seconds": s, "longest": longest} for name, (s, n, longest, _) in runs.items()}
-    if args.json:
-        print(json.dumps(summary))
+    if printed_json(args, summary):
         return
     print(f"copy report: {args.num_samples} samples x {args.max_new_tokens} characters (the first half pasted from "
           f"2-30-character pieces of train.bin, the rest shuffled), median of {args.repeat}")
@@ -453,8 +456,7 @@ def bench_hf_sample(args):
         # the mean step sees len(prompt) + new / 2 cached tokens
         r["floor_s"] = decode_step_flops(config, n, len(prompt) + new // 2) / matmul_flops_per_s(config, n)
         r["step_s"] = r["babygpt"] / new
-    if args.json:
-        print(json.dumps({"threads": torch.get_num_threads(), "new_characters": new, "rows": rows}))
+    if printed_json(args, {"threads": torch.get_num_threads(), "new_characters": new, "rows": rows}):
         return
     print(f"pretrained/hlm exported: {new} new characters per sample, CPU float32, "
           f"{torch.get_num_threads()} threads, fastest of {args.repeat}")
@@ -514,8 +516,7 @@ def bench_serve(args):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    if args.json:
-        print(json.dumps({"run": args.run, "max_tokens": args.max_new_tokens, "clients": rows}))
+    if printed_json(args, {"run": args.run, "max_tokens": args.max_new_tokens, "clients": rows}):
         return
     print(f"serve.py --out_dir={args.run}: each client streams {args.max_new_tokens} characters, "
           f"clients and server on this machine")

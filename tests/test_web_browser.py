@@ -225,8 +225,11 @@ def test_stop_a_long_run(browser):
 
 
 def pick_from(driver, elem_id, choice):
-    """Open a dropdown and click one of its choices, as a person does."""
-    driver.find_element(By.CSS_SELECTOR, f"#{elem_id} input").click()
+    """Open a dropdown and click one of its choices, as a person does (once it is on the page: a box inside an
+    accordion just opened is drawn a moment later)."""
+    wait_for(driver, f"the dropdown {elem_id}", lambda d: next(
+        (e for e in d.find_elements(By.CSS_SELECTOR, f"#{elem_id} input") if e.is_displayed()), None),
+        timeout=30).click()
     option = wait_for(driver, f"{choice} in the list {elem_id}", lambda d: next(
         (o for o in d.find_elements(By.CSS_SELECTOR, "[role=option]") if o.get_attribute("aria-label") == choice),
         None), timeout=30)

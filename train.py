@@ -2,7 +2,7 @@
 Train a GPT on a prepared dataset (data/<dataset>/train.bin, val.bin, meta.pkl).
 
     python train.py config/train_chinese.py                # the GPU run: 9 layers x 384 dims in float16
-    python train.py config/train_chinese_cpu.py            # a few minutes on a laptop CPU
+    python train.py config/train_chinese_cpu.py            # 1-2 minutes on a 2-core CPU
     python train.py config/train_chinese.py --batch_size=32 --init_from=resume
     python train.py --help                                 # every key, its default and meaning
     torchrun --standalone --nproc_per_node=4 train.py config/train_chinese.py   # 4 GPUs (DDP)

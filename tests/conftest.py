@@ -114,16 +114,14 @@ def web_page(root, *args):
     server = subprocess.Popen([sys.executable, os.path.join(REPO, "web.py"), f"--root={root}", f"--port={port}", *args],
                               cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
+    def up():
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return True
+        except OSError:
+            return False
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=5).close()
-                break
-            except OSError:
-                assert server.poll() is None and time.time() < deadline, \
-                    f"web.py did not start:\n{open(log.name, encoding='utf-8').read()[-3000:]}"
-                time.sleep(0.5)
+        wait_for_server(server, up, log.name, "web.py")
         yield url
     finally:
         server.terminate()
@@ -136,3 +134,13 @@ def web_page(root, *args):
                 with open(f"/proc/{pid}/cmdline", "rb") as f:
                     if str(root).encode() in f.read():
                         os.kill(pid, signal.SIGKILL)
+
+
+def wait_for_server(proc, ready, log_path, name, timeout=120):
+    """Poll ready() (True once the server answers) until it does; fail with the end of the server's log when
+    its process exits or timeout seconds pass first."""
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None and time.time() < deadline, \
+            f"{name} did not start (exit {proc.poll()}):\n{open(log_path, encoding='utf-8').read()[-3000:]}"
+        time.sleep(0.3)

@@ -16,7 +16,7 @@ import time
 
 import pytest
 import torch
-from conftest import REPO, assert_user_error, free_port, run, write_dataset
+from conftest import REPO, assert_user_error, free_port, run, wait_for_server, write_dataset
 
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
@@ -42,18 +42,14 @@ def serving(out_dir, log_path, *args, key=""):
                              *args, *([f"--api_key={key}"] if key else [])], cwd=REPO, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/v1"
+    def up():
+        try:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            return httpx.get(f"{url}/models", headers=headers, timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
     try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                headers = {"Authorization": f"Bearer {key}"} if key else {}
-                if httpx.get(f"{url}/models", headers=headers, timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.time() < deadline, \
-                f"serve.py did not start (exit {proc.poll()}):\n{open(log_path, encoding='utf-8').read()[-3000:]}"
-            time.sleep(0.3)
+        wait_for_server(proc, up, log_path, "serve.py")
         yield url
     finally:
         proc.terminate()

@@ -39,7 +39,7 @@ from configurator import configure, settings
 from babygpt.progress import progress_bar
 from babygpt.errors import UserError, run_main
 from babygpt.runtime import setup
-from babygpt.sampleformat import SEPARATOR, format_sample  # noqa: F401  web.py reads sample.SEPARATOR
+from babygpt.sampleformat import format_sample
 
 
 # -----------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from configurator import configure, documented_keys, settings  # noqa: E402
 from babygpt.progress import read_log  # noqa: E402
 from babygpt.errors import UserError, run_main  # noqa: E402
 from babygpt.runtime import LOCAL_HOSTS  # noqa: E402
+from babygpt.sampleformat import format_sample  # noqa: E402
 from babygpt.webtext import STRINGS  # noqa: E402  every text on the page, 中文 and English
 
 
@@ -644,7 +645,7 @@ def sample_command(run_arg, cfg):
 
 def show_samples(texts):
     """As sample.py's --out_file writes them: each text, then the separator line."""
-    return "".join(f"{t}\n{sample.SEPARATOR}\n" for t in texts)
+    return "".join(format_sample(t) + "\n" for t in texts)
 
 
 # -----------------------------------------------------------------------------

@@ -7,12 +7,15 @@ with no option and with --form=对联, beside the real 下联.
     python experiments/poems.py --num_samples=200 --per_title=8 --couplets=100      # pretrained/poetry
     python experiments/poems.py --run=out-poetry --num_samples=40 --json
     python experiments/poems.py --what=couplets --couplets=100
+    python experiments/poems.py --dataset=poetry --num_samples=100     # on data/poetry's val titles (唐诗 + 宋词)
 
 Poems: --num_samples in all, --per_title of them (one batch) for each of a fixed draw of val titles, 160 characters
 at most, each cut where its poem ends; the figures are babygpt.poetry.measure's, the titles' poetry.title_rate's
 (against train.bin's titles, for the real poems and the acrostic, which writes its own title as `make demo` does).
 Couplets: --per_title 下联 to each of --couplets real 上联 that end on 仄 and are in the vocabulary; the figures are
-babygpt.poetry.measure_couplets'. pretrained/export.py runs it for the poetry model's card.
+babygpt.poetry.measure_couplets'. The titles, couplets and the corpus of copies come from the run's own dataset,
+or --dataset: two models compare on one dataset's val titles when their vocabularies hold its characters.
+pretrained/export.py runs it for the poetry model's card.
 """
 
 import argparse
@@ -184,11 +187,12 @@ def main():
     p.add_argument("--per_title", type=int, default=4, help="samples per val title (a batch)")
     p.add_argument("--couplets", type=int, default=10, help="real 上联 the model writes a 下联 to (use 100)")
     p.add_argument("--what", choices=["all", *WHAT], default="all", help="poems, couplets, or both (all)")
+    p.add_argument("--dataset", help="the dataset of the val titles, couplets and copies (default: the run's own)")
     p.add_argument("--json", action="store_true",
                    help="print one JSON line instead of tables: {what: {column: figures}}")
     args = p.parse_args()
     run_dir = args.run
-    dataset_path = dataset_dir(load_checkpoint(run_dir, mmap=True)["config"]["dataset"])
+    dataset_path = dataset_dir(args.dataset or load_checkpoint(run_dir, mmap=True)["config"]["dataset"])
     figures = {what: WHAT[what](args, run_dir, dataset_path) for what in WHAT if args.what in ("all", what)}
     if args.json:
         print(json.dumps(figures, ensure_ascii=False))

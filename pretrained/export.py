@@ -18,11 +18,12 @@ import platform
 import subprocess
 import sys
 
+import numpy as np
 import torch
 
 from babygpt.atomic import atomic_write
-from babygpt.checkpoint import (BEST_NAME, META_NAME, checkpoint_dict, dataset_dir, load_checkpoint,
-                                model_from_checkpoint, save_checkpoint)
+from babygpt.checkpoint import (BEST_NAME, META_NAME, checkpoint_dict, codec, dataset_dir, load_checkpoint, load_meta,
+                                model_from_checkpoint, save_checkpoint, token_dtype)
 from configurator import configure, settings
 from babygpt.progress import read_log
 from babygpt.errors import UserError, run_main
@@ -40,17 +41,26 @@ poems = 0                           # poems experiments/poems.py writes for the 
                                     #   couplets); 0: none
 # -----------------------------------------------------------------------------
 DEFAULTS = settings(globals())
-SIZE_LIMIT_MB = 15
+SIZE_LIMIT_MB = 15  # a shipped model's float16 folder, unless its recipe says otherwise
 # per dataset: what the card calls the text, how it is prepared and trained, and the sample.py options of the
 # card's samples beyond --num_samples/--max_new_tokens (poems: one per sample, in the forms a user asks for)
+POEM_SAMPLES = [["--acrostic=春夏秋冬", "--rhyme=True"], ["--form=七律", "--start=秋夜"], ["--form=如梦令"], []]
 RECIPES = {
     "chinese": {"text": "红楼梦", "prepare": "python data/chinese/prepare.py",
                 "config": "config/train_chinese_pretrained.py", "samples": [[]]},
     "poetry": {"text": "唐诗 and 宋词", "prepare": "python data/poetry/prepare.py --include=tang,ci",
-               "config": "config/train_poetry.py",
-               "samples": [["--acrostic=春夏秋冬", "--rhyme=True"], ["--form=七律", "--start=秋夜"],
-                           ["--form=如梦令"], []]},
+               "config": "config/train_poetry.py", "samples": POEM_SAMPLES},
+    # the shipped poetry model since it learned all the verse: its val loss on data/poetry's 唐诗 + 宋词 val split
+    # too, where the model before it was measured (those poems are val in both splits: the split hashes each poem)
+    "poetry-all": {"text": "classical verse (唐诗, 宋诗, 宋词, 元曲 and more, 苏轼 held out)",
+                   "prepare": "python data/poetry/prepare.py --include=tang,ci,song,yuanqu,shijing,chuci,wudai,"
+                              "caocao,nalan --hold_out=苏轼 --out_dir=data/poetry-all",
+                   "config": "config/train_poetry.py", "gpu_config": "config/train_poetry_gpu.py",
+                   "samples": POEM_SAMPLES, "also_val": "poetry",
+                   "size_limit_mb": 25},  # room for the GPU recipe's wider model (config/train_poetry_gpu.py)
 }
+TRAIN_WINDOWS = 8192  # train loss over at most this many windows, spread evenly: a 24M-character split whole
+                      # would take half an hour on a CPU, and 1M characters measure it to the second decimal
 
 
 def half_weights(best):
@@ -61,15 +71,36 @@ def half_weights(best):
     return checkpoint_dict(state, best["model_args"], best["iter_num"], best["best_val_loss"], best["config"])
 
 
-def whole_split_losses(checkpoint):
-    """Train and val loss of the float16 weights (computed in float32) over every non-overlapping window."""
+def shipped_mb(ckpt):
+    """The size of ckpt.pt as export writes it, in MB."""
+    buffer = io.BytesIO()
+    torch.save(ckpt, buffer)
+    return buffer.tell() / 1e6
+
+
+def split_losses(checkpoint, also_val=None):
+    """Loss of the float16 weights (computed in float32) over every non-overlapping window of the val split,
+    and of the train split up to TRAIN_WINDOWS windows: {'val', 'train', 'train_windows'}, and 'also_val' over
+    the val split of the dataset also_val, read as text and encoded with this model's vocabulary."""
     model = model_from_checkpoint({**checkpoint, "model": {k: v.float() for k, v in checkpoint["model"].items()}})
-    cfg = checkpoint["config"]
-    train_data, val_data, _, _ = load_dataset(dataset_dir(cfg["dataset"]), cfg["block_size"])
+    block, folder = checkpoint["config"]["block_size"], dataset_dir(checkpoint["config"]["dataset"])
+    train_data, val_data, _, _ = load_dataset(folder, block)
     batch = 32  # windows per forward pass: the same windows and mean as one at a time, several times faster
-    everything = max(len(train_data), len(val_data)) // batch + 1  # batches asked for: more than either split holds
-    return estimate_loss(model, {"train": train_data, "val": val_data}, everything, batch, cfg["block_size"], "cpu",
-                         contextlib.nullcontext())
+    loss = lambda data, windows: estimate_loss(model, {"x": data}, -(-windows // batch), batch, block, "cpu",
+                                               contextlib.nullcontext())["x"]  # eval_windows caps at the split's
+    losses = {"val": loss(val_data, len(val_data) // block),
+              "train_windows": min((len(train_data) - 1) // block, TRAIN_WINDOWS)}
+    losses["train"] = loss(train_data, losses["train_windows"])
+    if also_val:
+        other_dir = dataset_dir(also_val)
+        if not os.path.isfile(os.path.join(other_dir, "val.bin")):
+            raise UserError(f"the card compares with {other_dir}'s val split, which is not prepared: run make setup")
+        encode = codec(load_meta(os.path.join(folder, META_NAME)))[0]
+        other = load_meta(os.path.join(other_dir, META_NAME))
+        ids = np.fromfile(os.path.join(other_dir, "val.bin"), dtype=token_dtype(other))
+        text = codec(other)[1](ids.tolist())
+        losses["also_val"] = loss(np.array(encode(text), dtype=np.int64), len(text) // block)
+    return losses
 
 
 def run_script(script, *args):
@@ -136,12 +167,17 @@ def model_card(ckpt, losses, log, size_mb, export):
         f"| iterations | best val loss at iteration {ckpt['iter_num']} of {cfg['max_iters']} |",
         f"| wall time, device | {wall}; {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} cores, torch {torch.__version__}, float32 training |",
-        f"| train loss | {losses['train']:.4f} (every non-overlapping {args['block_size']}-character window) |",
-        f"| val loss | **{losses['val']:.4f}** (the whole val split, the same way) |",
+        f"| val loss | **{losses['val']:.4f}** (every non-overlapping {args['block_size']}-character window of the "
+        "val split) |",
+        f"| train loss | {losses['train']:.4f} ({losses['train_windows']:,} windows of the train split, spread evenly) |",
+        *([f"| val loss on data/{recipe['also_val']} | {losses['also_val']:.4f} (its val split, the same way: "
+           "where the model before this one was measured) |"] if "also_val" in losses else []),
         f"| commit | {git_commit()} (at export) |",
         "",
         f"Reproduce: `{recipe['prepare']} && python train.py {recipe['config']} && python pretrained/export.py "
         f"--out_dir={cfg['out_dir']} --to={export['to']}`",
+        *(["", f"On a GPU, the same with `python train.py {recipe['gpu_config']}` (`make poetry` picks it where torch "
+               "sees a GPU)."] if "gpu_config" in recipe else []),
         *(["", f"Note: {export['note']}"] if export["note"] else []),
         "",
         *(poem_figures(export) if export["poems"] else []),
@@ -158,18 +194,17 @@ def main():
         raise UserError(f"{cfg['out_dir']} was trained with adaptive_head={best['model_args']['adaptive_head']}; "
                         "the shipped model must stay readable by nanoGPT's sample.py: train it with adaptive_head=0")
     ckpt = half_weights(best)
-    buffer = io.BytesIO()  # measured before writing, so an oversized model leaves the shipped one as it was
-    torch.save(ckpt, buffer)
-    size_mb = buffer.tell() / 1e6
-    if size_mb > SIZE_LIMIT_MB:
-        raise UserError(f"the exported model would be {size_mb:.1f} MB, over the {SIZE_LIMIT_MB} MB limit; "
+    recipe = RECIPES.get(os.path.basename(os.path.normpath(str(best["config"]["dataset"]))), {})
+    size_mb, limit = shipped_mb(ckpt), recipe.get("size_limit_mb", SIZE_LIMIT_MB)
+    if size_mb > limit:  # measured before writing, so an oversized model leaves the shipped one as it was
+        raise UserError(f"the exported model would be {size_mb:.1f} MB, over the {limit} MB limit; "
                         "train a smaller model")
+    losses = split_losses(ckpt, recipe.get("also_val"))  # before writing: a missing dataset refuses, nothing changed
     os.makedirs(cfg["to"], exist_ok=True)
     save_checkpoint(cfg["to"], ckpt)
     with open(os.path.join(cfg["out_dir"], META_NAME), "rb") as f:
         meta = f.read()
     atomic_write(os.path.join(cfg["to"], META_NAME), lambda f: f.write(meta))
-    losses = whole_split_losses(ckpt)
     card = model_card(ckpt, losses, read_log(cfg["out_dir"]), size_mb, cfg)
     atomic_write(os.path.join(cfg["to"], "README.md"), lambda f: f.write(card.encode("utf-8")))
     print(f"wrote {cfg['to']}: val loss {losses['val']:.4f}, train {losses['train']:.4f}, {size_mb:.1f} MB")

@@ -122,3 +122,17 @@ def test_sample_py_on_the_gpu_is_repeatable_compiles_and_reports_copies():
         assert "warning" not in proc.stderr, proc.stderr
     assert first.stdout == again.stdout, "the same seed on the GPU should give the same samples"
     assert first.stderr.count("copy report, sample") == 3, f"a copy report per sample expected:\n{first.stderr}"
+
+
+def test_the_gpu_poetry_recipe_trains_as_written(tmp_path, tiny_data):
+    """config/train_poetry_gpu.py (`make poetry` on a GPU), its own settings but the length, on a tiny dataset:
+    compiled float16 steps whose loss falls, and a best.pt that pretrained/export.py takes."""
+    out = tmp_path / "poetry"
+    proc = gpu("train.py", "config/train_poetry_gpu.py", f"--dataset={tiny_data}", f"--out_dir={out}", "--max_iters=60",
+               "--lr_decay_iters=60", "--warmup_iters=10", "--eval_interval=30", "--eval_iters=2", "--log_interval=10")
+    assert proc.returncode == 0, proc.stderr
+    steps = losses(proc.stdout)
+    assert steps[-1][1] < steps[0][1] - 0.5, f"the loss should fall: {steps}"
+    proc = gpu("pretrained/export.py", f"--out_dir={out}", f"--to={tmp_path / 'shipped'}", "--samples=1",
+               "--sample_length=20")
+    assert proc.returncode == 0, proc.stderr

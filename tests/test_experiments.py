@@ -11,6 +11,7 @@ import pytest
 import train
 from conftest import TINY, run, write_dataset
 from configurator import configure
+from babygpt import checkpoint as ck
 from babygpt import corpora
 from experiments import finetune, time_to_loss
 from test_poetry_sample import POEMS
@@ -124,6 +125,19 @@ def test_poems_couplets_writes_a_lower_line_to_held_out_real_couplets(tiny_poet)
         f"the table and the couplets written should print:\n{proc.stdout}\n{proc.stderr}"
 
 
+def test_poems_takes_its_titles_from_another_dataset(tiny_poet, tmp_path):
+    """--dataset: the val titles (and the corpus of copies) come from that dataset, so two models compare on one
+    dataset's titles; here a dataset of the four 绝句 alone, where the tiny poet's own val split is mostly 登高."""
+    other = tmp_path / "jueju"
+    write_dataset(str(other), text=POEMS * 30)
+    proc = run("experiments/poems.py", f"--run={tiny_poet}", f"--dataset={other}", "--what=poems",
+               "--num_samples=1", "--per_title=1")
+    assert proc.returncode == 0, f"experiments/poems.py --dataset failed:\n{proc.stderr}"
+    assert f"val titles of {os.path.relpath(other, finetune.ROOT)}," in proc.stdout, proc.stdout
+    real = proc.stdout.split("real val poems, the first two:\n")[1].split("\n")[0]
+    assert real in ("静夜思", "春晓", "登鹳雀楼", "黄鹤楼送孟浩然之广陵"), f"a title of --dataset's poems: {real!r}"
+
+
 def test_finetune_texts_are_in_neither_shipped_model_s_data_and_their_documented_size():
     """The two texts experiments/finetune.py trains on, read from data/poetry's tarball as the docs describe them."""
     tarball = os.path.join(finetune.ROOT, "data", "poetry", corpora.TARBALL)
@@ -133,6 +147,10 @@ def test_finetune_texts_are_in_neither_shipped_model_s_data_and_their_documented
     assert round(len(songshi), -3) == 261_000, f"苏轼's 宋诗 should be some 261k characters: {len(songshi):,}"
     assert round(len(guwen), -3) == 143_000, f"古文观止 should be some 143k characters: {len(guwen):,}"
     assert songshi.startswith("郭纶\n") and "\n\n" in songshi, f"poems as data/poetry lays them out: {songshi[:40]!r}"
+    poetry_meta = ck.load_meta(os.path.join(finetune.ROOT, "pretrained", "poetry", "meta.pkl"))
+    assert poetry_meta.get("held_out") == ["苏轼"], f"the shipped poetry model should hold out 苏轼: {poetry_meta.get('held_out')}"
+    hlm = ck.load_checkpoint(os.path.join(finetune.ROOT, "pretrained", "hlm"), mmap=True)
+    assert hlm["config"]["dataset"] == "chinese", "the 红楼梦 model learned 红楼梦 alone"
     assert guwen.startswith("郑伯克段于鄢\n"), f"an essay's title row first: {guwen[:40]!r}"
 
 

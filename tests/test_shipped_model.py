@@ -4,7 +4,9 @@ Run: python -m pytest tests/test_shipped_model.py
 """
 
 import os
+import pickle
 import re
+import runpy
 
 import numpy as np
 import pytest
@@ -13,9 +15,12 @@ from conftest import REPO, TINY, assert_user_error, run
 
 from babygpt import checkpoint as ck
 from babygpt import poetry, rhymebook
+from babygpt.errors import UserError
 import train
+from model import GPT, GPTConfig
 
 SHIPPED = os.path.join(REPO, "pretrained", "hlm")
+POETRY = os.path.join(REPO, "pretrained", "poetry")
 
 
 def card_number(card, label):
@@ -60,6 +65,28 @@ def test_model_card_val_loss_is_the_whole_val_split(tmp_path):
     assert loss <= 4.27, f"the shipped model should reach val 4.27 or lower, has {loss:.4f}"
 
 
+@pytest.mark.slow
+def test_poetry_card_val_loss_on_the_older_split_is_measured_and_lower():
+    """The poetry card's val loss on data/poetry (唐诗 + 宋词, where the model before it was measured at 4.5291):
+    recomputed here by character through the model's vocabulary, and lower than that model's."""
+    card = open(os.path.join(POETRY, "README.md"), encoding="utf-8").read()
+    if "| val loss on data/poetry |" not in card:
+        pytest.skip("the shipped poetry model learned data/poetry itself: its card has one val loss")
+    older = os.path.join(REPO, "data", "poetry")
+    if not os.path.isfile(os.path.join(older, "val.bin")):
+        pytest.skip("data/poetry is not prepared: make setup prepares it")
+    ckpt = ck.load_checkpoint(POETRY)
+    model = ck.model_from_checkpoint({**ckpt, "model": {k: v.float() for k, v in ckpt["model"].items()}})
+    meta, theirs = ck.load_meta(os.path.join(POETRY, "meta.pkl")), ck.load_meta(os.path.join(older, "meta.pkl"))
+    text = ck.codec(theirs)[1](np.fromfile(os.path.join(older, "val.bin"), dtype=np.uint16).tolist())
+    ids = np.array(ck.codec(meta)[0](text), dtype=np.int64)
+    block = model.config.block_size
+    loss = train.estimate_loss(model, {"val": ids}, -(-(len(ids) // block) // 32), 32, block, "cpu",
+                               torch.autocast("cpu", enabled=False))["val"]
+    assert abs(loss - card_number(card, "val loss on data/poetry")) < 1e-3, f"card and measure differ: {loss:.4f}"
+    assert loss < 4.5291, f"the shipped poetry model should beat the one before it on its own val split: {loss:.4f}"
+
+
 def test_export_makes_a_folder_sample_py_reads(tmp_path, tiny_data):
     out, to = tmp_path / "run", tmp_path / "shipped"
     proc = run("train.py", f"--dataset={tiny_data}", f"--out_dir={out}", *TINY, "--max_iters=20", "--eval_interval=10")
@@ -79,6 +106,60 @@ def test_export_makes_a_folder_sample_py_reads(tmp_path, tiny_data):
     assert os.path.isfile(to / "meta.pkl"), "the vocabulary should travel with the model"
 
 
+def load_export():
+    """pretrained/export.py as a module (pretrained/ is a folder of models, not a package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("export", os.path.join(REPO, "pretrained", "export.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_measures_another_split_through_the_models_vocabulary(trained_run, tmp_path, monkeypatch):
+    """The card's second val loss: another dataset's val split is read as text (its own meta.pkl) and encoded
+    with the model's vocabulary. The run's own val text under a reversed vocabulary measures the run's val loss
+    exactly; its ids read as the model's would not. The train loss is over at most TRAIN_WINDOWS windows."""
+    export = load_export()
+    ckpt = export.half_weights(ck.load_checkpoint(trained_run["out"], name=ck.BEST_NAME))
+    meta = ck.load_meta(os.path.join(trained_run["data"], "meta.pkl"))
+    n = meta["vocab_size"]
+    flipped = {"vocab_size": n, "itos": {n - 1 - i: c for i, c in meta["itos"].items()},
+               "stoi": {c: n - 1 - i for c, i in meta["stoi"].items()}, "dtype": "uint16"}
+    val = np.fromfile(os.path.join(trained_run["data"], "val.bin"), dtype=np.uint16)
+    other = tmp_path / "flipped"
+    other.mkdir()
+    (n - 1 - val.astype(np.int64)).astype(np.uint16).tofile(other / "val.bin")
+    with open(other / "meta.pkl", "wb") as f:
+        pickle.dump(flipped, f)
+    monkeypatch.setattr(export, "TRAIN_WINDOWS", 3)
+    losses = export.split_losses(ckpt, also_val=str(other))
+    assert losses["also_val"] == pytest.approx(losses["val"], abs=1e-6), losses
+    assert losses["train_windows"] == 3, losses
+    model = ck.model_from_checkpoint({**ckpt, "model": {k: v.float() for k, v in ckpt["model"].items()}})
+    block = ckpt["config"]["block_size"]
+    as_is = train.estimate_loss(model, {"x": n - 1 - val.astype(np.int64)}, len(val), 32, block, "cpu",
+                                torch.autocast("cpu", enabled=False))["x"]
+    assert abs(as_is - losses["val"]) > 1e-3, "the flipped ids read as the model's own should measure differently"
+    with pytest.raises(UserError, match="not prepared: run make setup"):  # refused before export writes anything
+        export.split_losses(ckpt, also_val=str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("config", ["config/train_poetry.py", "config/train_poetry_gpu.py"])
+def test_the_poetry_recipes_export_under_their_size_limit(config):
+    """Both ways `make poetry` trains the shipped poetry model (CPU, GPU) give a model that export ships: its float16
+    checkpoint, at the vocabulary of the dataset the config names, is under the recipe's limit (25 MB)."""
+    export = load_export()
+    settings = {k: v for k, v in runpy.run_path(os.path.join(REPO, config)).items() if not k.startswith("__")}
+    meta = os.path.join(REPO, "data", settings["dataset"], "meta.pkl")
+    if not os.path.isfile(meta):
+        pytest.skip(f"data/{settings['dataset']} is not prepared: make setup prepares it")
+    args = {k: settings[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout")}
+    model = GPT(GPTConfig(vocab_size=ck.load_meta(meta)["vocab_size"], bias=False, **args))
+    best = {"model": model.state_dict(), "model_args": args, "iter_num": 0, "best_val_loss": 0.0, "config": settings}
+    limit = export.RECIPES[settings["dataset"]]["size_limit_mb"]
+    assert export.shipped_mb(export.half_weights(best)) < limit, f"{config} makes a model over {limit} MB"
+
+
 def test_export_refuses_an_adaptive_head_and_writes_nothing(tmp_path, tiny_data):
     """nanoGPT's sample.py cannot build a model with adaptive_head, so it must not become the shipped one."""
     out, to = tmp_path / "run", tmp_path / "shipped"
@@ -92,13 +173,10 @@ def test_export_refuses_an_adaptive_head_and_writes_nothing(tmp_path, tiny_data)
     assert sorted(os.listdir(to)) == ["ckpt.pt"], "a refused export should write nothing"
 
 
-POETRY = os.path.join(REPO, "pretrained", "poetry")
-
-
 def test_the_poetry_model_writes_a_rhyming_acrostic_right_after_setup():
     """What a newcomer runs first: four lines of five or seven characters starting with 春夏秋冬, in 平仄 and
-    the even lines on one 平水韵 rhyme; the copy report compares with data/poetry/train.bin, which make setup
-    prepares."""
+    the even lines on one 平水韵 rhyme; the copy report compares with the model's data/poetry-all/train.bin, which
+    make setup prepares."""
     assert os.path.getsize(os.path.join(POETRY, "ckpt.pt")) < 15e6, "the poetry model should be under 15 MB"
     ckpt = ck.load_checkpoint(POETRY)
     assert {v.dtype for v in ckpt["model"].values()} == {torch.float16}, "weights are stored in float16"

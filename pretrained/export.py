@@ -2,11 +2,13 @@
 Turn a finished run into a shipped pretrained model: pretrained/<name>/{ckpt.pt, meta.pkl, README.md}.
 
     python train.py config/train_chinese_pretrained.py && python pretrained/export.py   # pretrained/hlm
-    python train.py config/train_poetry.py && python pretrained/export.py --out_dir=out-poetry --to=pretrained/poetry
+    python train.py config/train_poetry.py && python pretrained/export.py --out_dir=out-poetry --to=pretrained/poetry \
+        --poems=200                                                                        # pretrained/poetry
 
 It takes the run's best.pt (lowest val loss), keeps the weights only, in float16 (half the bytes; a
-char-level model samples the same text from them), measures train and val loss over every window of
-each split, and writes the model card with unedited samples from sample.py and their copy report (for
+char-level model samples the same text from them), measures val loss over every window of the val split
+(train loss over up to TRAIN_WINDOWS windows; the poetry model's also over data/poetry's val split) before
+it writes anything, and writes the model card with unedited samples from sample.py and their copy report (for
 the poetry model: poems in form, and experiments/poems.py's figures). Run it again only when the model
 changes: the folder is committed to git.
 """
@@ -82,6 +84,9 @@ def split_losses(checkpoint, also_val=None):
     """Loss of the float16 weights (computed in float32) over every non-overlapping window of the val split,
     and of the train split up to TRAIN_WINDOWS windows: {'val', 'train', 'train_windows'}, and 'also_val' over
     the val split of the dataset also_val, read as text and encoded with this model's vocabulary."""
+    other_dir = also_val and dataset_dir(also_val)
+    if other_dir and not os.path.isfile(os.path.join(other_dir, "val.bin")):  # before minutes of measuring
+        raise UserError(f"the card compares with {other_dir}'s val split, which is not prepared: run make setup")
     model = model_from_checkpoint({**checkpoint, "model": {k: v.float() for k, v in checkpoint["model"].items()}})
     block, folder = checkpoint["config"]["block_size"], dataset_dir(checkpoint["config"]["dataset"])
     train_data, val_data, _, _ = load_dataset(folder, block)
@@ -91,10 +96,7 @@ def split_losses(checkpoint, also_val=None):
     losses = {"val": loss(val_data, len(val_data) // block),
               "train_windows": min((len(train_data) - 1) // block, TRAIN_WINDOWS)}
     losses["train"] = loss(train_data, losses["train_windows"])
-    if also_val:
-        other_dir = dataset_dir(also_val)
-        if not os.path.isfile(os.path.join(other_dir, "val.bin")):
-            raise UserError(f"the card compares with {other_dir}'s val split, which is not prepared: run make setup")
+    if other_dir:
         encode = codec(load_meta(os.path.join(folder, META_NAME)))[0]
         other = load_meta(os.path.join(other_dir, META_NAME))
         ids = np.fromfile(os.path.join(other_dir, "val.bin"), dtype=token_dtype(other))

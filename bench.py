@@ -405,18 +405,41 @@ def decode_step_flops(config, batch, context):
 
 
 def matmul_flops_per_s(config, batch, repeat=20):
-    """This CPU's speed at the step's kind of work, measured now: (batch, C) @ (C, N), one matrix holding as many
-    weights as the model's matmuls (12 L C^2 + V C), so it reads as much memory as a step; the fastest of repeat."""
+    """This CPU's speed at the step's kind of work, measured now: (batch, C) rows through one weight holding as
+    many numbers as the model's matmuls (12 L C^2 + V C), so it reads as much memory as a step, with each of
+    decodestep's layouts (the transposed weight, oneDNN's packed one); the fastest of repeat, best layout."""
     import torch
+    from babygpt.decodestep import ONEDNN, Linear
     C = config.n_embd
-    w = torch.randn(C, 12 * config.n_layer * C + config.vocab_size)  # (C, N)
+    w = torch.randn(12 * config.n_layer * C + config.vocab_size, C)  # (N, C), as a Linear holds it
     x = torch.randn(batch, C)  # (B, C)
-    times = []
-    for _ in range(repeat + 3):  # 3 to warm up
-        t0 = time.perf_counter()
-        x @ w  # (B, N)
-        times.append(time.perf_counter() - t0)
-    return 2 * batch * w.numel() / min(times[3:])
+    best = float("inf")
+    for kind in ("transposed", "packed") if ONEDNN else ("transposed",):
+        linear = Linear(w, None, kind)
+        for i in range(repeat + 3):  # 3 to warm up
+            t0 = time.perf_counter()
+            linear(x)  # (B, N)
+            if i >= 3:
+                best = min(best, time.perf_counter() - t0)
+    return 2 * batch * w.numel() / best
+
+
+def time_forward_steps(model, n, steps, repeat):
+    """Seconds per step of the model's one-token forward alone (what engine.generate_tokens runs, decodestep's
+    where it applies), n rows, over steps steps after a one-token prompt; the fastest of repeat."""
+    import torch
+    from babygpt.decodestep import decode_step
+    from babygpt.engine import KVCache
+    step, idx, best = decode_step(model, n), torch.zeros(n, dtype=torch.long), float("inf")
+    with torch.inference_mode():
+        for _ in range(repeat):
+            cache = KVCache(model.config, n)
+            model(idx[:, None], kv_cache=cache)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                step(idx, cache)  # (n, vocab)
+            best = min(best, (time.perf_counter() - t0) / steps)
+    return best
 
 
 def time_hf_pair(cfg, hf, ids, repeat):
@@ -448,23 +471,26 @@ def bench_hf_sample(args):
     block, prompt = hf.config.n_positions, sample.DEFAULTS["start"]
     new = block - len(prompt)
     cfg = dict(sample.DEFAULTS, out_dir=shipped, device="cpu", dtype="float32", copy_report=False, max_new_tokens=new)
-    config = sample.load_model("resume", shipped, "cpu", warn=lambda line: None)[0].config
+    model = sample.load_model("resume", shipped, "cpu", warn=lambda line: None)[0].eval()
     for n in (1, 10):
         ids = torch.full((n, len(prompt)), load_meta(os.path.join(shipped, "meta.pkl"))["stoi"][prompt])  # (n, 1)
         r = rows[n] = time_hf_pair(cfg, hf, ids, args.repeat)
         r["chars_per_s"] = {k: n * new / s for k, s in list(r.items())}
         # the mean step sees len(prompt) + new / 2 cached tokens
-        r["floor_s"] = decode_step_flops(config, n, len(prompt) + new // 2) / matmul_flops_per_s(config, n)
-        r["step_s"] = r["babygpt"] / new
+        r["floor_s"] = decode_step_flops(model.config, n, len(prompt) + new // 2) / matmul_flops_per_s(model.config, n)
+        r["step_s"] = r["babygpt"] / new  # everything per character: forward, sampler, text
+        r["forward_s"] = time_forward_steps(model, n, new - 1, args.repeat)
     if printed_json(args, {"threads": torch.get_num_threads(), "new_characters": new, "rows": rows}):
         return
     print(f"pretrained/hlm exported: {new} new characters per sample, CPU float32, "
           f"{torch.get_num_threads()} threads, fastest of {args.repeat}")
-    print(f"{'samples':<9}{'babygpt':>15}{'transformers':>15}{'ratio':>7}{'step':>10}{'floor':>10}  step/floor")
+    print(f"{'samples':<9}{'babygpt':>15}{'transformers':>15}{'ratio':>7}{'step':>10}{'forward':>10}{'floor':>10}"
+          f"  forward/floor")
     for n, r in rows.items():
         c = r["chars_per_s"]
         print(f"{n:<9}{c['babygpt']:>9.0f} chr/s{c['transformers']:>9.0f} chr/s{c['babygpt'] / c['transformers']:>6.2f}x"
-              f"{r['step_s'] * 1e3:>7.2f} ms{r['floor_s'] * 1e3:>7.2f} ms  {r['step_s'] / r['floor_s']:.1f}x")
+              f"{r['step_s'] * 1e3:>7.2f} ms{r['forward_s'] * 1e3:>7.2f} ms{r['floor_s'] * 1e3:>7.2f} ms"
+              f"  {r['forward_s'] / r['floor_s']:.1f}x")
 
 
 # -----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ nanochat keeps its engine.py apart from its model the same way.
 import torch
 from torch.nn import functional as F
 
+from babygpt.decodestep import decode_step
+
 
 class KVCache:
     """Keys and values of every token fed so far, one buffer per layer, room for block_size tokens.
@@ -65,9 +67,9 @@ def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top
     constraint (e.g. poetry.PoemConstraint): constraint.mask(logits) -> logits with the tokens it
     forbids at -inf, applied first, so no penalty, temperature or top-k/top-p cut can bring one back;
     constraint.advance(idx_next) after each step; generation ends early once constraint.done (B,) is all True."""
-    cache = None
+    cache, step = None, decode_step(model, idx.size(0))
     for _ in range(max_new_tokens):
-        logits, cache = next_logits(model, idx, cache, kv_cache)  # (B, vocab_size)
+        logits, cache = next_logits(model, idx, cache, kv_cache, step)  # (B, vocab_size)
         if constraint is not None:
             logits = constraint.mask(logits)
         logits = penalize_repeats(logits, idx[:, -model.config.block_size:], repetition_penalty)
@@ -80,8 +82,9 @@ def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top
             return
 
 
-def next_logits(model, idx, cache, use_cache):
-    """Logits for the token after idx (B, T), and the cache to use next time.
+def next_logits(model, idx, cache, use_cache, step=None):
+    """Logits for the token after idx (B, T), and the cache to use next time. step(idx (B,), cache): the one-token
+    forward (decodestep.decode_step's; default: the model's own).
     The model has learned positions 0..block_size-1 only. Uncached, the window slides by one
     token every step. Cached, positions cannot shift without recomputing every key, so when
     the cache is full the most recent half of the window is encoded again into a fresh cache:
@@ -94,7 +97,9 @@ def next_logits(model, idx, cache, use_cache):
         keep = bs if cache is None else max(1, bs // 2)
         cache = KVCache(model.config, idx.size(0))
         return model(idx[:, -keep:], kv_cache=cache)[0][:, -1, :], cache
-    return model(idx[:, -1:], kv_cache=cache)[0][:, -1, :], cache
+    if step is None:
+        return model(idx[:, -1:], kv_cache=cache)[0][:, -1, :], cache
+    return step(idx[:, -1], cache), cache
 
 
 def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generators=None):
@@ -104,6 +109,10 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generators=None
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits / temperature
+    if top_k and top_k < logits.size(-1) and (top_p is None or top_p >= 1.0) and generators is not None:
+        picked = sample_top_k(logits, top_k, generators)
+        if picked is not None:
+            return picked
     if top_k:
         k = min(top_k, logits.size(-1))  # a top_k above the vocabulary means "no cut"
         # the k-th largest is the smallest of the top k: unsorted, topk does less work
@@ -115,6 +124,24 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generators=None
     if generators is None:
         return torch.multinomial(probs, num_samples=1)
     return multinomial_rows(probs, generators)
+
+
+def sample_top_k(logits, k, generators):
+    """sample_next's top-k draw (B, 1) with each row's generator, the softmax, division and argmax done on the k
+    candidates only, not the whole vocabulary: the same tokens, as the exponential race (multinomial_rows)
+    between the candidates is the same race. Each row still draws one exponential per vocabulary entry, so its
+    random stream stays where the full path leaves it. None where a row has ties at the k-th value (or fewer
+    than k tokens a constraint allows): the masked path keeps all of those, topk only k."""
+    values, candidates = torch.topk(logits, k, sorted=False)  # (B, k)
+    kth = values.amin(dim=-1, keepdim=True)  # (B, 1)
+    if bool(((logits >= kth).sum(dim=-1) > k).any()):
+        return None
+    probs = F.softmax(values, dim=-1)  # (B, k): the full softmax's nonzero entries
+    q = torch.empty_like(logits)  # (B, vocab)
+    for row, g in zip(q, generators):
+        row.exponential_(1, generator=g)
+    pick = torch.argmax(probs / q.gather(1, candidates), dim=-1, keepdim=True)  # (B, 1) index among candidates
+    return candidates.gather(1, pick)  # (B, 1) token ids
 
 
 def multinomial_rows(probs, generators):

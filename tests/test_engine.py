@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from babygpt.engine import (KVCache, generate, multinomial_rows, next_logits, nucleus_filter, penalize_repeats,
-                            row_generators, sample_next)
+                            row_generators, sample_next, sample_top_k)
 from model import GPT, GPTConfig
 
 CFG = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
@@ -132,6 +132,39 @@ def test_top_k_is_the_sorted_top_k_cut():
     torch.manual_seed(1)
     b = torch.multinomial(torch.softmax(want, dim=-1), 1)
     assert torch.equal(a, b), "top_k should keep exactly the k best tokens, as a sorted topk's k-th value does"
+
+
+def masked_top_k_draw(logits, k, generators):
+    """The top-k draw written the long way: every logit below the k-th largest at -inf, a softmax over the whole
+    vocabulary, one exponential race per row (torch.multinomial's draw, tests above)."""
+    kth = torch.topk(logits, k).values[:, [-1]]  # (B, 1)
+    return multinomial_rows(torch.softmax(logits.masked_fill(logits < kth, float("-inf")), dim=-1), generators)
+
+
+def test_top_k_on_the_candidates_draws_the_masked_path_s_tokens():
+    torch.manual_seed(0)
+    ours, ref = row_generators(range(6)), row_generators(range(6))
+    for step in range(200):  # flat and peaked rows, as sampled text gives
+        logits = torch.randn(6, 4506) * (0.5 + step % 7)
+        got, want = sample_top_k(logits, 200, ours), masked_top_k_draw(logits, 200, ref)
+        assert torch.equal(got, want), f"step {step}: candidates drew {got.tolist()}, the masked path {want.tolist()}"
+    # the rows' streams moved on alike: the next draws agree too
+    logits = torch.randn(6, 4506)
+    assert torch.equal(sample_next(logits, 0.7, 200, None, ours), sample_next(logits, 0.7, 200, None, ref)), \
+        "after the candidate draws each row's generator should stand where the masked path leaves it"
+
+
+def test_top_k_with_ties_or_a_constraint_takes_the_masked_path():
+    logits = torch.randn(2, 100)
+    logits[1, :30] = 5.0  # 30 tokens tie for the top: a top_k of 10 keeps all of them on the masked path
+    assert sample_top_k(logits, 10, row_generators(range(2))) is None, "ties at the k-th value should be declined"
+    logits = torch.randn(2, 100)
+    logits[0, 5:] = float("-inf")  # a poem's mask left 5 tokens, fewer than top_k
+    assert sample_top_k(logits, 10, row_generators(range(2))) is None, "fewer allowed tokens than k should be declined"
+    generators = row_generators(range(2))
+    for _ in range(20):  # sample_next then draws from the masked path: never a forbidden token
+        pick = sample_next(logits, 1.0, 10, None, generators)
+        assert pick[0].item() < 5, f"a token the mask forbids was drawn: {pick[0].item()}"
 
 
 def test_top_k_above_vocabulary_is_clamped(model):

@@ -47,10 +47,11 @@ def layout(batch_size):
 
 
 class Linear:
-    """x (B, in) -> x W^T + b (B, out) for a weight W (out, in), laid out as layout() says."""
+    """x (B, in) -> x W^T + b (B, out) for a weight W (out, in), laid out as layout() says; gelu=True applies
+    GPT-2's tanh GELU to the result (oneDNN does it inside the product, one pass fewer over the output)."""
 
-    def __init__(self, weight, bias, kind):
-        self.bias = bias
+    def __init__(self, weight, bias, kind, gelu=False):
+        self.bias, self.gelu = bias, gelu
         if kind == "packed":
             self.packed, self.wt = torch.ops.mkldnn._reorder_linear_weight(weight, PACKED_ROWS), None
         else:
@@ -58,8 +59,11 @@ class Linear:
 
     def __call__(self, x):
         if self.wt is None:
+            if self.gelu:
+                return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "gelu", [], "tanh")
             return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
-        return torch.mm(x, self.wt) if self.bias is None else torch.addmm(self.bias, x, self.wt)
+        y = torch.mm(x, self.wt) if self.bias is None else torch.addmm(self.bias, x, self.wt)
+        return F.gelu(y, approximate="tanh") if self.gelu else y
 
 
 class DecodeStep:
@@ -71,10 +75,11 @@ class DecodeStep:
         self.nh, self.hs = cfg.n_head, cfg.n_embd // cfg.n_head
         self.blocks = [(b.ln_1, Linear(b.attn.c_attn.weight, b.attn.c_attn.bias, kind),
                         Linear(b.attn.c_proj.weight, b.attn.c_proj.bias, kind),
-                        b.ln_2, Linear(b.mlp.c_fc.weight, b.mlp.c_fc.bias, kind),
+                        b.ln_2, Linear(b.mlp.c_fc.weight, b.mlp.c_fc.bias, kind, gelu=True),
                         Linear(b.mlp.c_proj.weight, b.mlp.c_proj.bias, kind)) for b in t.h]
         self.ln_f = t.ln_f
         self.head = Linear(model.lm_head.weight, None, kind)  # the tied head: wte's weight, no bias
+        self.attend = one_query_attention if kind == "packed" else F.scaled_dot_product_attention
 
     def __call__(self, idx, cache):
         """The logits (B, vocab) after idx (B,), the newest token of each row; cache holds the ones before it."""
@@ -84,11 +89,22 @@ class DecodeStep:
         x = self.wte[idx] + self.wpe[cache.pos]  # (B, C)
         for layer, (ln_1, c_attn, c_proj, ln_2, c_fc, mlp_proj) in enumerate(self.blocks):
             q, k, v = c_attn(layer_norm(x, ln_1)).view(B, 3, nh, 1, hs).unbind(1)  # 3 x (B, nh, 1, hs)
-            k, v = cache.append(layer, k, v)  # (B, nh, pos + 1, hs)
-            y = F.scaled_dot_product_attention(q, k, v)  # (B, nh, 1, hs): one query, no mask
-            x = x + c_proj(y.view(B, nh * hs))  # (B, C)
-            x = x + mlp_proj(F.gelu(c_fc(layer_norm(x, ln_2)), approximate="tanh"))  # (B, C)
+            k, v = cache.append(layer, k, v)  # (B, nh, P, hs), P = pos + 1
+            y = self.attend(q, k, v)  # (B, nh, 1, hs) or (B, nh, hs)
+            x = x + c_proj(y.reshape(B, nh * hs))  # (B, C)
+            x = x + mlp_proj(c_fc(layer_norm(x, ln_2)))  # (B, C); c_fc applies the GELU
         return self.head(layer_norm(x, self.ln_f))  # (B, vocab)
+
+
+def one_query_attention(q, k, v):
+    """Softmax attention of one query per row and head, q (B, nh, 1, hs), over the cache's keys and values
+    k, v (B, nh, P, hs) -> (B, nh, hs). Written as products and sums over the cache's position-major runs
+    (B x nh x P x hs in memory order) instead of the fused kernel's pass per row and head: from two rows on, the
+    keys are read as one stream (one row: the fused kernel is as fast, with fewer calls)."""
+    k, v = k.permute(2, 0, 1, 3), v.permute(2, 0, 1, 3)  # (P, B, nh, hs), contiguous
+    scores = (k * (q[:, :, 0] * q.size(-1) ** -0.5)).sum(dim=-1)  # (P, B, nh)
+    weights = torch.softmax(scores, dim=0)  # (P, B, nh)
+    return (weights.unsqueeze(-1) * v).sum(dim=0)  # (B, nh, hs)
 
 
 def layer_norm(x, ln):

@@ -22,14 +22,17 @@ class KVCache:
 
     def __init__(self, config, batch_size):
         nh, hs = config.n_head, config.n_embd // config.n_head
-        self.shape = (batch_size, nh, config.block_size, hs)  # (B, nh, block_size, hs)
+        # position-major: the keys so far are one run of memory, which a CPU reads from main memory far faster
+        # than B x nh short runs (a quarter of a step at 10 rows; docs/benchmarks.md)
+        self.shape = (config.block_size, batch_size, nh, hs)  # (block_size, B, nh, hs)
         self.k = [None] * config.n_layer
         self.v = [None] * config.n_layer
         self.pos = 0  # tokens already stored: the position of the next token
         self.size = config.block_size
 
     def append(self, layer, k, v):
-        """Store k, v (B, nh, T, hs) at pos; return all keys and values so far (B, nh, pos + T, hs).
+        """Store k, v (B, nh, T, hs) at pos; return all keys and values so far (B, nh, pos + T, hs), as views
+        of the stored runs (.permute(2, 0, 1, 3) gives the runs back, (pos + T, B, nh, hs), contiguous).
         The last layer's call moves pos on by T (as nanochat's KVCache does)."""
         if self.pos > 0 and k.size(2) > 1:  # attention masks a query causally only in an empty cache
             raise ValueError("a KVCache takes several tokens only when it is empty")
@@ -37,11 +40,11 @@ class KVCache:
             self.k[layer] = k.new_empty(self.shape)
             self.v[layer] = v.new_empty(self.shape)
         end = self.pos + k.size(2)
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
+        self.k[layer][self.pos:end] = k.permute(2, 0, 1, 3)  # (T, B, nh, hs)
+        self.v[layer][self.pos:end] = v.permute(2, 0, 1, 3)
         if layer == len(self.k) - 1:
             self.pos = end
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+        return self.k[layer][:end].permute(1, 2, 0, 3), self.v[layer][:end].permute(1, 2, 0, 3)
 
 
 def row_generators(seeds, device="cpu"):
@@ -137,10 +140,8 @@ def sample_top_k(logits, k, generators):
     if bool(((logits >= kth).sum(dim=-1) > k).any()):
         return None
     probs = F.softmax(values, dim=-1)  # (B, k): the full softmax's nonzero entries
-    q = torch.empty_like(logits)  # (B, vocab)
-    for row, g in zip(q, generators):
-        row.exponential_(1, generator=g)
-    pick = torch.argmax(probs / q.gather(1, candidates), dim=-1, keepdim=True)  # (B, 1) index among candidates
+    q = exponentials(generators, logits, at=candidates)  # (B, k)
+    pick = torch.argmax(probs / q, dim=-1, keepdim=True)  # (B, 1) index among the candidates
     return candidates.gather(1, pick)  # (B, 1) token ids
 
 
@@ -150,10 +151,31 @@ def multinomial_rows(probs, generators):
     argmax(p / q) (the exponential race, aten's Distributions.cpp); done so here, the draws stay row by row
     (same random stream, same tokens) but the division and argmax run once over the batch, and the per-row
     call's checks, allocations and syncs are gone (tests/test_engine.py compares it with torch.multinomial)."""
-    q = torch.empty_like(probs)  # (B, vocab)
-    for row, g in zip(q, generators):
-        row.exponential_(1, generator=g)
-    return torch.argmax(probs / q, dim=-1, keepdim=True)  # (B, 1)
+    return torch.argmax(probs / exponentials(generators, probs), dim=-1, keepdim=True)  # (B, 1)
+
+
+LOW_53 = (1 << 53) - 1  # a double's mantissa: the bits of a 64-bit draw a uniform double keeps
+
+
+def exponentials(generators, like, at=None):
+    """Each row's exponential_(1) draw over a row of like (B, vocab), with that row's generator: (B, vocab), or
+    only the entries at the indices at (B, k): (B, k). Each generator moves on by vocab draws either way.
+    On the CPU, exponential_ takes one 64-bit number per entry from the generator, keeps its low 53 bits as a
+    uniform double u in [0, 1) and returns -log(1 - u) in double, rounded to float; done so here, the numbers are
+    drawn in one call per row and only the entries needed are turned into exponentials, ~3x less time at
+    top_k 200 (tests/test_engine.py holds the numbers to exponential_'s own)."""
+    if like.device.type != "cpu" or like.dtype != torch.float32:  # elsewhere: exponential_ itself
+        q = torch.empty_like(like)
+        for row, g in zip(q, generators):
+            row.exponential_(1, generator=g)
+        return q if at is None else q.gather(1, at)
+    bits = torch.empty(like.shape, dtype=torch.int64)  # (B, vocab)
+    for row, g in zip(bits, generators):
+        row.random_(generator=g)  # 64-bit draws, one per entry, as exponential_ takes them
+    if at is not None:
+        bits = bits.gather(1, at)  # (B, k)
+    u = (bits & LOW_53).double().mul_(2.0 ** -53)  # uniform in [0, 1)
+    return torch.log1p(u.neg_()).neg_().float()  # -log(1 - u)
 
 
 def nucleus_filter(logits, top_p):

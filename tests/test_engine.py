@@ -7,8 +7,8 @@ Run: python -m pytest tests/test_engine.py
 import pytest
 import torch
 
-from babygpt.engine import (KVCache, generate, multinomial_rows, next_logits, nucleus_filter, penalize_repeats,
-                            row_generators, sample_next, sample_top_k)
+from babygpt.engine import (KVCache, exponentials, generate, multinomial_rows, next_logits, nucleus_filter,
+                            penalize_repeats, row_generators, sample_next, sample_top_k)
 from model import GPT, GPTConfig
 
 CFG = dict(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
@@ -122,6 +122,23 @@ def test_batched_row_draws_are_torch_multinomial_s_draws():
             want = torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, ref)])  # (B, 1)
             got = multinomial_rows(probs, ours)
             assert torch.equal(got, want), f"B={B} V={V} step {step}: {got.tolist()} != torch's {want.tolist()}"
+
+
+def test_exponentials_are_exponential_s_own_numbers():
+    # the engine draws exponential_'s numbers its own way (64-bit draws, turned into exponentials where needed)
+    like = torch.zeros(8, 50_000)
+    ours, ref = row_generators(range(8)), row_generators(range(8))
+    for step in range(5):
+        want = torch.empty_like(like)
+        for row, g in zip(want, ref):
+            row.exponential_(1, generator=g)
+        if step % 2:  # only some entries, as the top-k draw asks: the stream still moves on by the whole row
+            at = torch.randint(0, like.size(1), (8, 200))
+            got, want = exponentials(ours, like, at=at), want.gather(1, at)
+        else:
+            got = exponentials(ours, like)
+        mismatched = (got != want).sum().item()
+        assert mismatched == 0, f"step {step}: {mismatched} numbers differ from exponential_'s ({got[0, :3]} vs {want[0, :3]})"
 
 
 def test_top_k_is_the_sorted_top_k_cut():

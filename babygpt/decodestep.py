@@ -5,8 +5,8 @@ engine.generate_tokens uses it wherever it applies (a GPT with GPT-2's head, in 
 elsewhere the model's own forward runs.
 
 Why a second forward pass (docs/benchmarks.md has the profile): at one token per row, F.linear's kernel for an
-(N, C) weight is 2-3x slower than a product with the weight stored the other way round, and oneDNN's weights
-prepacked for the batch beat both from two rows up; the model's forward also spends a third of a step on module
+(N, C) weight is about 2x slower than a product with the weight stored the other way round, and oneDNN's weights
+prepacked for the batch beat both from two rows up; the model's forward also spends a quarter of a step on module
 calls, transposes and copies. This step lays the weights out once, then runs ~12 operations per layer.
 It computes what GPT.forward(idx[:, -1:], kv_cache=cache) computes, to float rounding (tests/test_decodestep.py).
 
@@ -24,8 +24,6 @@ from babygpt.heads import TiedHead
 # oneDNN's prepacked linear, what torch.compile's CPU backend uses for frozen weights; missing on some builds
 ONEDNN = hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and torch.backends.mkldnn.is_available()
 PACKED_ROWS = 16  # the batch size oneDNN packs for: from 2 to 32 rows as fast as packing for the exact size
-
-
 MAX_PARAMS = 64_000_000  # each layout is a copy of the weights: above this (GPT-2 itself) the model's forward runs
 
 

@@ -3,7 +3,8 @@ The generation engine: token ids in, token ids out, over a model.py GPT. It know
 turns text into ids and back (and serve.py, web.py, bench.py and hfexport.py's cards sample through sample.py).
 It holds what a plain nanoGPT `generate` lacks: a key/value cache (with a refill past the context), streaming,
 top-k/top-p, the repetition penalty, one random stream per row, and decode-time constraints (a poem's form).
-nanochat keeps its engine.py apart from its model the same way.
+nanochat keeps its engine.py apart from its model the same way. On a CPU the one-token steps run decodestep.py's
+forward, the model's arithmetic with its weights laid out for them.
 
     python sample.py --out_dir=out-chinese --stream=True --top_p=0.9 --repetition_penalty=1.2
     python -m pytest tests/test_engine.py

@@ -410,12 +410,12 @@ def matmul_flops_per_s(config, batch, repeat=20):
     many numbers as the model's matmuls (12 L C^2 + V C), so it reads as much memory as a step, with each of
     decodestep's layouts (the transposed weight, oneDNN's packed one); the fastest of repeat, best layout."""
     import torch
-    from babygpt.decodestep import ONEDNN, Linear
+    from babygpt.decodestep import Linear, onednn_works
     C = config.n_embd
     w = torch.randn(12 * config.n_layer * C + config.vocab_size, C)  # (N, C), as a Linear holds it
     x = torch.randn(batch, C)  # (B, C)
     best = float("inf")
-    for kind in ("transposed", "packed") if ONEDNN else ("transposed",):
+    for kind in ("transposed", "packed") if onednn_works() else ("transposed",):
         linear = Linear(w, None, kind)
         for i in range(repeat + 3):  # 3 to warm up
             t0 = time.perf_counter()

@@ -14,6 +14,7 @@ It computes what GPT.forward(idx[:, -1:], kv_cache=cache) computes, to float rou
     python -m pytest tests/test_decodestep.py
 """
 
+import functools
 import weakref
 
 import torch
@@ -21,10 +22,20 @@ from torch.nn import functional as F
 
 from babygpt.heads import TiedHead
 
-# oneDNN's prepacked linear, what torch.compile's CPU backend uses for frozen weights; missing on some builds
-ONEDNN = hasattr(torch.ops.mkldnn, "_reorder_linear_weight") and torch.backends.mkldnn.is_available()
 PACKED_ROWS = 16  # the batch size oneDNN packs for: from 2 to 32 rows as fast as packing for the exact size
 MAX_PARAMS = 64_000_000  # each layout is a copy of the weights: above this (GPT-2 itself) the model's forward runs
+
+
+@functools.cache
+def onednn_works():
+    """Whether this torch runs oneDNN's prepacked linear (what torch.compile's CPU backend uses for frozen
+    weights): tried once on a tiny product, since some builds and CPUs lack it."""
+    try:
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 2), PACKED_ROWS)
+        y = torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2), w, None, "none", [], "")
+        return bool(torch.equal(y, torch.full((1, 2), 2.0)))
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def applies(model):
@@ -41,7 +52,7 @@ def applies(model):
 def layout(batch_size):
     """How to lay the weights out for batch_size rows: one row is a matrix-vector product, fastest with the
     weight transposed; from two rows oneDNN's packing wins (bench.py --what=hf_sample measures both)."""
-    return "packed" if ONEDNN and batch_size > 1 else "transposed"
+    return "packed" if batch_size > 1 and onednn_works() else "transposed"
 
 
 class Linear:

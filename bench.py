@@ -430,15 +430,14 @@ def time_forward_steps(model, n, steps, repeat):
     where it applies), n rows, over steps steps after a one-token prompt; the fastest of repeat."""
     import torch
     from babygpt.decodestep import decode_step
-    from babygpt.engine import KVCache
-    step, idx, best = decode_step(model, n), torch.zeros(n, dtype=torch.long), float("inf")
+    from babygpt.engine import next_logits
+    step, idx, best = decode_step(model, n), torch.zeros((n, 1), dtype=torch.long), float("inf")
     with torch.inference_mode():
         for _ in range(repeat):
-            cache = KVCache(model.config, n)
-            model(idx[:, None], kv_cache=cache)
+            cache = next_logits(model, idx, None, True, step)[1]  # the one-token prompt
             t0 = time.perf_counter()
             for _ in range(steps):
-                step(idx, cache)  # (n, vocab)
+                next_logits(model, idx, cache, True, step)  # (n, vocab)
             best = min(best, (time.perf_counter() - t0) / steps)
     return best
 

@@ -97,12 +97,12 @@ class DecodeStep:
             raise ValueError(f"sequence of length {cache.pos + 1} is longer than block_size {cache.size}")
         x = self.wte[idx] + self.wpe[cache.pos]  # (B, C)
         for layer, (ln_1, c_attn, c_proj, ln_2, c_fc, mlp_proj) in enumerate(self.blocks):
-            q, k, v = c_attn(layer_norm(x, ln_1)).view(B, 3, nh, 1, hs).unbind(1)  # 3 x (B, nh, 1, hs)
+            q, k, v = c_attn(ln_1(x)).view(B, 3, nh, 1, hs).unbind(1)  # 3 x (B, nh, 1, hs)
             k, v = cache.append(layer, k, v)  # (B, nh, P, hs), P = pos + 1
             y = self.attend(q, k, v)  # (B, nh, 1, hs) or (B, nh, hs)
             x = x + c_proj(y.reshape(B, nh * hs))  # (B, C)
-            x = x + mlp_proj(c_fc(layer_norm(x, ln_2)))  # (B, C); c_fc applies the GELU
-        return self.head(layer_norm(x, self.ln_f))  # (B, vocab)
+            x = x + mlp_proj(c_fc(ln_2(x)))  # (B, C); c_fc applies the GELU
+        return self.head(self.ln_f(x))  # (B, vocab)
 
 
 def one_query_attention(q, k, v):
@@ -116,21 +116,16 @@ def one_query_attention(q, k, v):
     return (weights.unsqueeze(-1) * v).sum(dim=0)  # (B, nh, hs)
 
 
-def layer_norm(x, ln):
-    """model.py's LayerNorm on (B, C), without the module call."""
-    return F.layer_norm(x, ln.weight.shape, ln.weight, ln.bias, 1e-5)
-
-
 # a model's laid-out weights, by layout: built once per model (serve.py samples many batches; each layout is a
 # copy of the weights); rebuilt when a parameter changes (its version counter moves on every in-place update)
 _built = weakref.WeakKeyDictionary()
 
 
 def decode_step(model, batch_size):
-    """The one-token step for model at batch_size rows: a DecodeStep where it applies, else the model's forward.
-    Either is called as step(idx (B,), cache) -> logits (B, vocab)."""
+    """The one-token step for model at batch_size rows, called as step(idx (B,), cache) -> logits (B, vocab): a
+    DecodeStep where it applies, else None (engine.next_logits then runs the model's own forward)."""
     if not applies(model):
-        return lambda idx, cache: model(idx[:, None], kv_cache=cache)[0][:, -1, :]
+        return None
     versions = tuple((p.data_ptr(), p._version) for p in model.parameters())
     steps = _built.get(model)
     if steps is None or steps[0] != versions:

@@ -88,7 +88,7 @@ def generate_tokens(model, idx, max_new_tokens, temperature=1.0, top_k=None, top
 
 def next_logits(model, idx, cache, use_cache, step=None):
     """Logits for the token after idx (B, T), and the cache to use next time. step(idx (B,), cache): the one-token
-    forward (decodestep.decode_step's; default: the model's own).
+    forward decodestep.decode_step gives (None: the model's own).
     The model has learned positions 0..block_size-1 only. Uncached, the window slides by one
     token every step. Cached, positions cannot shift without recomputing every key, so when
     the cache is full the most recent half of the window is encoded again into a fresh cache:

@@ -95,14 +95,14 @@ def test_the_model_s_forward_runs_where_the_step_does_not_apply():
              "float64 weights": sharp().double()}
     for what, model in cases.items():
         step = decode_step(model, 2)
-        assert not isinstance(step, DecodeStep), f"{what}: the laid-out step should not stand in for the model"
+        assert step is None, f"{what}: the laid-out step should not stand in for the model"
     torch.manual_seed(0)
     big = GPT(GPTConfig(block_size=8, vocab_size=50304, n_layer=1, n_head=1, n_embd=1280)).eval()  # GPT-2's wte
     assert sum(p.numel() for p in big.parameters()) > decodestep.MAX_PARAMS
-    assert not isinstance(decode_step(big, 1), DecodeStep), "a model above MAX_PARAMS should not be copied"
+    assert decode_step(big, 1) is None, "a model above MAX_PARAMS should not be copied"
     model = sharp()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not isinstance(decode_step(model, 2), DecodeStep), "under autocast the model's forward should run"
+        assert decode_step(model, 2) is None, "under autocast the model's forward should run"
     assert isinstance(decode_step(model, 2), DecodeStep), "outside autocast the same model should get the step"
     # the fallback is a working step: the adaptive head's log-probabilities, one token at a time (within the
     # context: past it the cache keeps half a window where the reference slides)
